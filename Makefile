@@ -1,0 +1,213 @@
+# subkv — the one entry point (DESIGN.md section 1). GNU make.
+#
+#   make / make all   libraries + binaries into build/
+#   make test         make deps, build everything + tests/test_*.c, run them (tests/run_tests.sh)
+#   make demo         make deps, build, run build/subkv-demo
+#   make bench        build, run build/subkv-bench sketch
+#   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
+#   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
+#   make lint         cppcheck + format-check
+#   make clean
+#
+# Knobs (command line or environment):
+#   CC=gcc  CFLAGS=-O2 -g (warnings, -std and -I are always added)  SANITIZE=address,undefined
+#   NVCC=path/to/nvcc (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc); NVCC= forces the CPU build
+#   NVCC_ARCH  NVCCFLAGS  CUDA_HOME  CLANG_FORMAT  CPPCHECK
+#
+# Source discovery (wildcards, so new files are picked up without editing this file):
+#   cache/*.c                    -> build/libsubkv-cache.a
+#   tools/*.c except *_main.c    -> build/libsubkv-tools.a
+#   tools/NAME_main.c            -> build/NAME with '_' -> '-'   (tools/subkv_demo_main.c -> build/subkv-demo)
+#   cuda/*.c (+ cuda/*.cu with nvcc) -> build/libsubkv-cuda.a; cuda/*_cpu.c only WITHOUT nvcc
+#   bench/*.c                    -> build/subkv-bench (only once bench/subkv_bench_main.c exists)
+#   tests/test_*.c               -> build/tests/test_* (each its own CMocka binary)
+#   other tests/*.c (not test_*, fuzz_*, mpi_*) are helpers linked into every test binary
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+.SECONDARY:          # keep objects made through pattern-rule chains (tests) between runs
+.SUFFIXES:
+
+BUILD := build
+OBJ   := $(BUILD)/obj
+
+# ---- toolchain and flags ---------------------------------------------------------------------
+
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+AR ?= ar
+
+CFLAGS ?= -O2 -g
+override CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
+override CPPFLAGS += -D_POSIX_C_SOURCE=200809L -Icache -Itools -Icuda
+DEPFLAGS := -MMD -MP
+LDLIBS   ?=
+
+ifneq ($(strip $(SANITIZE)),)
+# -fno-sanitize-recover: a UBSan finding aborts the test binary instead of scrolling past.
+SAN_FLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+# ---- CUDA (optional) -------------------------------------------------------------------------
+
+ifeq ($(origin NVCC),undefined)
+NVCC := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+endif
+
+ifneq ($(strip $(NVCC)),)
+HAVE_CUDA   := 1
+# nvcc lives in CUDA_HOME/bin (through symlinks: /usr/local/cuda -> /usr/local/cuda-13.0).
+CUDA_HOME   ?= $(patsubst %/,%,$(dir $(patsubst %/,%,$(dir $(realpath $(NVCC))))))
+CUDA_LIBDIR ?= $(CUDA_HOME)/lib64
+# sm_90 SASS for H100/H200 plus compute_90 PTX so newer GPUs can JIT. Keep in step with
+# SKV_MIN_CC in cuda/backend_cuda.cu.
+NVCC_ARCH   ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVCCFLAGS   ?= -O3 -g -Xcompiler -Wall,-Werror
+override CPPFLAGS += -DSUBKV_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+# libstdc++: nvcc-compiled objects may use the C++ runtime (operator new, static-init guards).
+CUDA_LDLIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++
+else
+HAVE_CUDA   :=
+CUDA_LDLIBS :=
+endif
+
+# ---- sources ---------------------------------------------------------------------------------
+
+CACHE_SRC   := $(wildcard cache/*.c)
+TOOLS_MAINS := $(wildcard tools/*_main.c)
+TOOLS_SRC   := $(filter-out $(TOOLS_MAINS),$(wildcard tools/*.c))
+CUDA_C_ALL  := $(wildcard cuda/*.c)
+ifeq ($(HAVE_CUDA),1)
+CUDA_C_SRC  := $(filter-out cuda/%_cpu.c,$(CUDA_C_ALL))
+CUDA_CU_SRC := $(wildcard cuda/*.cu)
+else
+CUDA_C_SRC  := $(CUDA_C_ALL)
+CUDA_CU_SRC :=
+endif
+BENCH_MAIN  := $(wildcard bench/subkv_bench_main.c)
+BENCH_SRC   := $(wildcard bench/*.c)
+TEST_SRC    := $(wildcard tests/test_*.c)
+TEST_HELPER_SRC := $(filter-out tests/test_%.c tests/fuzz_%.c tests/mpi_%.c,$(wildcard tests/*.c))
+
+obj_of = $(patsubst %.c,$(OBJ)/%.o,$(1))
+
+CACHE_OBJ  := $(call obj_of,$(CACHE_SRC))
+TOOLS_OBJ  := $(call obj_of,$(TOOLS_SRC))
+CUDA_OBJ   := $(call obj_of,$(CUDA_C_SRC)) $(patsubst %.cu,$(OBJ)/%.cu.o,$(CUDA_CU_SRC))
+BENCH_OBJ  := $(call obj_of,$(BENCH_SRC))
+TEST_HELPER_OBJ := $(call obj_of,$(TEST_HELPER_SRC))
+
+LIB_CACHE := $(BUILD)/libsubkv-cache.a
+LIB_TOOLS := $(BUILD)/libsubkv-tools.a
+LIB_CUDA  := $(BUILD)/libsubkv-cuda.a
+LIBS      := $(LIB_TOOLS) $(LIB_CACHE) $(LIB_CUDA)
+# The group lets the libraries reference each other in any direction (cuda -> cache, tools -> cache).
+LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group -lm $(CUDA_LDLIBS) $(LDLIBS)
+
+tool_bin   = $(BUILD)/$(subst _,-,$(patsubst tools/%_main.c,%,$(1)))
+TOOL_BINS  := $(foreach m,$(TOOLS_MAINS),$(call tool_bin,$(m)))
+BENCH_BIN  := $(if $(BENCH_MAIN),$(BUILD)/subkv-bench)
+TEST_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+ALL_OBJ := $(CACHE_OBJ) $(TOOLS_OBJ) $(CUDA_OBJ) $(BENCH_OBJ) $(TEST_HELPER_OBJ) \
+           $(call obj_of,$(TOOLS_MAINS) $(TEST_SRC))
+
+# ---- flag stamp: objects rebuild when the compiler or flags change (e.g. SANITIZE on/off) -----
+
+NOBUILD_GOALS := clean format format-check lint deps help
+ifneq ($(filter-out $(NOBUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
+FLAGS_STAMP := $(OBJ)/flags.stamp
+FLAGS_SIG   := $(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) | $(NVCC) $(NVCC_ARCH) $(NVCCFLAGS)
+$(shell mkdir -p $(OBJ) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS_SIG)' ] || \
+        printf '%s\n' '$(FLAGS_SIG)' > $(FLAGS_STAMP); })
+-include $(ALL_OBJ:.o=.d)
+endif
+
+# ---- build rules -----------------------------------------------------------------------------
+
+.PHONY: all libs test tests-build deps demo bench format format-check lint clean help
+
+all: libs $(TOOL_BINS) $(BENCH_BIN)
+libs: $(LIBS)
+
+$(OBJ)/%.o: %.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(OBJ)/%.cu.o: %.cu $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(NVCC) $(CPPFLAGS) $(NVCC_ARCH) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
+
+# `rm` first: ar would otherwise keep members whose source file was deleted.
+$(LIB_CACHE): $(CACHE_OBJ)
+$(LIB_TOOLS): $(TOOLS_OBJ)
+$(LIB_CUDA):  $(CUDA_OBJ)
+$(LIBS):
+	@mkdir -p $(@D)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+define tool_bin_rule
+$(call tool_bin,$(1)): $(call obj_of,$(1)) $$(LIBS)
+	$$(CC) $$(CFLAGS) $$(SAN_FLAGS) $$(LDFLAGS) $$< $$(LINK_LIBS) -o $$@
+endef
+$(foreach m,$(TOOLS_MAINS),$(eval $(call tool_bin_rule,$(m))))
+
+$(BUILD)/subkv-bench: $(BENCH_OBJ) $(LIBS)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) $(BENCH_OBJ) $(LINK_LIBS) -o $@
+
+$(BUILD)/tests/%: $(OBJ)/tests/%.o $(TEST_HELPER_OBJ) $(LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) $< $(TEST_HELPER_OBJ) $(LINK_LIBS) -lcmocka -o $@
+
+# ---- workflow targets ------------------------------------------------------------------------
+
+deps:
+	@bash deploy/install-deps.sh
+
+# Sub-makes keep the order deps -> build -> run even under make -j.
+tests-build: all $(TEST_BINS)
+
+test: deps
+	@$(MAKE) --no-print-directory tests-build
+	@bash tests/run_tests.sh $(TEST_BINS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@test -x $(BUILD)/subkv-demo || { echo "make demo: tools/subkv_demo_main.c does not exist yet" >&2; exit 1; }
+	$(BUILD)/subkv-demo
+
+bench: all
+	@test -x $(BUILD)/subkv-bench || { echo "make bench: bench/subkv_bench_main.c does not exist yet" >&2; exit 1; }
+	$(BUILD)/subkv-bench sketch
+
+# ---- format and lint -------------------------------------------------------------------------
+
+CLANG_FORMAT ?= clang-format
+CPPCHECK     ?= cppcheck
+SRC_DIRS  := $(wildcard cache cuda tools bench tests coordinator worker client proto)
+GENERATED := %.pb-c.c %.pb-c.h
+FMT_FILES  = $(filter-out $(GENERATED),$(wildcard $(foreach d,$(SRC_DIRS),$(d)/*.c $(d)/*.h $(d)/*.cu $(d)/*.cuh)))
+LINT_FILES = $(filter-out $(GENERATED),$(wildcard $(foreach d,$(SRC_DIRS),$(d)/*.c)))
+
+format:
+	$(if $(FMT_FILES),$(CLANG_FORMAT) -i $(FMT_FILES),@echo "format: no sources")
+
+format-check:
+	$(if $(FMT_FILES),$(CLANG_FORMAT) --dry-run -Werror $(FMT_FILES),@echo "format-check: no sources")
+
+# cppcheck first, then the format check, so one run reports both kinds of problem.
+# (The flags live in a variable: a comma inside $(if ...) would split its arguments.)
+CPPCHECK_FLAGS := --enable=warning,performance,portability --error-exitcode=1 --inline-suppr -q \
+                  --std=c11 --suppress=missingIncludeSystem -D_POSIX_C_SOURCE=200809L \
+                  -Icache -Itools -Icuda
+lint:
+	$(if $(LINT_FILES),$(CPPCHECK) $(CPPCHECK_FLAGS) $(LINT_FILES),@echo "lint: no C sources")
+	@$(MAKE) --no-print-directory format-check
+
+clean:
+	rm -rf $(BUILD)
+
+help:
+	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'

@@ -1,0 +1,256 @@
+/*
+ * numeric.c — half conversions, typed row stores, the weighted-entry accumulator and
+ * the partial algebra. Scores are float dot products (8 lanes); softmax sums and the
+ * output accumulate in double on the CPU.
+ */
+#include <float.h>
+
+#include "skv_internal.h"
+
+/* ---- float16 <-> float32, round to nearest even ---------------------------------------- */
+
+uint16_t skv_f32_to_f16(float f) {
+    uint32_t x = skv_f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* Inf or NaN */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504: Inf */
+    if (ax < 0x38800000u) {                                   /* subnormal half or zero */
+        if (ax < 0x33000000u) return (uint16_t)sign;          /* below half the smallest */
+        uint32_t mant = (ax & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)(ax >> 23); /* 14..24 */
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1u);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1u))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = ((ax >> 13) - (112u << 10)); /* rebias exponent 127 -> 15 */
+    uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+/* Exact for every half, subnormals, Inf and NaN included, and free of branches on the
+ * common path so row loops vectorize (after F. Giesen's half_to_float). */
+float skv_f16_to_f32(uint16_t h) {
+    const uint32_t shifted_exp = 0x7c00u << 13;
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
+    const uint32_t exp = shifted_exp & o;
+    o += (127u - 15u) << 23;
+    if (exp == shifted_exp) { /* Inf / NaN */
+        o += (128u - 16u) << 23;
+    } else if (exp == 0) { /* zero / subnormal: renormalize through a float subtraction */
+        o += 1u << 23;
+        o = skv_f32_bits(skv_bits_f32(o) - skv_bits_f32(113u << 23));
+    }
+    return skv_bits_f32(o | ((uint32_t)(h & 0x8000u) << 16));
+}
+
+/* ---- row stores ---------------------------------------------------------------------- */
+
+void skv_rows_put(skv_rows *r, size_t i, const float *x) {
+    const int d = r->d;
+    switch (r->dtype) {
+    case SKV_DTYPE_F32:
+        memcpy((float *)r->data + i * (size_t)d, x, (size_t)d * sizeof(float));
+        break;
+    case SKV_DTYPE_F16: {
+        uint16_t *p = (uint16_t *)r->data + i * (size_t)d;
+        for (int j = 0; j < d; j++) p[j] = skv_f32_to_f16(x[j]);
+        break;
+    }
+    case SKV_DTYPE_BF16: {
+        uint16_t *p = (uint16_t *)r->data + i * (size_t)d;
+        for (int j = 0; j < d; j++) p[j] = skv_f32_to_bf16(x[j]);
+        break;
+    }
+    }
+}
+
+void skv_rows_get(const skv_rows *r, size_t i, float *x) {
+    const int d = r->d;
+    switch (r->dtype) {
+    case SKV_DTYPE_F32:
+        memcpy(x, (const float *)r->data + i * (size_t)d, (size_t)d * sizeof(float));
+        break;
+    case SKV_DTYPE_F16: {
+        const uint16_t *p = (const uint16_t *)r->data + i * (size_t)d;
+        for (int j = 0; j < d; j++) x[j] = skv_f16_to_f32(p[j]);
+        break;
+    }
+    case SKV_DTYPE_BF16: {
+        const uint16_t *p = (const uint16_t *)r->data + i * (size_t)d;
+        for (int j = 0; j < d; j++) x[j] = skv_bf16_to_f32(p[j]);
+        break;
+    }
+    }
+}
+
+void skv_rows_copy(skv_rows *dst, size_t i, const skv_rows *src, size_t j) {
+    size_t rb = skv_rows_row_bytes(src);
+    memcpy((char *)dst->data + i * rb, (const char *)src->data + j * rb, rb);
+}
+
+#define SKV_LANES 8
+#define SKV_DOT_BODY(LOAD)                                                                         \
+    do {                                                                                           \
+        float lane[SKV_LANES] = {0};                                                               \
+        int j = 0;                                                                                 \
+        for (; j + SKV_LANES <= d; j += SKV_LANES)                                                 \
+            for (int k = 0; k < SKV_LANES; k++) lane[k] += LOAD(p[j + k]) * q[j + k];              \
+        for (; j < d; j++) lane[0] += LOAD(p[j]) * q[j];                                           \
+        float acc = 0.0f;                                                                          \
+        for (int k = 0; k < SKV_LANES; k++) acc += lane[k];                                        \
+        out[i] = acc;                                                                              \
+    } while (0)
+#define SKV_LOAD_F32(x) (x)
+
+void skv_rows_dot_block(const skv_rows *r, size_t start, size_t count, const float *q, float *out) {
+    const int d = r->d;
+    switch (r->dtype) {
+    case SKV_DTYPE_F32:
+        for (size_t i = 0; i < count; i++) {
+            const float *p = (const float *)r->data + (start + i) * (size_t)d;
+            SKV_DOT_BODY(SKV_LOAD_F32);
+        }
+        break;
+    case SKV_DTYPE_F16:
+        for (size_t i = 0; i < count; i++) {
+            const uint16_t *p = (const uint16_t *)r->data + (start + i) * (size_t)d;
+            SKV_DOT_BODY(skv_f16_to_f32);
+        }
+        break;
+    case SKV_DTYPE_BF16:
+        for (size_t i = 0; i < count; i++) {
+            const uint16_t *p = (const uint16_t *)r->data + (start + i) * (size_t)d;
+            SKV_DOT_BODY(skv_bf16_to_f32);
+        }
+        break;
+    }
+}
+
+float skv_rows_dot(const skv_rows *r, size_t i, const float *q) {
+    float s;
+    skv_rows_dot_block(r, i, 1, q, &s);
+    return s;
+}
+
+void skv_rows_axpy(const skv_rows *r, size_t i, double w, double *acc) {
+    const int d = r->d;
+    switch (r->dtype) {
+    case SKV_DTYPE_F32: {
+        const float *p = (const float *)r->data + i * (size_t)d;
+        for (int j = 0; j < d; j++) acc[j] += w * p[j];
+        break;
+    }
+    case SKV_DTYPE_F16: {
+        const uint16_t *p = (const uint16_t *)r->data + i * (size_t)d;
+        for (int j = 0; j < d; j++) acc[j] += w * skv_f16_to_f32(p[j]);
+        break;
+    }
+    case SKV_DTYPE_BF16: {
+        const uint16_t *p = (const uint16_t *)r->data + i * (size_t)d;
+        for (int j = 0; j < d; j++) acc[j] += w * skv_bf16_to_f32(p[j]);
+        break;
+    }
+    }
+}
+
+bool skv_rows_finite(const skv_rows *r, size_t nrows) {
+    float x[1];
+    const size_t total = nrows * (size_t)r->d;
+    for (size_t e = 0; e < total; e++) {
+        switch (r->dtype) {
+        case SKV_DTYPE_F32: x[0] = ((const float *)r->data)[e]; break;
+        case SKV_DTYPE_F16: x[0] = skv_f16_to_f32(((const uint16_t *)r->data)[e]); break;
+        case SKV_DTYPE_BF16: x[0] = skv_bf16_to_f32(((const uint16_t *)r->data)[e]); break;
+        }
+        if (!isfinite(x[0])) return false;
+    }
+    return true;
+}
+
+/* ---- accumulator --------------------------------------------------------------------- */
+
+void skv_acc_init(skv_acc *acc, int d, double *o_storage) {
+    acc->d = d;
+    acc->m = -INFINITY;
+    acc->l = 0.0;
+    acc->o = o_storage;
+    for (int j = 0; j < d; j++) acc->o[j] = 0.0;
+}
+
+enum { SKV_ACC_BLOCK = 128 };
+
+void skv_acc_add_rows(skv_acc *acc, const float *q, const skv_rows *K, const skv_rows *V,
+                      size_t start, size_t count, const float *a_w, double a, const float *b_w,
+                      double b) {
+    float score[SKV_ACC_BLOCK];
+    const int d = acc->d;
+    for (size_t blk = 0; blk < count; blk += SKV_ACC_BLOCK) {
+        size_t nb = count - blk < SKV_ACC_BLOCK ? count - blk : SKV_ACC_BLOCK;
+        double bm = -INFINITY;
+        skv_rows_dot_block(K, start + blk, nb, q, score);
+        for (size_t i = 0; i < nb; i++)
+            if (score[i] > bm) bm = score[i];
+        if (bm > acc->m) { /* rescale what we have to the new maximum */
+            double c = exp(acc->m - bm);
+            acc->l *= c;
+            for (int j = 0; j < d; j++) acc->o[j] *= c;
+            acc->m = bm;
+        }
+        for (size_t i = 0; i < nb; i++) {
+            size_t row = start + blk + i;
+            double e = exp((double)score[i] - acc->m);
+            double ai = a_w ? a * a_w[row] : a;
+            double bi = b_w ? b * b_w[row] : b;
+            acc->l += ai * e;
+            if (V && bi != 0.0) skv_rows_axpy(V, row, bi * e, acc->o);
+        }
+    }
+}
+
+void skv_acc_finish(const skv_acc *acc, skv_partial *out) {
+    const int d = acc->d;
+    if (acc->m == -INFINITY) {
+        skv_partial_init(out, d);
+        return;
+    }
+    float mf = (float)acc->m;
+    double c = exp(acc->m - (double)mf); /* re-express relative to the float max */
+    out->m = mf;
+    out->l = (float)(acc->l * c);
+    for (int j = 0; j < d; j++) out->o[j] = (float)(acc->o[j] * c);
+}
+
+/* ---- partials ------------------------------------------------------------------------ */
+
+void skv_partial_init(skv_partial *p, int d) {
+    p->m = -INFINITY;
+    p->l = 0.0f;
+    for (int j = 0; j < d; j++) p->o[j] = 0.0f;
+}
+
+void skv_partial_merge(skv_partial *dst, const skv_partial *src, int d) {
+    if (src->m == -INFINITY) return;
+    if (dst->m == -INFINITY) {
+        memcpy(dst, src, skv_partial_stride(d));
+        return;
+    }
+    float m = dst->m > src->m ? dst->m : src->m;
+    float c1 = expf(dst->m - m), c2 = expf(src->m - m);
+    dst->l = dst->l * c1 + src->l * c2;
+    for (int j = 0; j < d; j++) dst->o[j] = dst->o[j] * c1 + src->o[j] * c2;
+    dst->m = m;
+}
+
+void skv_partial_output(const skv_partial *p, int d, float *out) {
+    if (!(p->l > 0.0f)) {
+        for (int j = 0; j < d; j++) out[j] = 0.0f;
+        return;
+    }
+    float inv = 1.0f / p->l;
+    for (int j = 0; j < d; j++) out[j] = p->o[j] * inv;
+}

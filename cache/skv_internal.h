@@ -1,0 +1,232 @@
+/*
+ * skv_internal.h — what the policies of cache/ share and nothing outside cache/ (and the
+ * CUDA backend, which mirrors it) should touch: typed row stores, half conversions, the
+ * counter-based RNG, the weighted-entry attend accumulator, (de)serialization cursors,
+ * and the policy vtable.
+ */
+#ifndef SUBKV_INTERNAL_H
+#define SUBKV_INTERNAL_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "skv_check.h"
+#include "subkv.h"
+
+enum { SKV_MAX_HEAD_DIM = 1024 };
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "subkv serializes host floats as little-endian; a big-endian port needs byte swaps"
+#endif
+
+/* ---- half precision (round to nearest even) ------------------------------------------ */
+
+static inline uint32_t skv_f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float skv_bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t skv_f32_to_f16(float f);
+float skv_f16_to_f32(uint16_t h);
+
+static inline uint16_t skv_f32_to_bf16(float f) {
+    uint32_t u = skv_f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float skv_bf16_to_f32(uint16_t h) { return skv_bits_f32((uint32_t)h << 16); }
+
+/* ---- typed row store: `cap` rows of d elements of one dtype ---------------------------- */
+
+typedef struct skv_rows {
+    skv_dtype dtype;
+    int d;
+    size_t cap;
+    void *data;
+} skv_rows;
+
+static inline size_t skv_rows_row_bytes(const skv_rows *r) {
+    return (size_t)r->d * skv_dtype_size(r->dtype);
+}
+void skv_rows_put(skv_rows *r, size_t i, const float *x);
+void skv_rows_get(const skv_rows *r, size_t i, float *x);
+void skv_rows_copy(skv_rows *dst, size_t i, const skv_rows *src, size_t j);
+/* <row i, q> accumulated in float with 8 independent lanes. */
+float skv_rows_dot(const skv_rows *r, size_t i, const float *q);
+/* out[i] = <row start+i, q> for i < count, the same arithmetic as skv_rows_dot. */
+void skv_rows_dot_block(const skv_rows *r, size_t start, size_t count, const float *q, float *out);
+/* acc[d] += w * row i */
+void skv_rows_axpy(const skv_rows *r, size_t i, double w, double *acc);
+
+/* ---- counter-based RNG (Philox4x32-10) ------------------------------------------------- */
+
+/* Purposes keep the streams of different decisions apart. */
+enum { SKV_COIN_CLUSTER = 1, SKV_COIN_VALUE = 2, SKV_COIN_MERGE = 3 };
+
+typedef struct skv_rng_key {
+    uint32_t k0, k1;
+} skv_rng_key;
+
+/* Key from (seed, sequence, layer, head). */
+skv_rng_key skv_rng_make_key(uint64_t seed, uint64_t seq, uint32_t layer, uint32_t head);
+void skv_philox4x32(const uint32_t ctr[4], skv_rng_key key, uint32_t out[4]);
+/*
+ * The coin of (token, slot, purpose): a uniform 32-bit word. Slots are grouped by four
+ * per Philox call: counter (token lo, token hi, slot / 4, purpose), word slot % 4.
+ * A coin "accepts with probability p" when coin < p * 2^32, compared in double; the
+ * GPU backend draws and compares identically.
+ */
+uint32_t skv_coin(skv_rng_key key, uint64_t token, uint32_t slot, uint32_t purpose);
+/* coins of slots 0..n-1 of (token, purpose) into out[n], equal to skv_coin of each slot */
+void skv_coins(skv_rng_key key, uint64_t token, uint32_t purpose, uint32_t n, uint32_t *out);
+static inline bool skv_coin_accept(uint32_t coin, double p) {
+    return (double)coin < p * 4294967296.0;
+}
+
+/* ---- weighted-entry accumulator (DESIGN.md section 3) ----------------------------------- */
+
+/*
+ * One query's running partial over entries (k, v, a, b): m = max score,
+ * l = sum a e^(s-m), o = sum b e^(s-m) v. Accumulates in double; entries are visited
+ * in blocks so the rescale of o happens at most once per block.
+ */
+typedef struct skv_acc {
+    int d;
+    double m;
+    double l;
+    double *o; /* d doubles, owned by the caller */
+} skv_acc;
+
+void skv_acc_init(skv_acc *acc, int d, double *o_storage);
+/*
+ * Add rows [start, start + count) of K (and V, when not NULL). Weights of row i:
+ * a * a_w[i] and b * b_w[i], the arrays (indexed like the rows) taken as all ones
+ * when NULL.
+ * q must already be scaled by 1/sqrt(d).
+ */
+void skv_acc_add_rows(skv_acc *acc, const float *q, const skv_rows *K, const skv_rows *V,
+                      size_t start, size_t count, const float *a_w, double a, const float *b_w,
+                      double b);
+/* Write the accumulator as a float partial (m rounded to float, l and o rescaled). */
+void skv_acc_finish(const skv_acc *acc, skv_partial *out);
+
+/* ---- serialization cursors ------------------------------------------------------------ */
+
+typedef struct skv_writer {
+    skv_buf *buf;
+    bool failed; /* allocation failed */
+} skv_writer;
+
+void skv_w_bytes(skv_writer *w, const void *p, size_t n);
+void skv_w_u32(skv_writer *w, uint32_t v);
+void skv_w_u64(skv_writer *w, uint64_t v);
+void skv_w_f32(skv_writer *w, float v);
+void skv_w_f64(skv_writer *w, double v);
+void skv_w_rows(skv_writer *w, const skv_rows *r, size_t nrows);
+
+typedef struct skv_reader {
+    const uint8_t *p;
+    size_t len;
+    size_t pos;
+    bool failed; /* read past the end */
+} skv_reader;
+
+bool skv_r_bytes(skv_reader *r, void *dst, size_t n);
+uint32_t skv_r_u32(skv_reader *r);
+uint64_t skv_r_u64(skv_reader *r);
+float skv_r_f32(skv_reader *r);
+double skv_r_f64(skv_reader *r);
+/* Read nrows rows into r (nrows <= r->cap checked by the caller); false on short input. */
+bool skv_r_rows(skv_reader *rd, skv_rows *r, size_t nrows);
+/* true when every float of the last nrows rows read is finite */
+bool skv_rows_finite(const skv_rows *r, size_t nrows);
+
+uint32_t skv_crc32c(const void *data, size_t n);
+
+/* ---- sketches and policies ------------------------------------------------------------- */
+
+typedef struct skv_policy_ops skv_policy_ops;
+
+struct skv_sketch {
+    skv_config cfg; /* resolved */
+    const skv_policy_ops *ops;
+    uint64_t tokens_seen;
+    size_t heap_bytes; /* every allocation of this sketch, the struct included */
+    void *impl;
+};
+
+struct skv_policy_ops {
+    skv_policy_id id;
+    /* Fill defaults, derive budgeted parameters, validate; no allocation. */
+    subkv_status (*resolve)(skv_config *cfg, skv_err *err);
+    /* Exact bytes a sketch with this resolved config allocates at create (without the
+     * growth of an unbounded exact cache). */
+    size_t (*create_bytes)(const skv_config *cfg);
+    subkv_status (*init)(skv_sketch *s, skv_err *err);
+    void (*fini)(skv_sketch *s);
+    /* n >= 1 validated tokens; must leave the sketch unchanged when it fails. */
+    subkv_status (*append)(skv_sketch *s, const float *K, const float *V, size_t n, skv_err *err);
+    /* One validated query, already scaled by 1/sqrt(d); called for each of the g heads. */
+    subkv_status (*attend)(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err);
+    void (*stats)(const skv_sketch *s, skv_stats *st);
+    void (*save)(const skv_sketch *s, skv_writer *w);
+    subkv_status (*load)(skv_sketch *s, skv_reader *r, skv_err *err);
+};
+
+extern const skv_policy_ops skv_policy_exact_ops;
+extern const skv_policy_ops skv_policy_sinkwin_ops;
+extern const skv_policy_ops skv_policy_h2o_ops;
+extern const skv_policy_ops skv_policy_subgen_ops;
+
+/* Allocation accounted in s->heap_bytes (zeroed). NULL on failure. */
+void *skv_sketch_alloc(skv_sketch *s, size_t bytes);
+void skv_sketch_free(skv_sketch *s, void *p, size_t bytes);
+/* Grow (or shrink) an accounted allocation; NULL on failure with *p untouched. */
+void *skv_sketch_realloc(skv_sketch *s, void *p, size_t old_bytes, size_t new_bytes);
+/* Allocate a row store of cap rows (cap may be 0). */
+subkv_status skv_sketch_rows(skv_sketch *s, skv_rows *r, skv_dtype dt, int d, size_t cap,
+                             skv_err *err);
+void skv_sketch_rows_free(skv_sketch *s, skv_rows *r);
+/* Bytes skv_sketch_rows allocates. */
+static inline size_t skv_rows_bytes(skv_dtype dt, int d, size_t cap) {
+    return cap * (size_t)d * skv_dtype_size(dt);
+}
+
+/* Bytes of the sketch struct itself, counted by every policy's create_bytes. */
+size_t skv_sketch_base_bytes(void);
+
+/* ---- exact sinks + sliding window, shared by sinkwin and subgen ------------------------ */
+
+typedef struct skv_sinkwin {
+    int sinks, window;
+    size_t nsinks;   /* filled sinks */
+    size_t wfill;    /* filled window rows */
+    size_t whead;    /* next window row to overwrite (oldest when full) */
+    skv_rows sk, sv; /* sinks */
+    skv_rows wk, wv; /* window ring */
+} skv_sinkwin;
+
+size_t skv_sinkwin_bytes(skv_dtype dt, int d, int sinks, int window);
+subkv_status skv_sinkwin_init(skv_sketch *s, skv_sinkwin *sw, int sinks, int window, skv_err *err);
+void skv_sinkwin_fini(skv_sketch *s, skv_sinkwin *sw);
+/*
+ * Push one token. When a token leaves the window (or there is no window and the sinks
+ * are full) it is returned through k_out/v_out (float32, d each) and the function
+ * returns true; the caller sketches it.
+ */
+bool skv_sinkwin_push(skv_sinkwin *sw, const float *k, const float *v, float *k_out, float *v_out);
+void skv_sinkwin_attend(const skv_sinkwin *sw, const float *q, skv_acc *acc);
+void skv_sinkwin_save(const skv_sinkwin *sw, skv_writer *w);
+subkv_status skv_sinkwin_load(skv_sinkwin *sw, skv_reader *r, skv_err *err);
+
+#endif /* SUBKV_INTERNAL_H */

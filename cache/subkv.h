@@ -1,0 +1,224 @@
+/*
+ * subkv.h — the public contract of the sketch library (cache/, plain C11).
+ *
+ * One KV head of one layer of one sequence is a *sketch*. A sketch ingests keys and
+ * values in token order (skv_sketch_append) and answers the g query heads of one GQA
+ * group with mergeable partials (skv_sketch_attend). See DESIGN.md sections 2 and 3.
+ *
+ * Conventions
+ *  - Every fallible function returns a subkv_status and, when `err` is not NULL, fills
+ *    it with the same code and a human-readable message. A failed call leaves the
+ *    sketch exactly as it was.
+ *  - Inputs are float32, row-major: K[n][d], V[n][d], Q[g][d].
+ *  - No global mutable state: the library is reentrant; one sketch must not be used by
+ *    two threads at once.
+ */
+#ifndef SUBKV_H
+#define SUBKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes -------------------------------------------------------------- */
+
+typedef enum subkv_status {
+    SKV_OK = 0,
+    SKV_ERR_INVALID_ARG = 1,  /* NULL pointer, bad enum, g < 1, bad parameter      */
+    SKV_ERR_SHAPE = 2,        /* head_dim of the call differs from the sketch's    */
+    SKV_ERR_EMPTY = 3,        /* n == 0 tokens                                     */
+    SKV_ERR_NONFINITE = 4,    /* NaN or Inf in K, V or Q                           */
+    SKV_ERR_BUDGET = 5,       /* budget too small for the fixed parts, or exceeded */
+    SKV_ERR_NOMEM = 6,        /* allocation failed                                 */
+    SKV_ERR_CORRUPT = 7,      /* bad magic, checksum mismatch, inconsistent fields */
+    SKV_ERR_TRUNCATED = 8,    /* serialized buffer ends early                      */
+    SKV_ERR_VERSION = 9,      /* serialized format version not understood          */
+    SKV_ERR_UNSUPPORTED = 10, /* unknown policy or dtype, op not supported         */
+    SKV_ERR_NOT_FOUND = 11,   /* unknown sequence / object (service layers)        */
+    SKV_ERR_IO = 12,          /* read/write/socket failure (service layers)        */
+    SKV_ERR_PROTOCOL = 13,    /* malformed frame or message (service layers)       */
+    SKV_ERR_INTERNAL = 14,    /* a bug: an invariant did not hold                  */
+    SKV_ERR_DEVICE = 15,      /* CUDA / NCCL failure (GPU backend)                 */
+    SKV_STATUS_COUNT
+} subkv_status;
+
+/* Short stable name of a status ("SKV_ERR_SHAPE"); never NULL. */
+const char *subkv_status_name(subkv_status s);
+
+/* Error detail filled by fallible calls. */
+typedef struct skv_err {
+    subkv_status code;
+    char msg[200];
+} skv_err;
+
+/* ---- enums ------------------------------------------------------------------------ */
+
+typedef enum skv_dtype { SKV_DTYPE_F32 = 0, SKV_DTYPE_F16 = 1, SKV_DTYPE_BF16 = 2 } skv_dtype;
+
+typedef enum skv_policy_id {
+    SKV_POLICY_EXACT = 0,   /* every token, exact attention                       */
+    SKV_POLICY_SINKWIN = 1, /* StreamingLLM: first S sinks + last W tokens        */
+    SKV_POLICY_H2O = 2,     /* heavy hitters by accumulated attention + recent W  */
+    SKV_POLICY_SUBGEN = 3,  /* SubGen sketch + exact sinks and window             */
+    SKV_POLICY_COUNT
+} skv_policy_id;
+
+typedef enum skv_values_mode {
+    SKV_VALUES_L2 = 0,      /* paper: s-slot l2 reservoir for the numerator       */
+    SKV_VALUES_CLUSTER = 1, /* stratified: cluster reservoirs keep (k, v) pairs   */
+} skv_values_mode;
+
+/* Names: "exact", "sinkwin", "h2o", "subgen"; "f32", "f16", "bf16"; "l2", "cluster".
+ * The parse functions return -1 for an unknown name. */
+const char *skv_policy_name(skv_policy_id p);
+int skv_policy_parse(const char *name);
+const char *skv_dtype_name(skv_dtype t);
+int skv_dtype_parse(const char *name);
+size_t skv_dtype_size(skv_dtype t);
+const char *skv_values_name(skv_values_mode v);
+int skv_values_parse(const char *name);
+
+/* ---- configuration ------------------------------------------------------------------ */
+
+/*
+ * Parameters of one sketch. Start from skv_config_default(), which fills each policy's
+ * defaults, then set what you need; a zero is taken literally (sinks = 0: no sinks).
+ * skv_sketch_config() returns the resolved values.
+ *
+ *  budget_bytes   0: use the raw parameters. Otherwise the sketch derives (overwrites)
+ *                 the parameters marked [derived] so that skv_sketch_bytes() never
+ *                 exceeds it; a budget too small for the fixed parts fails with
+ *                 SKV_ERR_BUDGET.
+ *  max_tokens     exact [derived]: most tokens held (0 = unlimited); appending past it
+ *                 fails with SKV_ERR_BUDGET and stores nothing.
+ *  sinks          sinkwin, subgen: first tokens kept exactly (default 4).
+ *  window         sinkwin [derived]: last tokens kept exactly (default 1024);
+ *                 subgen: the same (default 64); h2o [derived]: recent tokens (512).
+ *  heavy          h2o [derived]: heavy-hitter slots (default 512; a budget splits
+ *                 heavy = recent = half).
+ *  samples        subgen t >= 1: uniform reservoir samples per cluster (default 8).
+ *  value_slots    subgen s [derived]: l2 value slots (default 256; 0 with values=cluster).
+ *  max_clusters   subgen [derived]: cap on clusters (default 256); reaching it doubles
+ *                 delta and merges clusters.
+ *  delta          subgen initial clustering radius; 0 = auto (a quarter of the norm of
+ *                 the first key that enters the sketch).
+ *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
+ *
+ * Errors at create: head_dim outside [1, 1024] -> SKV_ERR_SHAPE; unknown policy or
+ * dtype -> SKV_ERR_UNSUPPORTED; other bad values -> SKV_ERR_INVALID_ARG.
+ */
+typedef struct skv_config {
+    skv_policy_id policy;
+    int head_dim;
+    skv_dtype dtype;
+    skv_values_mode values;
+    size_t budget_bytes;
+    uint64_t max_tokens;
+    int sinks;
+    int window;
+    int heavy;
+    int samples;
+    int value_slots;
+    int max_clusters;
+    float delta;
+    uint64_t seed;
+    uint64_t seq_id;
+    uint32_t layer;
+    uint32_t head;
+} skv_config;
+
+/* Fill *cfg with the defaults of `policy` at head dimension `head_dim`. */
+void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
+
+/* ---- partials (DESIGN.md section 2) ------------------------------------------------- */
+
+/*
+ * A mergeable partial over a set of tokens: numerator o * e^m, normalizer l * e^m.
+ * The empty set is m = -INFINITY, l = 0, o = 0. Partials are laid out contiguously
+ * with a stride of skv_partial_stride(d) bytes, (2 + d) floats, so an array of them
+ * can travel as one message.
+ */
+typedef struct skv_partial {
+    float m;
+    float l;
+    float o[];
+} skv_partial;
+
+static inline size_t skv_partial_stride(int d) { return (size_t)(2 + d) * sizeof(float); }
+static inline skv_partial *skv_partial_at(void *base, int d, size_t i) {
+    return (skv_partial *)((char *)base + i * skv_partial_stride(d));
+}
+
+/* Set *p to the empty partial. */
+void skv_partial_init(skv_partial *p, int d);
+/* dst = dst (+) src by the log-sum-exp rule; exact for disjoint token sets. */
+void skv_partial_merge(skv_partial *dst, const skv_partial *src, int d);
+/* out[d] = o / l; zeros when l == 0 (no token). */
+void skv_partial_output(const skv_partial *p, int d, float *out);
+
+/* ---- sketches ---------------------------------------------------------------------- */
+
+typedef struct skv_sketch skv_sketch;
+
+typedef struct skv_stats {
+    uint64_t tokens_seen;   /* tokens appended so far                             */
+    uint64_t tokens_held;   /* exact tokens held (sinks + window + cache)         */
+    size_t bytes;           /* == skv_sketch_bytes()                              */
+    int clusters;           /* subgen: live clusters                              */
+    int cluster_samples;    /* subgen: filled reservoir samples in all clusters   */
+    int value_slots_filled; /* subgen l2: filled value slots                      */
+    int merges;             /* subgen: delta doublings so far                     */
+    float delta;            /* subgen: current radius                             */
+    double value_mass;      /* subgen l2: mu = sum ||v||^2 of sketched tokens      */
+} skv_stats;
+
+/* Create a sketch. *out is owned by the caller (skv_sketch_destroy). */
+subkv_status skv_sketch_create(const skv_config *cfg, skv_sketch **out, skv_err *err);
+void skv_sketch_destroy(skv_sketch *s);
+
+/* Append n >= 1 tokens, in order. d must equal the sketch's head_dim. */
+subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, size_t n, int d,
+                               skv_err *err);
+
+/*
+ * Attend the g >= 1 query heads Q[g][d] of one GQA group; writes g partials at `out`
+ * (stride skv_partial_stride(d)). Queries are scaled by 1/sqrt(d) inside. h2o also
+ * accumulates the attention each held token received (its eviction score).
+ */
+subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                               skv_err *err);
+
+/* Exact heap bytes the sketch owns (struct and every buffer). */
+size_t skv_sketch_bytes(const skv_sketch *s);
+void skv_sketch_stats(const skv_sketch *s, skv_stats *out);
+/* The resolved configuration (defaults and budget-derived parameters filled in). */
+const skv_config *skv_sketch_config(const skv_sketch *s);
+
+/* ---- serialization ----------------------------------------------------------------- */
+
+/* A growable byte buffer; zero-initialise, free with skv_buf_free. */
+typedef struct skv_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} skv_buf;
+void skv_buf_free(skv_buf *b);
+
+/*
+ * Append the sketch to `out` in the versioned, checksummed format:
+ *   "SKVS" | u32 version | u32 policy | u64 body_len | u32 crc32c(body) | body
+ * (little-endian). Restoring gives a sketch whose future outputs equal the original's.
+ */
+subkv_status skv_sketch_save(const skv_sketch *s, skv_buf *out, skv_err *err);
+/* Parse one sketch from data[len]; *used (optional) gets the bytes consumed.
+ * Truncated or corrupted input fails with an error code, never crashes. */
+subkv_status skv_sketch_load(const void *data, size_t len, skv_sketch **out, size_t *used,
+                             skv_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SUBKV_H */

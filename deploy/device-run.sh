@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# device-run.sh — build, test and benchmark subkv on the GPU device machine (Ubuntu 24.04 + CUDA,
+# no internet, no protobuf-c/cmocka packages).
+#
+#   bash deploy/device-run.sh            (run tool: carry [".debs"]; logs come back under $OUT)
+#
+# 1. unpacks .debs/ (from `deploy/device-debs.sh fetch`) into $SUBKV_PREFIX (default
+#    /tmp/subkv-prefix) unless already there, and sources its env.sh;
+# 2. make -j, then make test, with SUBKV_DEPS_SKIP=1 (no apt on the device);
+# 3. build/subkv-bench sketch, if it was built.
+# Every step runs even when an earlier one fails (except: no build, no tests); each writes
+# $OUT/<step>.log (OUT defaults to build/device-logs), and $OUT/summary.txt lists step, exit
+# status and seconds. Exits non-zero if any step failed.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${OUT:-build/device-logs}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+prefix="${SUBKV_PREFIX:-/tmp/subkv-prefix}"
+jobs="$(nproc 2>/dev/null || echo 4)"
+export SUBKV_DEPS_SKIP=1
+: >"$out/summary.txt"
+failed=0
+
+# step NAME CMD...: run CMD, log to $out/NAME.log (and stdout), record status and duration.
+step() {
+    local name="$1" t0 rc
+    shift
+    echo "=== $name: $*"
+    t0="$(date +%s)"
+    "$@" 2>&1 | tee "$out/$name.log"
+    rc=${PIPESTATUS[0]}
+    printf '%-12s rc=%-4s %5ss  %s\n' "$name" "$rc" "$(($(date +%s) - t0))" "$*" | tee -a "$out/summary.txt"
+    [[ $rc -eq 0 ]] || failed=1
+    return "$rc"
+}
+
+device_info() {
+    uname -a
+    grep PRETTY_NAME /etc/os-release || true
+    nvidia-smi || echo "nvidia-smi: not available"
+    nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null || echo "nvcc: not found"
+    gcc --version | head -1
+    echo "cores: $jobs"
+}
+step device-info device_info
+
+if [[ ! -f "$prefix/env.sh" ]] && compgen -G ".debs/*.deb" >/dev/null; then
+    step prefix bash deploy/device-debs.sh install "$prefix"
+fi
+if [[ -f "$prefix/env.sh" ]]; then
+    # shellcheck disable=SC1091
+    source "$prefix/env.sh"
+else
+    echo "device-run: no $prefix/env.sh and no .debs/ (carry .debs); building with system packages only"
+fi
+
+if step build make -j"$jobs"; then
+    step test make -j"$jobs" test
+    if [[ -x build/subkv-bench ]]; then
+        step bench build/subkv-bench sketch
+    else
+        echo "device-run: build/subkv-bench not built (no bench/subkv_bench_main.c yet); skipping"
+    fi
+fi
+
+echo "=== summary ($out/summary.txt)"
+cat "$out/summary.txt"
+exit "$failed"

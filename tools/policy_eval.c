@@ -1,0 +1,169 @@
+/* policy_eval.c — see policy_eval.h. */
+#include "policy_eval.h"
+
+#include "skv_check.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,
+                         const char **labels) {
+    static const char *const names[5] = {"exact", "sinkwin", "h2o", "subgen-l2", "subgen-cluster"};
+    const skv_policy_id pol[5] = {SKV_POLICY_EXACT, SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
+                                  SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN};
+    for (int i = 0; i < 5; i++) {
+        skv_config_default(&cfgs[i], pol[i], d);
+        cfgs[i].dtype = dtype;
+        cfgs[i].seed = seed;
+        cfgs[i].budget_bytes = i == 0 ? 0 : budget;
+        if (i == 4) cfgs[i].values = SKV_VALUES_CLUSTER;
+        labels[i] = names[i];
+    }
+    return 5;
+}
+
+/* Feed all tokens (timed); h2o also sees an observing query every `every` tokens. */
+static subkv_status eval_feed(skv_sketch *sk, const eval_opts *o, const float *K, const float *V,
+                              const float *obs, double *secs, skv_err *err) {
+    const int d = o->data.d;
+    const size_t chunk = o->observe_every > 0 ? (size_t)o->observe_every : 4096;
+    skv_partial *scratch = malloc(skv_partial_stride(d));
+    if (!scratch) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for a partial");
+    const bool observe = o->observe_every > 0 && skv_sketch_config(sk)->policy == SKV_POLICY_H2O;
+    double t0 = now_s(), next_report = t0 + 5.0;
+    subkv_status st = SKV_OK;
+    for (size_t i = 0; i < o->n && st == SKV_OK; i += chunk) {
+        size_t m = o->n - i < chunk ? o->n - i : chunk;
+        st = skv_sketch_append(sk, K + i * (size_t)d, V + i * (size_t)d, m, d, err);
+        if (st == SKV_OK && observe) /* the query of the chunk's last token */
+            st = skv_sketch_attend(sk, obs + ((i / chunk) % 64) * (size_t)d, 1, d, scratch, err);
+        if (o->progress && now_s() > next_report) {
+            fprintf(stderr, "  ... %s: %zu / %zu tokens\n",
+                    skv_policy_name(skv_sketch_config(sk)->policy), i + m, o->n);
+            next_report = now_s() + 5.0;
+        }
+    }
+    *secs = now_s() - t0;
+    free(scratch);
+    return st;
+}
+
+static void eval_one(const eval_opts *o, const skv_config *cfg, const float *K, const float *V,
+                     const float *Q, const float *obs, const double *ref, eval_result *r) {
+    const int d = o->data.d, g = o->group;
+    skv_err err = {0};
+    skv_sketch *sk = NULL;
+    skv_partial *parts = NULL;
+    float *out = malloc((size_t)d * sizeof(float));
+    double secs = 0.0;
+    r->status = skv_sketch_create(cfg, &sk, &err);
+    if (r->status == SKV_OK) r->status = eval_feed(sk, o, K, V, obs, &secs, &err);
+    parts = malloc((size_t)g * skv_partial_stride(d));
+    if (r->status == SKV_OK && (!parts || !out))
+        r->status = skv_set_error(&err, SKV_ERR_NOMEM, "no memory for outputs");
+    if (r->status == SKV_OK) {
+        r->append_ns = 1e9 * secs / (double)o->n;
+        r->err_mean = r->err_max = 0.0;
+        double t_att = 0.0;
+        for (int qi = 0; qi < o->queries && r->status == SKV_OK; qi++) {
+            double t0 = now_s();
+            r->status =
+                skv_sketch_attend(sk, Q + (size_t)qi * (size_t)g * (size_t)d, g, d, parts, &err);
+            t_att += now_s() - t0;
+            for (int h = 0; h < g && r->status == SKV_OK; h++) {
+                skv_partial_output(skv_partial_at(parts, d, (size_t)h), d, out);
+                double e =
+                    synth_rel_error(out, ref + ((size_t)qi * (size_t)g + (size_t)h) * (size_t)d, d);
+                r->err_mean += e;
+                if (e > r->err_max) r->err_max = e;
+            }
+        }
+        r->err_mean /= (double)(o->queries * g);
+        r->attend_us = 1e6 * t_att / (double)o->queries;
+        r->bytes = skv_sketch_bytes(sk);
+        skv_sketch_stats(sk, &r->stats);
+    }
+    if (r->status != SKV_OK) snprintf(r->msg, sizeof r->msg, "%s", err.msg);
+    skv_sketch_destroy(sk);
+    free(parts);
+    free(out);
+}
+
+int eval_run(const eval_opts *o, const skv_config *cfgs, const char *const *labels, int npol,
+             eval_result *out) {
+    const int d = o->data.d, g = o->group;
+    const size_t nq = (size_t)o->queries * (size_t)g;
+    float *K = malloc(o->n * (size_t)d * sizeof(float));
+    float *V = malloc(o->n * (size_t)d * sizeof(float));
+    float *Q = malloc(nq * (size_t)d * sizeof(float));
+    float *obs = malloc(64 * (size_t)d * sizeof(float));
+    double *ref = malloc(nq * (size_t)d * sizeof(double));
+    synth_stream *st = synth_stream_create(&o->data);
+    int rc = -1;
+    if (!K || !V || !Q || !obs || !ref || !st) goto done;
+    /* Observing queries follow the stream: aimed at random clusters as it goes. */
+    synth_stream_next(st, K, V, o->n);
+    synth_rng rng;
+    synth_rng_seed(&rng, o->data.seed ^ 0x5eedu);
+    const int ncl = o->data.clusters > 0 ? o->data.clusters : 1;
+    for (int i = 0; i < 64; i++)
+        synth_stream_query(st, (int)(synth_rng_uniform(&rng) * ncl), 1.0f, 0.3f,
+                           obs + (size_t)i * (size_t)d);
+    /* A group's heads share a target cluster (heads of one KV group attend alike). */
+    for (int qi = 0; qi < o->queries; qi++) {
+        int c = (int)(synth_rng_uniform(&rng) * ncl);
+        for (int h = 0; h < g; h++) {
+            float *q = Q + ((size_t)qi * (size_t)g + (size_t)h) * (size_t)d;
+            synth_stream_query(st, c, 1.0f, 0.3f, q);
+            synth_ref_attention(q, K, V, o->n, d,
+                                ref + ((size_t)qi * (size_t)g + (size_t)h) * (size_t)d);
+        }
+    }
+    for (int p = 0; p < npol; p++) {
+        memset(&out[p], 0, sizeof out[p]);
+        snprintf(out[p].label, sizeof out[p].label, "%s", labels[p]);
+        if (o->progress) fprintf(stderr, "  n=%zu %s ...\n", o->n, labels[p]);
+        eval_one(o, &cfgs[p], K, V, Q, obs, ref, &out[p]);
+    }
+    rc = 0;
+done:
+    synth_stream_destroy(st);
+    free(K);
+    free(V);
+    free(Q);
+    free(obs);
+    free(ref);
+    return rc;
+}
+
+void eval_print_table(FILE *f, size_t n, const eval_result *r, int npol) {
+    fprintf(f, "# %-15s %9s %12s %12s %12s %10s %10s %8s\n", "policy", "n", "bytes", "append_ns",
+            "attend_us", "err_mean", "err_max", "clusters");
+    for (int p = 0; p < npol; p++) {
+        if (r[p].status != SKV_OK) {
+            fprintf(f, "  %-15s %9zu  error %s: %s\n", r[p].label, n,
+                    subkv_status_name(r[p].status), r[p].msg);
+            continue;
+        }
+        fprintf(f, "  %-15s %9zu %12zu %12.1f %12.1f %10.4f %10.4f %8d\n", r[p].label, n,
+                r[p].bytes, r[p].append_ns, r[p].attend_us, r[p].err_mean, r[p].err_max,
+                r[p].stats.clusters);
+    }
+}
+
+void eval_write_csv(FILE *f, size_t n, const eval_result *r, int npol, int header) {
+    if (header) fprintf(f, "policy,n,bytes,append_ns,attend_us,err_mean,err_max,clusters,status\n");
+    for (int p = 0; p < npol; p++)
+        fprintf(f, "%s,%zu,%zu,%.2f,%.2f,%.6f,%.6f,%d,%s\n", r[p].label, n, r[p].bytes,
+                r[p].append_ns, r[p].attend_us, r[p].err_mean, r[p].err_max, r[p].stats.clusters,
+                subkv_status_name(r[p].status));
+}
