@@ -17,9 +17,10 @@ static void usage(FILE *f) {
     fprintf(
         f,
         "usage: subkv-bench sketch [--n N[,N...]] [--d D] [--budget BYTES] [--dtype f32|f16|bf16]\n"
-        "                          [--queries Q] [--group G] [--seed S] [--csv FILE]\n"
+        "                          [--queries Q] [--group G] [--seed S] [--drift X] [--csv FILE]\n"
         "Defaults: --n 4096,32768,262144,1048576 --d 128 --budget 524288 --dtype f16\n"
-        "          --queries 8 --group 4 --csv build/bench-sketch.csv\n"
+        "          --queries 8 --group 4 --drift 0.0003 --csv build/bench-sketch.csv\n"
+        "--drift: random-walk std per token and coordinate of every key-cluster center.\n"
         "Budget is per KV head for sinkwin, h2o and subgen; exact holds everything.\n");
 }
 
@@ -49,6 +50,7 @@ static int bench_sketch(int argc, char **argv) {
     size_t budget = 512 * 1024;
     skv_dtype dtype = SKV_DTYPE_F16;
     uint64_t seed = 7;
+    float drift = 0.0003f;
     const char *csv = "build/bench-sketch.csv";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -104,8 +106,10 @@ static int bench_sketch(int argc, char **argv) {
     printf("# subkv-bench sketch: CPU reference policies, d=%d, storage %s, budget %zu B/head, "
            "%d queries x %d heads\n",
            d, skv_dtype_name(dtype), budget, queries, group);
-    printf("# workload: 64 drifting clusters, topic phases of 4 clusters x 8192 tokens, Pareto "
-           "value norms (alpha 4); error = mean ||out - exact|| / ||exact|| (float64 exact)\n");
+    printf("# workload: 64 clusters drifting %g/token/coordinate, topic phases of 4 clusters x "
+           "8192 tokens, Pareto value norms (alpha 4); error = mean ||out - exact|| / ||exact|| "
+           "(float64 exact)\n",
+           drift);
     int rc = 0;
     for (int k = 0; k < nn; k++) {
         eval_opts o = {
@@ -114,7 +118,7 @@ static int bench_sketch(int argc, char **argv) {
                                     .clusters = 64,
                                     .center_norm = 8.0f,
                                     .spread = 0.4f,
-                                    .drift = 0.002f,
+                                    .drift = drift,
                                     .value_mean = 8.0f,
                                     .value_tail = 0.25f,
                                     .phase_len = 8192,
