@@ -2,7 +2,8 @@
 #
 #   make / make all   libraries + binaries into build/
 #   make test         make deps, build everything + tests/test_*.c, run them (tests/run_tests.sh)
-#   make demo         make deps, build, run build/subkv-demo
+#   make demo         make deps, build, start the service, run `subkv demo` on it, stop it
+#                     (build/subkv-demo runs the same policies in-process, no service)
 #   make bench        build, run build/subkv-bench sketch
 #   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
@@ -41,7 +42,14 @@ AR ?= ar
 CFLAGS ?= -O2 -g
 override CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
 override CPPFLAGS += -D_POSIX_C_SOURCE=200809L -Icache -Itools -Icuda
+override CPPFLAGS += -Iproto -I$(BUILD)/gen -I$(BUILD)/gen/proto -Icoordinator -Iworker -Iclient
 DEPFLAGS := -MMD -MP
+
+# Open MPI through its wrapper; -isystem so its headers do not trip our warnings.
+MPICC       ?= mpicc
+MPI_CFLAGS  := $(patsubst -I%,-isystem %,$(shell $(MPICC) --showme:compile 2>/dev/null))
+MPI_LDLIBS  := $(shell $(MPICC) --showme:link 2>/dev/null)
+override CPPFLAGS += $(MPI_CFLAGS)
 LDLIBS   ?=
 
 ifneq ($(strip $(SANITIZE)),)
@@ -85,6 +93,17 @@ else
 CUDA_C_SRC  := $(CUDA_C_ALL)
 CUDA_CU_SRC :=
 endif
+# The service: proto/ (schema + framing), coordinator/, worker/, client/. In each, *_main.c
+# files are programs (build/NAME, '_' -> '-'); the rest form the directory's library.
+SVC_DIRS    := proto coordinator worker client
+SVC_MAINS   := $(wildcard $(foreach d,$(SVC_DIRS),$(d)/*_main.c))
+PROTO_SRC   := $(wildcard proto/*.c)
+COORD_SRC   := $(filter-out $(SVC_MAINS),$(wildcard coordinator/*.c))
+WORKER_SRC  := $(filter-out $(SVC_MAINS),$(wildcard worker/*.c))
+CLIENT_SRC  := $(filter-out $(SVC_MAINS),$(wildcard client/*.c))
+GEN         := $(BUILD)/gen
+GEN_C       := $(GEN)/proto/subkv.pb-c.c
+GEN_H       := $(GEN)/proto/subkv.pb-c.h
 BENCH_MAIN  := $(wildcard bench/subkv_bench_main.c)
 BENCH_SRC   := $(wildcard bench/*.c)
 TEST_SRC    := $(wildcard tests/test_*.c)
@@ -98,19 +117,31 @@ CUDA_OBJ   := $(call obj_of,$(CUDA_C_SRC)) $(patsubst %.cu,$(OBJ)/%.cu.o,$(CUDA_
 BENCH_OBJ  := $(call obj_of,$(BENCH_SRC))
 TEST_HELPER_OBJ := $(call obj_of,$(TEST_HELPER_SRC))
 
-LIB_CACHE := $(BUILD)/libsubkv-cache.a
-LIB_TOOLS := $(BUILD)/libsubkv-tools.a
-LIB_CUDA  := $(BUILD)/libsubkv-cuda.a
-LIBS      := $(LIB_TOOLS) $(LIB_CACHE) $(LIB_CUDA)
-# The group lets the libraries reference each other in any direction (cuda -> cache, tools -> cache).
-LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group -lm $(CUDA_LDLIBS) $(LDLIBS)
+PROTO_OBJ  := $(call obj_of,$(PROTO_SRC)) $(OBJ)/gen/subkv.pb-c.o
+COORD_OBJ  := $(call obj_of,$(COORD_SRC))
+WORKER_OBJ := $(call obj_of,$(WORKER_SRC))
+CLIENT_OBJ := $(call obj_of,$(CLIENT_SRC))
+SVC_OBJ    := $(PROTO_OBJ) $(COORD_OBJ) $(WORKER_OBJ) $(CLIENT_OBJ) $(call obj_of,$(SVC_MAINS))
 
-tool_bin   = $(BUILD)/$(subst _,-,$(patsubst tools/%_main.c,%,$(1)))
-TOOL_BINS  := $(foreach m,$(TOOLS_MAINS),$(call tool_bin,$(m)))
+LIB_CACHE  := $(BUILD)/libsubkv-cache.a
+LIB_TOOLS  := $(BUILD)/libsubkv-tools.a
+LIB_CUDA   := $(BUILD)/libsubkv-cuda.a
+LIB_PROTO  := $(BUILD)/libsubkv-proto.a
+LIB_COORD  := $(BUILD)/libsubkv-coord.a
+LIB_WORKER := $(BUILD)/libsubkv-worker.a
+LIB_CLIENT := $(BUILD)/libsubkv.a
+LIBS       := $(LIB_TOOLS) $(LIB_CACHE) $(LIB_CUDA) $(LIB_PROTO) $(LIB_COORD) $(LIB_WORKER) \
+              $(LIB_CLIENT)
+# The group lets the libraries reference each other in any direction (cuda -> cache, tools -> cache).
+LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group $(MPI_LDLIBS) -lprotobuf-c -lm \
+             $(CUDA_LDLIBS) $(LDLIBS)
+
+tool_bin   = $(BUILD)/$(subst _,-,$(patsubst %_main.c,%,$(notdir $(1))))
+TOOL_BINS  := $(foreach m,$(TOOLS_MAINS) $(SVC_MAINS),$(call tool_bin,$(m)))
 BENCH_BIN  := $(if $(BENCH_MAIN),$(BUILD)/subkv-bench)
 TEST_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-ALL_OBJ := $(CACHE_OBJ) $(TOOLS_OBJ) $(CUDA_OBJ) $(BENCH_OBJ) $(TEST_HELPER_OBJ) \
+ALL_OBJ := $(CACHE_OBJ) $(TOOLS_OBJ) $(CUDA_OBJ) $(BENCH_OBJ) $(TEST_HELPER_OBJ) $(SVC_OBJ) \
            $(call obj_of,$(TOOLS_MAINS) $(TEST_SRC))
 
 # ---- flag stamp: objects rebuild when the compiler or flags change (e.g. SANITIZE on/off) -----
@@ -143,6 +174,10 @@ $(OBJ)/%.cu.o: %.cu $(FLAGS_STAMP)
 $(LIB_CACHE): $(CACHE_OBJ)
 $(LIB_TOOLS): $(TOOLS_OBJ)
 $(LIB_CUDA):  $(CUDA_OBJ)
+$(LIB_PROTO): $(PROTO_OBJ)
+$(LIB_COORD): $(COORD_OBJ)
+$(LIB_WORKER): $(WORKER_OBJ)
+$(LIB_CLIENT): $(CLIENT_OBJ)
 $(LIBS):
 	@mkdir -p $(@D)
 	@rm -f $@
@@ -152,7 +187,17 @@ define tool_bin_rule
 $(call tool_bin,$(1)): $(call obj_of,$(1)) $$(LIBS)
 	$$(CC) $$(CFLAGS) $$(SAN_FLAGS) $$(LDFLAGS) $$< $$(LINK_LIBS) -o $$@
 endef
-$(foreach m,$(TOOLS_MAINS),$(eval $(call tool_bin_rule,$(m))))
+$(foreach m,$(TOOLS_MAINS) $(SVC_MAINS),$(eval $(call tool_bin_rule,$(m))))
+
+# Generated protobuf-c code (never committed). Every object may include it, so it is made
+# before any compile (order-only), and the generated .c builds without -Werror's extras.
+$(GEN_C) $(GEN_H) &: proto/subkv.proto
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) $<
+$(ALL_OBJ): | $(GEN_H)
+$(OBJ)/gen/subkv.pb-c.o: $(GEN_C) $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -O2 -g -std=c11 $(SAN_FLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/subkv-bench: $(BENCH_OBJ) $(LIBS)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) $(BENCH_OBJ) $(LINK_LIBS) -o $@
@@ -175,8 +220,7 @@ test: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@test -x $(BUILD)/subkv-demo || { echo "make demo: tools/subkv_demo_main.c does not exist yet" >&2; exit 1; }
-	$(BUILD)/subkv-demo
+	bash deploy/subkv-demo
 
 bench: all
 	@test -x $(BUILD)/subkv-bench || { echo "make bench: bench/subkv_bench_main.c does not exist yet" >&2; exit 1; }

@@ -112,6 +112,25 @@ static subkv_status resolve_config(skv_config *cfg, const skv_policy_ops **ops, 
     return (*ops)->resolve(cfg, err);
 }
 
+subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *err) {
+    if (!in || !out) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL config");
+    skv_config c = *in;
+    const skv_policy_ops *ops;
+    SKV_CHECK(resolve_config(&c, &ops, err));
+    *out = c;
+    return SKV_OK;
+}
+
+size_t skv_config_max_bytes(const skv_config *c) {
+    const skv_policy_ops *ops = policy_ops(c->policy);
+    if (!ops) return SIZE_MAX;
+    if (c->policy != SKV_POLICY_EXACT) return ops->create_bytes(c);
+    if (!c->max_tokens) return SIZE_MAX;
+    const size_t row = 2 * skv_rows_bytes(c->dtype, c->head_dim, 1);
+    if (c->max_tokens > (SIZE_MAX - ops->create_bytes(c)) / row) return SIZE_MAX;
+    return ops->create_bytes(c) + (size_t)c->max_tokens * row;
+}
+
 static subkv_status sketch_new(const skv_config *cfg, skv_sketch **out, skv_err *err) {
     skv_config c = *cfg;
     const skv_policy_ops *ops;

@@ -42,6 +42,7 @@ typedef enum subkv_status {
     SKV_ERR_PROTOCOL = 13,    /* malformed frame or message (service layers)       */
     SKV_ERR_INTERNAL = 14,    /* a bug: an invariant did not hold                  */
     SKV_ERR_DEVICE = 15,      /* CUDA / NCCL failure (GPU backend)                 */
+    SKV_ERR_AUTH = 16,        /* missing or wrong shared token (service layers)    */
     SKV_STATUS_COUNT
 } subkv_status;
 
@@ -132,6 +133,16 @@ typedef struct skv_config {
 
 /* Fill *cfg with the defaults of `policy` at head dimension `head_dim`. */
 void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
+
+/* Validate *in and write the configuration a sketch created from it would have (defaults
+ * and budget-derived parameters filled in) to *out; the errors of skv_sketch_create, with
+ * nothing allocated. */
+subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *err);
+
+/* The most heap bytes a sketch of resolved config `c` can ever hold (what a memory budget
+ * must reserve for it): fixed for every policy but exact, whose rows are bounded only by
+ * max_tokens; SIZE_MAX for an exact sketch without max_tokens. */
+size_t skv_config_max_bytes(const skv_config *c);
 
 /* ---- partials (DESIGN.md section 2) ------------------------------------------------- */
 

@@ -164,6 +164,44 @@ static void test_exact_byte_budget_is_never_exceeded(void **state) {
     skv_sketch_destroy(s);
 }
 
+/* skv_config_max_bytes bounds what a sketch ever holds: an exact cache filled to its cap
+ * stays within it, a fixed-size policy holds exactly it, an unbounded exact has none. */
+static void test_max_bytes_bounds_every_policy(void **state) {
+    (void)state;
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    const int d = 24;
+    const size_t n = 700;
+    float *K, *V;
+    tu_make_random_kv(&r, n, d, &K, &V);
+    skv_config c, rc;
+    skv_err err;
+    skv_config_default(&c, SKV_POLICY_EXACT, d);
+    TU_OK(skv_config_resolve(&c, &rc, &err), &err);
+    assert_true(skv_config_max_bytes(&rc) == SIZE_MAX);
+    c.max_tokens = n;
+    c.dtype = SKV_DTYPE_F16;
+    TU_OK(skv_config_resolve(&c, &rc, &err), &err);
+    skv_sketch *s = tu_create(&c);
+    for (size_t i = 0; i < n; i += 100)
+        TU_OK(skv_sketch_append(s, K + i * d, V + i * d, 100, d, &err), &err);
+    assert_true(skv_sketch_bytes(s) <= skv_config_max_bytes(&rc));
+    assert_true(skv_sketch_bytes(s) >= n * 2 * d * 2);
+    skv_sketch_destroy(s);
+    for (int p = SKV_POLICY_SINKWIN; p < SKV_POLICY_COUNT; p++) {
+        skv_config_default(&c, (skv_policy_id)p, d);
+        c.budget_bytes = 20000;
+        TU_OK(skv_config_resolve(&c, &rc, &err), &err);
+        s = tu_create(&c);
+        TU_OK(skv_sketch_append(s, K, V, n, d, &err), &err);
+        assert_int_equal(skv_sketch_bytes(s), skv_config_max_bytes(&rc));
+        assert_true(skv_sketch_bytes(s) <= c.budget_bytes);
+        skv_sketch_destroy(s);
+    }
+    free(K);
+    free(V);
+}
+
 int main(void) {
     tu_suite_begin("test_exact");
     const struct CMUnitTest tests[] = {
@@ -171,6 +209,7 @@ int main(void) {
         cmocka_unit_test(test_exact_half_storage_error_is_rounding_sized),
         cmocka_unit_test(test_exact_append_past_max_tokens_fails_and_changes_nothing),
         cmocka_unit_test(test_exact_byte_budget_is_never_exceeded),
+        cmocka_unit_test(test_max_bytes_bounds_every_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,119 @@
+/*
+ * coord_internal.h — the coordinator's state, shared by its source files only.
+ */
+#ifndef SUBKV_COORD_INTERNAL_H
+#define SUBKV_COORD_INTERNAL_H
+
+#include "coord.h"
+#include "skv_check.h"
+#include "skv_wire.h"
+
+/* Limits a request is checked against before anything is allocated for it. */
+enum {
+    COORD_MAX_LAYERS = 4096,
+    COORD_MAX_HEADS = 1024,
+    COORD_MAX_GROUP = 64,
+    COORD_MAX_SHARDS = 64,
+    COORD_MAX_BATCH = 4096,
+    COORD_DEFAULT_BLOCK = 4096,
+};
+
+typedef struct coord_seq {
+    uint64_t id;
+    uint32_t layers, q_heads, kv_heads, head_dim, shards, block;
+    skv_config cfg;      /* as the client asked (the workers resolve it) */
+    uint64_t max_tokens; /* resolved cap of each exact sketch (0: none), checked up front */
+    uint64_t *tokens;    /* tokens appended, per layer */
+    int broken;          /* a multi-worker op failed halfway: the sketches disagree */
+} coord_seq;
+
+/* One worker's part of an op: its items, their payload, its reply and partials. */
+typedef struct coord_job {
+    int active;
+    Subkv__WorkItem *items;
+    Subkv__WorkItem **ptrs;
+    size_t n, cap;
+    float *payload;
+    size_t nfl, cap_fl;
+    float *out;
+    size_t nout, cap_out;
+    uint8_t *hdr;
+    size_t hdr_cap;
+    int status;
+    char msg[200];
+    Subkv__WorkerReply *reply; /* kept for WOP_STATS */
+} coord_job;
+
+struct skv_coord {
+    MPI_Comm comm;
+    int nworkers;
+    skv_coord_opts opts;
+    coord_seq *seqs; /* sorted by id */
+    size_t nseq, cap_seq;
+    uint64_t next_id;
+    coord_job *jobs; /* indexed by rank; jobs[0] unused */
+    float *tq, *tk, *tv;
+    size_t tq_cap, tk_cap, tv_cap;
+    float *outbuf; /* attention outputs of a request, [B][q_heads][d] */
+    size_t out_cap;
+    float *pmerge; /* one group's partials while they merge */
+    size_t pmerge_cap;
+    struct coord_loc *loc; /* where each (seq, kv head, shard)'s partials come back */
+    size_t loc_cap;
+};
+
+typedef struct coord_loc {
+    int rank;
+    size_t offset; /* floats into that job's out */
+} coord_loc;
+
+/* Grow *buf (elements of elem bytes) to hold need; SKV_ERR_NOMEM otherwise. */
+subkv_status coord_grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err);
+
+coord_seq *coord_seq_find(skv_coord *c, uint64_t id);
+/* Insert (the table takes s->tokens); ids must increase. */
+subkv_status coord_seq_add(skv_coord *c, const coord_seq *s, skv_err *err);
+void coord_seq_remove(skv_coord *c, uint64_t id);
+
+/* Start an op: every job inactive and empty. */
+void coord_jobs_reset(skv_coord *c);
+/* Add an item to rank's job; returns it (NULL: no memory). */
+Subkv__WorkItem *coord_job_item(skv_coord *c, int rank, skv_err *err);
+/* Reserve n payload floats at the end of rank's job; returns where to write them. */
+float *coord_job_payload(skv_coord *c, int rank, size_t n, skv_err *err);
+/* Mark every worker's job active (ops that concern all workers). */
+void coord_jobs_all(skv_coord *c);
+
+/* Extra fields of a WorkerOp beyond the code, items and payload. */
+typedef struct coord_op_extra {
+    uint32_t head_dim;
+    const skv_config *policy; /* WOP_CREATE */
+    uint32_t shards;          /* WOP_CREATE */
+    const char *path;         /* WOP_CHECKPOINT / WOP_RESTORE */
+} coord_op_extra;
+
+/*
+ * Send the op to every active job's worker, gather every reply (and its partials into
+ * job->out). Returns SKV_OK when every worker succeeded, else the first failure (rank
+ * order) with "worker R: message". *failed_any / *ok_any (optional) tell whether some
+ * workers failed and some succeeded, so callers can detect a half-applied op.
+ * SKV_ERR_IO when MPI itself failed.
+ */
+subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode op, const coord_op_extra *x,
+                            int *ok_any, skv_err *err);
+
+/* Request handlers (coord_ops.c): validate fully, then dispatch. */
+subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64_t *id_out,
+                            skv_err *err);
+subkv_status coord_h_drop(skv_coord *c, uint64_t id, skv_err *err);
+subkv_status coord_h_append(skv_coord *c, const Subkv__Append *m, skv_err *err);
+/* Step (is_step: k, v appended first) or attend of one layer for B sequences; on success
+ * c->outbuf holds [B][q_heads][d] and dims its shape. */
+subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64_t *ids,
+                            const Subkv__Tensor *tq, const Subkv__Tensor *tk,
+                            const Subkv__Tensor *tv, int is_step, uint32_t dims[3], skv_err *err);
+
+/* Checkpoint files (coord_ckpt.c). */
+subkv_status coord_checkpoint(skv_coord *c, const char *dir, skv_err *err);
+
+#endif /* SUBKV_COORD_INTERNAL_H */

@@ -1,0 +1,149 @@
+/* skv_wire.c — see skv_wire.h. */
+#include "skv_wire.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "skv_internal.h"
+
+enum { W_BUDGET, W_MAXTOK, W_SINKS, W_WINDOW, W_HEAVY, W_SAMPLES, W_SLOTS, W_CLUSTERS, W_SEED };
+
+void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
+    subkv__policy_config__init(&w->msg);
+    for (int i = 0; i < 11; i++) subkv__opt_int__init(&w->ints[i]);
+    subkv__opt_float__init(&w->delta);
+    snprintf(w->policy, sizeof w->policy, "%s", skv_policy_name(cfg->policy));
+    snprintf(w->dtype, sizeof w->dtype, "%s", skv_dtype_name(cfg->dtype));
+    snprintf(w->values, sizeof w->values, "%s", skv_values_name(cfg->values));
+    w->msg.policy = w->policy;
+    w->msg.dtype = w->dtype;
+    w->msg.values = w->values;
+    const int64_t v[9] = {(int64_t)cfg->budget_bytes,
+                          (int64_t)cfg->max_tokens,
+                          cfg->sinks,
+                          cfg->window,
+                          cfg->heavy,
+                          cfg->samples,
+                          cfg->value_slots,
+                          cfg->max_clusters,
+                          (int64_t)cfg->seed};
+    Subkv__OptInt **dst[9] = {&w->msg.budget_bytes, &w->msg.max_tokens,   &w->msg.sinks,
+                              &w->msg.window,       &w->msg.heavy,        &w->msg.samples,
+                              &w->msg.value_slots,  &w->msg.max_clusters, &w->msg.seed};
+    for (int i = 0; i < 9; i++) {
+        w->ints[i].v = v[i];
+        *dst[i] = &w->ints[i];
+    }
+    w->delta.v = cfg->delta;
+    w->msg.delta = &w->delta;
+}
+
+static subkv_status int_field(const Subkv__OptInt *o, int *dst, const char *name, skv_err *err) {
+    if (!o) return SKV_OK;
+    if (o->v < 0 || o->v > INT32_MAX)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "policy field %s = %lld out of range", name,
+                             (long long)o->v);
+    *dst = (int)o->v;
+    return SKV_OK;
+}
+
+subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_dim,
+                                         skv_config *cfg, skv_err *err) {
+    if (!p) return skv_set_error(err, SKV_ERR_INVALID_ARG, "missing policy");
+    int pol = skv_policy_parse(p->policy && p->policy[0] ? p->policy : "exact");
+    if (pol < 0) return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown policy '%s'", p->policy);
+    skv_config_default(cfg, (skv_policy_id)pol, head_dim);
+    if (p->dtype && p->dtype[0]) {
+        int t = skv_dtype_parse(p->dtype);
+        if (t < 0) return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown dtype '%s'", p->dtype);
+        cfg->dtype = (skv_dtype)t;
+    }
+    if (p->values && p->values[0]) {
+        int v = skv_values_parse(p->values);
+        if (v < 0)
+            return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown values mode '%s'", p->values);
+        cfg->values = (skv_values_mode)v;
+    }
+    if (p->budget_bytes) {
+        if (p->budget_bytes->v < 0)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "negative budget_bytes");
+        cfg->budget_bytes = (size_t)p->budget_bytes->v;
+    }
+    if (p->max_tokens) {
+        if (p->max_tokens->v < 0)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "negative max_tokens");
+        cfg->max_tokens = (uint64_t)p->max_tokens->v;
+    }
+    SKV_CHECK(int_field(p->sinks, &cfg->sinks, "sinks", err));
+    SKV_CHECK(int_field(p->window, &cfg->window, "window", err));
+    SKV_CHECK(int_field(p->heavy, &cfg->heavy, "heavy", err));
+    SKV_CHECK(int_field(p->samples, &cfg->samples, "samples", err));
+    SKV_CHECK(int_field(p->value_slots, &cfg->value_slots, "value_slots", err));
+    SKV_CHECK(int_field(p->max_clusters, &cfg->max_clusters, "max_clusters", err));
+    if (p->delta) {
+        if (!isfinite(p->delta->v) || p->delta->v < 0.0f)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "delta must be finite and >= 0");
+        cfg->delta = p->delta->v;
+    }
+    if (p->seed) cfg->seed = (uint64_t)p->seed->v;
+    return SKV_OK;
+}
+
+subkv_status skv_wire_tensor_check(const Subkv__Tensor *t, const uint32_t *shape, int ndims,
+                                   const char *what, skv_err *err) {
+    if (!t) return skv_set_error(err, SKV_ERR_SHAPE, "tensor %s missing", what);
+    if ((int)t->n_shape != ndims)
+        return skv_set_error(err, SKV_ERR_SHAPE, "tensor %s has %zu dims, expected %d", what,
+                             t->n_shape, ndims);
+    size_t count = 1;
+    for (int i = 0; i < ndims; i++) {
+        if (t->shape[i] != shape[i])
+            return skv_set_error(err, SKV_ERR_SHAPE, "tensor %s dim %d is %u, expected %u", what, i,
+                                 t->shape[i], shape[i]);
+        if (shape[i] && count > SIZE_MAX / 4 / shape[i])
+            return skv_set_error(err, SKV_ERR_SHAPE, "tensor %s shape overflows", what);
+        count *= shape[i];
+    }
+    if (t->dtype != SUBKV__DTYPE__DTYPE_F16 && t->dtype != SUBKV__DTYPE__DTYPE_F32)
+        return skv_set_error(err, SKV_ERR_UNSUPPORTED, "tensor %s: unknown dtype %d", what,
+                             (int)t->dtype);
+    size_t esize = t->dtype == SUBKV__DTYPE__DTYPE_F16 ? 2 : 4;
+    if (t->data.len != count * esize)
+        return skv_set_error(err, SKV_ERR_SHAPE, "tensor %s holds %zu bytes, shape needs %zu", what,
+                             t->data.len, count * esize);
+    return SKV_OK;
+}
+
+subkv_status skv_wire_tensor_read(const Subkv__Tensor *t, const uint32_t *shape, int ndims,
+                                  float *out, const char *what, skv_err *err) {
+    SKV_CHECK(skv_wire_tensor_check(t, shape, ndims, what, err));
+    size_t count = 1;
+    for (int i = 0; i < ndims; i++) count *= shape[i];
+    const size_t esize = t->dtype == SUBKV__DTYPE__DTYPE_F16 ? 2 : 4;
+    if (esize == 4) {
+        memcpy(out, t->data.data, count * 4);
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            uint16_t h;
+            memcpy(&h, t->data.data + 2 * i, 2);
+            out[i] = skv_f16_to_f32(h);
+        }
+    }
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(out[i]))
+            return skv_set_error(err, SKV_ERR_NONFINITE, "tensor %s[%zu] is %s", what, i,
+                                 isnan(out[i]) ? "NaN" : "Inf");
+    return SKV_OK;
+}
+
+void skv_wire_tensor_view(Subkv__Tensor *t, uint32_t *dims, int ndims, const float *data) {
+    subkv__tensor__init(t);
+    size_t count = 1;
+    for (int i = 0; i < ndims; i++) count *= dims[i];
+    t->n_shape = (size_t)ndims;
+    t->shape = dims;
+    t->dtype = SUBKV__DTYPE__DTYPE_F32;
+    t->data.len = count * sizeof(float);
+    t->data.data = (uint8_t *)(uintptr_t)data;
+}

@@ -1,0 +1,334 @@
+/*
+ * worker.c — the worker's serve loop and op handlers (see worker.h, proto/subkv.proto).
+ *
+ * Every handler validates the whole request (sketches exist, payload sizes, budgets)
+ * before it changes anything, so a failed request leaves the worker's sketches as they
+ * were. Buffers for headers, payloads and partials are kept between requests and only
+ * grow (no allocation per op once warm).
+ */
+#include "worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "shard_map.h"
+#include "sketch_table.h"
+#include "skv_backend.h"
+#include "skv_check.h"
+#include "skv_wire.h"
+
+typedef struct worker {
+    MPI_Comm comm;
+    int rank, nworkers;
+    skv_worker_opts opts;
+    skv_table table;
+    char backend[256];
+    uint8_t *hdr;
+    size_t hdr_cap;
+    float *in, *out;
+    size_t in_cap, out_cap; /* floats */
+} worker;
+
+static subkv_status grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err) {
+    if (need <= *cap) return SKV_OK;
+    size_t cap2 = *cap ? *cap : 1024;
+    while (cap2 < need) cap2 *= 2;
+    void *p = realloc(*buf, cap2 * elem);
+    if (!p) return skv_set_error(err, SKV_ERR_NOMEM, "worker buffer of %zu elements", cap2);
+    *buf = p;
+    *cap = cap2;
+    return SKV_OK;
+}
+
+static skv_item_key item_key(const Subkv__WorkItem *it) {
+    skv_item_key k = {it->seq_id, it->layer, it->kv_head, it->shard};
+    return k;
+}
+
+/* ---- create / drop ---------------------------------------------------------------------- */
+
+/* What the worker budget reserves for a sketch: the most it can ever hold. */
+static size_t reservation(const skv_sketch *s) {
+    return skv_config_max_bytes(skv_sketch_config(s));
+}
+
+static size_t reserved_bytes(const skv_table *t) {
+    size_t sum = 0;
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i].sketch) sum += reservation(t->slots[i].sketch);
+    return sum;
+}
+
+/*
+ * With a worker budget, every sketch reserves the most it can ever hold at create, so an
+ * append or step can never run out of budget halfway through a multi-worker op: only
+ * creates (rolled back whole by the coordinator) fail on the budget.
+ */
+static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err) {
+    skv_config base;
+    SKV_CHECK(skv_wire_config_from_policy(op->policy, (int)op->head_dim, &base, err));
+    skv_sketch **made = calloc(op->n_items ? op->n_items : 1, sizeof *made);
+    if (!made) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for %zu sketches", op->n_items);
+    subkv_status st = SKV_OK;
+    size_t added = 0, need = 0;
+    for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
+        const Subkv__WorkItem *it = op->items[i];
+        skv_item_key k = item_key(it);
+        if (skv_table_find(&w->table, &k)) {
+            st = skv_set_error(err, SKV_ERR_INVALID_ARG,
+                               "sketch (seq %llu, layer %u, head %u) exists",
+                               (unsigned long long)k.seq, k.layer, k.head);
+            break;
+        }
+        skv_config c;
+        skv_shard_item_config(&base, it->seq_id, it->layer, it->kv_head, it->shard,
+                              op->shards ? op->shards : 1, &c);
+        if (w->opts.budget_bytes) { /* check the reservation before allocating anything */
+            skv_config rc;
+            st = skv_config_resolve(&c, &rc, err);
+            if (st != SKV_OK) break;
+            size_t r = skv_config_max_bytes(&rc);
+            if (r == SIZE_MAX) {
+                st = skv_set_error(err, SKV_ERR_BUDGET,
+                                   "worker %d has a memory budget: an exact cache needs "
+                                   "max_tokens or budget_bytes",
+                                   w->rank);
+                break;
+            }
+            need += r;
+            if (reserved_bytes(&w->table) + need > w->opts.budget_bytes) {
+                st = skv_set_error(err, SKV_ERR_BUDGET,
+                                   "worker %d budget: %zu B reserved + %zu B new > %zu B", w->rank,
+                                   reserved_bytes(&w->table), need, w->opts.budget_bytes);
+                break;
+            }
+        }
+        st = skv_sketch_create(&c, &made[i], err);
+    }
+    for (; st == SKV_OK && added < op->n_items; added++) {
+        skv_item_key k = item_key(op->items[added]);
+        st = skv_table_insert(&w->table, &k, made[added], err);
+        if (st == SKV_OK) made[added] = NULL;
+    }
+    if (st != SKV_OK) /* roll back: the table holds what it held before */
+        for (size_t i = 0; i < added; i++) {
+            skv_item_key k = item_key(op->items[i]);
+            skv_table_remove(&w->table, &k);
+        }
+    for (size_t i = 0; i < op->n_items; i++) skv_sketch_destroy(made[i]);
+    free(made);
+    return st;
+}
+
+static subkv_status op_drop(worker *w, const Subkv__WorkerOp *op) {
+    for (size_t i = 0; i < op->n_items; i++) skv_table_drop_seq(&w->table, op->items[i]->seq_id);
+    return SKV_OK;
+}
+
+/* ---- append / step / attend ------------------------------------------------------------- */
+
+/* Would appending n tokens to s break its own cap? (The coordinator checks this before
+ * dispatch; this is the worker's own guard.) */
+static subkv_status check_cap(skv_sketch *s, size_t n, skv_err *err) {
+    const skv_config *c = skv_sketch_config(s);
+    if (c->policy != SKV_POLICY_EXACT || !c->max_tokens) return SKV_OK;
+    skv_stats st;
+    skv_sketch_stats(s, &st);
+    if (st.tokens_held + n > c->max_tokens)
+        return skv_set_error(err, SKV_ERR_BUDGET, "sketch holds %llu of %llu tokens, +%zu exceeds",
+                             (unsigned long long)st.tokens_held, (unsigned long long)c->max_tokens,
+                             n);
+    return SKV_OK;
+}
+
+static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, size_t *nout,
+                              skv_err *err) {
+    const size_t d = op->head_dim;
+    size_t need_in = 0, need_out = 0;
+    skv_sketch **sk = calloc(op->n_items ? op->n_items : 1, sizeof *sk);
+    if (!sk) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for %zu items", op->n_items);
+    subkv_status st = SKV_OK;
+    for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
+        const Subkv__WorkItem *it = op->items[i];
+        skv_item_key k = item_key(it);
+        sk[i] = skv_table_find(&w->table, &k);
+        if (!sk[i]) {
+            st = skv_set_error(err, SKV_ERR_NOT_FOUND,
+                               "worker %d has no sketch (seq %llu, layer %u, head %u, shard %u)",
+                               w->rank, (unsigned long long)k.seq, k.layer, k.head, k.shard);
+            break;
+        }
+        if ((size_t)skv_sketch_config(sk[i])->head_dim != d)
+            st = skv_set_error(err, SKV_ERR_SHAPE, "head_dim %zu, sketch has %d", d,
+                               skv_sketch_config(sk[i])->head_dim);
+        if (st == SKV_OK && it->n_tokens) st = check_cap(sk[i], it->n_tokens, err);
+        need_in += (2 * (size_t)it->n_tokens + it->group) * d;
+        need_out += (size_t)it->group * (d + 2);
+    }
+    if (st == SKV_OK && need_in != nin)
+        st = skv_set_error(err, SKV_ERR_PROTOCOL, "payload of %zu floats, items need %zu", nin,
+                           need_in);
+    if (st == SKV_OK) st = grow((void **)&w->out, &w->out_cap, need_out, sizeof(float), err);
+    const float *p = w->in;
+    float *o = w->out;
+    for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
+        const Subkv__WorkItem *it = op->items[i];
+        if (it->n_tokens) {
+            st = skv_sketch_append(sk[i], p, p + (size_t)it->n_tokens * d, it->n_tokens, (int)d,
+                                   err);
+            p += 2 * (size_t)it->n_tokens * d;
+        }
+        if (st == SKV_OK && it->group) {
+            st = skv_sketch_attend(sk[i], p, (int)it->group, (int)d, (skv_partial *)o, err);
+            p += (size_t)it->group * d;
+            o += (size_t)it->group * (d + 2);
+        }
+    }
+    free(sk);
+    *nout = st == SKV_OK ? need_out : 0;
+    return st;
+}
+
+/* ---- stats and checkpoints -------------------------------------------------------------- */
+
+static void op_stats(worker *w, Subkv__WorkerStats *ws, uint64_t by_policy[SKV_POLICY_COUNT]) {
+    memset(by_policy, 0, SKV_POLICY_COUNT * sizeof by_policy[0]);
+    for (size_t i = 0; i < w->table.cap; i++) {
+        skv_sketch *s = w->table.slots[i].sketch;
+        if (s) by_policy[skv_sketch_config(s)->policy] += skv_sketch_bytes(s);
+    }
+    ws->rank = (uint32_t)w->rank;
+    ws->backend = w->backend;
+    ws->sketches = (uint32_t)w->table.count;
+    ws->bytes = skv_table_bytes(&w->table);
+    ws->budget_bytes = w->opts.budget_bytes;
+    ws->n_bytes_by_policy = SKV_POLICY_COUNT;
+    ws->bytes_by_policy = by_policy;
+}
+
+static void ckpt_path(const worker *w, const char *dir, char *path, size_t n) {
+    snprintf(path, n, "%s/worker-%d.skv", dir, w->rank);
+}
+
+static subkv_status op_checkpoint(worker *w, const Subkv__WorkerOp *op, skv_err *err) {
+    char path[4096];
+    SKV_CHECK(skv_dir_ensure(op->path, err));
+    ckpt_path(w, op->path, path, sizeof path);
+    skv_buf b = {0};
+    subkv_status st = skv_table_save(&w->table, w->rank, w->nworkers, &b, err);
+    if (st == SKV_OK) st = skv_file_write_atomic(path, b.data, b.len, err);
+    skv_buf_free(&b);
+    return st;
+}
+
+static subkv_status op_restore(worker *w, const Subkv__WorkerOp *op, skv_err *err) {
+    char path[4096];
+    ckpt_path(w, op->path, path, sizeof path);
+    unsigned char *data = NULL;
+    size_t len = 0;
+    SKV_CHECK(skv_file_read(path, (size_t)1 << 40, &data, &len, err));
+    skv_table t;
+    subkv_status st = skv_table_load(data, len, w->rank, w->nworkers, &t, err);
+    free(data);
+    if (st != SKV_OK) return st;
+    if (w->opts.budget_bytes && reserved_bytes(&t) > w->opts.budget_bytes) {
+        size_t b = reserved_bytes(&t);
+        skv_table_free(&t);
+        return skv_set_error(err, SKV_ERR_BUDGET, "checkpoint reserves %zu B, worker budget %zu B",
+                             b, w->opts.budget_bytes);
+    }
+    skv_table_free(&w->table); /* replaced only once the whole file has loaded */
+    w->table = t;
+    return SKV_OK;
+}
+
+/* ---- the loop --------------------------------------------------------------------------- */
+
+static int send_reply(worker *w, subkv_status st, const skv_err *err, size_t nout,
+                      Subkv__WorkerStats *ws) {
+    Subkv__WorkerReply r = SUBKV__WORKER_REPLY__INIT;
+    r.status = (int32_t)st;
+    r.message = st == SKV_OK ? (char *)"" : (char *)err->msg;
+    r.payload_floats = nout;
+    r.stats = ws;
+    size_t len = subkv__worker_reply__get_packed_size(&r);
+    skv_err e2;
+    if (grow((void **)&w->hdr, &w->hdr_cap, len + 1, 1, &e2) != SKV_OK) return -1;
+    subkv__worker_reply__pack(&r, w->hdr);
+    if (MPI_Send(w->hdr, (int)len, MPI_BYTE, 0, SKV_TAG_HEADER, w->comm) != MPI_SUCCESS) return -1;
+    if (nout && MPI_Send(w->out, (int)nout, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, w->comm) != MPI_SUCCESS)
+        return -1;
+    return 0;
+}
+
+int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
+    worker w = {.comm = comm, .opts = *opts};
+    MPI_Comm_rank(comm, &w.rank);
+    MPI_Comm_size(comm, &w.nworkers);
+    w.nworkers -= 1;
+    skv_table_init(&w.table);
+    skv_backend_info bi;
+    skv_backend_select(w.rank - 1, &bi);
+    skv_backend_describe(&bi, w.backend, sizeof w.backend);
+    if (opts->verbose) fprintf(stderr, "subkv-worker %d: backend %s\n", w.rank, w.backend);
+    int rc = 1;
+    for (;;) {
+        MPI_Status ms;
+        int len = 0;
+        if (MPI_Probe(0, SKV_TAG_HEADER, comm, &ms) != MPI_SUCCESS) break;
+        MPI_Get_count(&ms, MPI_BYTE, &len);
+        skv_err err = {0};
+        if (grow((void **)&w.hdr, &w.hdr_cap, (size_t)len + 1, 1, &err) != SKV_OK) break;
+        if (MPI_Recv(w.hdr, len, MPI_BYTE, 0, SKV_TAG_HEADER, comm, MPI_STATUS_IGNORE) !=
+            MPI_SUCCESS)
+            break;
+        Subkv__WorkerOp *op = subkv__worker_op__unpack(NULL, (size_t)len, w.hdr);
+        if (!op) { /* the coordinator sends no payload after a header it could not build */
+            skv_set_error(&err, SKV_ERR_PROTOCOL, "worker %d: undecodable op header", w.rank);
+            if (send_reply(&w, SKV_ERR_PROTOCOL, &err, 0, NULL) != 0) break;
+            continue;
+        }
+        subkv_status st = SKV_OK;
+        size_t nin = (size_t)op->payload_floats, nout = 0;
+        if (nin) {
+            if (nin > (size_t)INT32_MAX) break; /* the coordinator never sends this */
+            if (grow((void **)&w.in, &w.in_cap, nin, sizeof(float), &err) != SKV_OK ||
+                MPI_Recv(w.in, (int)nin, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, comm, MPI_STATUS_IGNORE) !=
+                    MPI_SUCCESS) {
+                subkv__worker_op__free_unpacked(op, NULL);
+                break;
+            }
+        }
+        Subkv__WorkerStats ws = SUBKV__WORKER_STATS__INIT;
+        uint64_t by_policy[SKV_POLICY_COUNT];
+        int done = 0;
+        if (st == SKV_OK) switch (op->op) {
+            case SUBKV__WORKER_OP_CODE__WOP_CREATE: st = op_create(&w, op, &err); break;
+            case SUBKV__WORKER_OP_CODE__WOP_DROP: st = op_drop(&w, op); break;
+            case SUBKV__WORKER_OP_CODE__WOP_APPEND:
+            case SUBKV__WORKER_OP_CODE__WOP_STEP:
+            case SUBKV__WORKER_OP_CODE__WOP_ATTEND: st = op_tokens(&w, op, nin, &nout, &err); break;
+            case SUBKV__WORKER_OP_CODE__WOP_STATS: op_stats(&w, &ws, by_policy); break;
+            case SUBKV__WORKER_OP_CODE__WOP_CHECKPOINT: st = op_checkpoint(&w, op, &err); break;
+            case SUBKV__WORKER_OP_CODE__WOP_RESTORE: st = op_restore(&w, op, &err); break;
+            case SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN: done = 1; break;
+            default:
+                st = skv_set_error(&err, SKV_ERR_PROTOCOL, "unknown worker op %d", (int)op->op);
+            }
+        const int is_stats = op->op == SUBKV__WORKER_OP_CODE__WOP_STATS;
+        subkv__worker_op__free_unpacked(op, NULL);
+        if (send_reply(&w, st, &err, nout, is_stats ? &ws : NULL) != 0) break;
+        if (done) {
+            rc = 0;
+            break;
+        }
+    }
+    if (rc != 0) fprintf(stderr, "subkv-worker %d: lost the coordinator link\n", w.rank);
+    skv_table_free(&w.table);
+    free(w.hdr);
+    free(w.in);
+    free(w.out);
+    return rc;
+}
