@@ -5,6 +5,7 @@
 #   make demo         make deps, build, start the service, run `subkv demo` on it, stop it
 #                     (build/subkv-demo runs the same policies in-process, no service)
 #   make bench        build, run build/subkv-bench sketch
+#   make bench-service  service step latency vs in-process, 1/2/3 workers (bench/service.sh)
 #   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
 #   make lint         cppcheck + format-check
@@ -157,7 +158,7 @@ endif
 
 # ---- build rules -----------------------------------------------------------------------------
 
-.PHONY: all libs test tests-build deps demo bench format format-check lint clean help
+.PHONY: all libs test tests-build deps demo bench bench-service format format-check lint clean help
 
 all: libs $(TOOL_BINS) $(BENCH_BIN)
 libs: $(LIBS)
@@ -220,11 +221,15 @@ test: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	bash deploy/subkv-demo
+	bash deploy/subkv-with-service -- $(BUILD)/subkv demo
 
 bench: all
 	@test -x $(BUILD)/subkv-bench || { echo "make bench: bench/subkv_bench_main.c does not exist yet" >&2; exit 1; }
 	$(BUILD)/subkv-bench sketch
+
+bench-service: deps
+	@$(MAKE) --no-print-directory all
+	bash bench/service.sh
 
 # ---- format and lint -------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@
  *   subkv-bench sketch   every policy at n = 4K, 32K, 256K, 1M tokens (d = 128, synthetic
  *                        drifting clusters with topic shifts and heavy-tailed values):
  *                        bytes held, append ns/token, attend us/query, error vs exact.
+ *   subkv-bench gpu      the GPU attend (bench/gpu.c): exact vs copy bandwidth, SubGen's
+ *                        attend at 8x/16x/64x less memory, accuracy at equal memory.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,9 @@
 #include <time.h>
 
 #include "policy_eval.h"
+
+/* bench/gpu.c */
+int bench_gpu(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(
@@ -150,6 +155,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "sketch")) return bench_sketch(argc - 2, argv + 2);
-    fprintf(stderr, "subkv-bench: unknown benchmark '%s' (known: sketch)\n", argv[1]);
+    if (!strcmp(argv[1], "gpu")) return bench_gpu(argc - 2, argv + 2);
+    fprintf(stderr, "subkv-bench: unknown benchmark '%s' (known: sketch, gpu)\n", argv[1]);
     return 2;
 }

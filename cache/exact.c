@@ -93,15 +93,9 @@ static subkv_status exact_append(skv_sketch *s, const float *K, const float *V, 
     return SKV_OK;
 }
 
-static subkv_status exact_attend(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err) {
-    (void)err;
-    exact_impl *im = s->impl;
-    double o[SKV_MAX_HEAD_DIM];
-    skv_acc acc;
-    skv_acc_init(&acc, s->cfg.head_dim, o);
-    skv_acc_add_rows(&acc, qs, &im->k, &im->v, 0, im->n, NULL, 1.0, NULL, 1.0);
-    skv_acc_finish(&acc, out);
-    return SKV_OK;
+static void exact_segments(const skv_sketch *s, skv_seg_sink *sink) {
+    const exact_impl *im = s->impl;
+    sink->rows(sink, &im->k, &im->v, 0, im->n, NULL, 1.0, NULL, 1.0);
 }
 
 static void exact_stats(const skv_sketch *s, skv_stats *st) {
@@ -139,7 +133,7 @@ const skv_policy_ops skv_policy_exact_ops = {
     .init = exact_init,
     .fini = exact_fini,
     .append = exact_append,
-    .attend = exact_attend,
+    .segments = exact_segments,
     .stats = exact_stats,
     .save = exact_save,
     .load = exact_load,

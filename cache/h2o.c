@@ -107,18 +107,19 @@ static subkv_status h2o_append(skv_sketch *s, const float *K, const float *V, si
     return SKV_OK;
 }
 
+static void h2o_segments(const skv_sketch *s, skv_seg_sink *sink) {
+    const h2o_impl *im = s->impl;
+    sink->rows(sink, &im->k, &im->v, 0, im->n, NULL, 1.0, NULL, 1.0);
+}
+
 static subkv_status h2o_attend(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err) {
     (void)err;
     h2o_impl *im = s->impl;
-    double o[SKV_MAX_HEAD_DIM];
-    skv_acc acc;
-    skv_acc_init(&acc, s->cfg.head_dim, o);
-    skv_acc_add_rows(&acc, qs, &im->k, &im->v, 0, im->n, NULL, 1.0, NULL, 1.0);
-    skv_acc_finish(&acc, out);
+    skv_attend_segments(s, qs, out);
+    if (out->l <= 0.0f) return SKV_OK;
     /* second pass: each token's probability joins its score */
-    if (acc.l > 0.0)
-        for (size_t i = 0; i < im->n; i++)
-            im->score[i] += exp((double)skv_rows_dot(&im->k, i, qs) - acc.m) / acc.l;
+    for (size_t i = 0; i < im->n; i++)
+        im->score[i] += exp((double)skv_rows_dot(&im->k, i, qs) - (double)out->m) / (double)out->l;
     return SKV_OK;
 }
 
@@ -161,6 +162,7 @@ const skv_policy_ops skv_policy_h2o_ops = {
     .init = h2o_init,
     .fini = h2o_fini,
     .append = h2o_append,
+    .segments = h2o_segments,
     .attend = h2o_attend,
     .stats = h2o_stats,
     .save = h2o_save,

@@ -55,9 +55,9 @@ bool skv_sinkwin_push(skv_sinkwin *sw, const float *k, const float *v, float *k_
     return evicted;
 }
 
-void skv_sinkwin_attend(const skv_sinkwin *sw, const float *q, skv_acc *acc) {
-    skv_acc_add_rows(acc, q, &sw->sk, &sw->sv, 0, sw->nsinks, NULL, 1.0, NULL, 1.0);
-    skv_acc_add_rows(acc, q, &sw->wk, &sw->wv, 0, sw->wfill, NULL, 1.0, NULL, 1.0);
+void skv_sinkwin_segments(const skv_sinkwin *sw, skv_seg_sink *sink) {
+    sink->rows(sink, &sw->sk, &sw->sv, 0, sw->nsinks, NULL, 1.0, NULL, 1.0);
+    sink->rows(sink, &sw->wk, &sw->wv, 0, sw->wfill, NULL, 1.0, NULL, 1.0);
 }
 
 void skv_sinkwin_save(const skv_sinkwin *sw, skv_writer *w) {
@@ -145,15 +145,9 @@ static subkv_status sinkwin_append(skv_sketch *s, const float *K, const float *V
     return SKV_OK;
 }
 
-static subkv_status sinkwin_attend(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err) {
-    (void)err;
-    sinkwin_impl *im = s->impl;
-    double o[SKV_MAX_HEAD_DIM];
-    skv_acc acc;
-    skv_acc_init(&acc, s->cfg.head_dim, o);
-    skv_sinkwin_attend(&im->sw, qs, &acc);
-    skv_acc_finish(&acc, out);
-    return SKV_OK;
+static void sinkwin_segments(const skv_sketch *s, skv_seg_sink *sink) {
+    const sinkwin_impl *im = s->impl;
+    skv_sinkwin_segments(&im->sw, sink);
 }
 
 static void sinkwin_stats(const skv_sketch *s, skv_stats *st) {
@@ -181,7 +175,7 @@ const skv_policy_ops skv_policy_sinkwin_ops = {
     .init = sinkwin_init,
     .fini = sinkwin_fini,
     .append = sinkwin_append,
-    .attend = sinkwin_attend,
+    .segments = sinkwin_segments,
     .stats = sinkwin_stats,
     .save = sinkwin_save,
     .load = sinkwin_load,

@@ -199,7 +199,11 @@ subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_
     const float scale = 1.0f / sqrtf((float)d);
     for (int i = 0; i < g; i++) {
         for (int j = 0; j < d; j++) qs[j] = Q[(size_t)i * (size_t)d + (size_t)j] * scale;
-        SKV_CHECK(s->ops->attend(s, qs, skv_partial_at(out, d, (size_t)i), err));
+        skv_partial *p = skv_partial_at(out, d, (size_t)i);
+        if (s->ops->attend)
+            SKV_CHECK(s->ops->attend(s, qs, p, err));
+        else
+            skv_attend_segments(s, qs, p);
     }
     return SKV_OK;
 }

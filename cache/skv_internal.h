@@ -120,6 +120,36 @@ void skv_acc_add_rows(skv_acc *acc, const float *q, const skv_rows *K, const skv
 /* Write the accumulator as a float partial (m rounded to float, l and o rescaled). */
 void skv_acc_finish(const skv_acc *acc, skv_partial *out);
 
+/*
+ * A sketch as its weighted entries (DESIGN.md section 3): every policy lists its stored
+ * rows as segments (rows of K, of V or none, weights as in skv_acc_add_rows), and a sink
+ * consumes them: the CPU attend accumulates them, skv_sketch_entries copies them out for
+ * the GPU backend.
+ */
+typedef struct skv_seg_sink {
+    void (*rows)(struct skv_seg_sink *sink, const skv_rows *K, const skv_rows *V, size_t start,
+                 size_t count, const float *a_w, double a, const float *b_w, double b);
+} skv_seg_sink;
+
+/*
+ * A flat copy of a sketch's entries: n rows of keys and values in the storage dtype (zero
+ * value rows where an entry has none) and per-row weights a (normalizer), b (numerator).
+ * Attention over them equals the sketch's own attend.
+ */
+typedef struct skv_entries {
+    skv_dtype dtype;
+    int d;
+    size_t n, cap;
+    void *k, *v;
+    float *a, *b;
+} skv_entries;
+
+/* Fill *out (zero-initialise it first; reusable) with the entries of s. */
+subkv_status skv_sketch_entries(const skv_sketch *s, skv_entries *out, skv_err *err);
+void skv_entries_free(skv_entries *e);
+/* CPU attend of one pre-scaled query over entries (the reference for the GPU kernel). */
+void skv_entries_attend(const skv_entries *e, const float *qs, skv_partial *out);
+
 /* ---- serialization cursors ------------------------------------------------------------ */
 
 typedef struct skv_writer {
@@ -176,7 +206,10 @@ struct skv_policy_ops {
     void (*fini)(skv_sketch *s);
     /* n >= 1 validated tokens; must leave the sketch unchanged when it fails. */
     subkv_status (*append)(skv_sketch *s, const float *K, const float *V, size_t n, skv_err *err);
-    /* One validated query, already scaled by 1/sqrt(d); called for each of the g heads. */
+    /* List the stored entries as segments into sink (in a fixed order). */
+    void (*segments)(const skv_sketch *s, skv_seg_sink *sink);
+    /* Optional: attend with side effects (h2o's scores). NULL: the generic attend over the
+     * segments. One validated query, already scaled by 1/sqrt(d). */
     subkv_status (*attend)(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err);
     void (*stats)(const skv_sketch *s, skv_stats *st);
     void (*save)(const skv_sketch *s, skv_writer *w);
@@ -225,7 +258,9 @@ void skv_sinkwin_fini(skv_sketch *s, skv_sinkwin *sw);
  * returns true; the caller sketches it.
  */
 bool skv_sinkwin_push(skv_sinkwin *sw, const float *k, const float *v, float *k_out, float *v_out);
-void skv_sinkwin_attend(const skv_sinkwin *sw, const float *q, skv_acc *acc);
+void skv_sinkwin_segments(const skv_sinkwin *sw, skv_seg_sink *sink);
+/* The generic attend: segments of s accumulated for one pre-scaled query. */
+void skv_attend_segments(const skv_sketch *s, const float *qs, skv_partial *out);
 void skv_sinkwin_save(const skv_sinkwin *sw, skv_writer *w);
 subkv_status skv_sinkwin_load(skv_sinkwin *sw, skv_reader *r, skv_err *err);
 

@@ -295,24 +295,17 @@ static subkv_status subgen_append(skv_sketch *s, const float *K, const float *V,
     return SKV_OK;
 }
 
-static subkv_status subgen_attend(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err) {
-    (void)err;
-    subgen_impl *im = s->impl;
-    double o[SKV_MAX_HEAD_DIM];
-    skv_acc acc;
-    skv_acc_init(&acc, s->cfg.head_dim, o);
-    skv_sinkwin_attend(&im->sw, qs, &acc);
+static void subgen_segments(const skv_sketch *s, skv_seg_sink *sink) {
+    const subgen_impl *im = s->impl;
+    skv_sinkwin_segments(&im->sw, sink);
     for (int j = 0; j < im->nclusters; j++) {
         const double a = (double)im->count[j] / (double)im->t;
-        skv_acc_add_rows(&acc, qs, &im->ck, im->cluster_values ? &im->cv : NULL,
-                         (size_t)j * (size_t)im->t, (size_t)im->t, NULL, a, NULL,
-                         im->cluster_values ? a : 0.0);
+        sink->rows(sink, &im->ck, im->cluster_values ? &im->cv : NULL, (size_t)j * (size_t)im->t,
+                   (size_t)im->t, NULL, a, NULL, im->cluster_values ? a : 0.0);
     }
     if (!im->cluster_values && im->slots_full)
-        skv_acc_add_rows(&acc, qs, &im->lk, &im->lv, 0, (size_t)im->s, NULL, 0.0, im->inv_norm,
-                         im->mu / (double)im->s);
-    skv_acc_finish(&acc, out);
-    return SKV_OK;
+        sink->rows(sink, &im->lk, &im->lv, 0, (size_t)im->s, NULL, 0.0, im->inv_norm,
+                   im->mu / (double)im->s);
 }
 
 static void subgen_stats(const skv_sketch *s, skv_stats *st) {
@@ -404,7 +397,7 @@ const skv_policy_ops skv_policy_subgen_ops = {
     .init = subgen_init,
     .fini = subgen_fini,
     .append = subgen_append,
-    .attend = subgen_attend,
+    .segments = subgen_segments,
     .stats = subgen_stats,
     .save = subgen_save,
     .load = subgen_load,

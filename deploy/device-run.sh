@@ -7,7 +7,8 @@
 # 1. unpacks .debs/ (from `deploy/device-debs.sh fetch`) into $SUBKV_PREFIX (default
 #    /tmp/subkv-prefix) unless already there, and sources its env.sh;
 # 2. make -j, then make test, with SUBKV_DEPS_SKIP=1 (no apt on the device);
-# 3. build/subkv-bench sketch, if it was built.
+# 3. compute-sanitizer memcheck of the GPU conformance suite, the kernels' resource usage,
+#    build/subkv-bench gpu and PyTorch's SDPA on the same shapes (bench/gpu_sdpa.py).
 # Every step runs even when an earlier one fails (except: no build, no tests); each writes
 # $OUT/<step>.log (OUT defaults to build/device-logs), and $OUT/summary.txt lists step, exit
 # status and seconds. Exits non-zero if any step failed.
@@ -58,11 +59,14 @@ fi
 
 if step build make -j"$jobs"; then
     step test make -j"$jobs" test
-    if [[ -x build/subkv-bench ]]; then
-        step bench build/subkv-bench sketch
-    else
-        echo "device-run: build/subkv-bench not built (no bench/subkv_bench_main.c yet); skipping"
+    # the GPU conformance suite once more under compute-sanitizer (memcheck)
+    if command -v compute-sanitizer >/dev/null 2>&1; then
+        step memcheck compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_cuda
     fi
+    step resources bash -c 'cuobjdump --dump-resource-usage build/obj/cuda/attend.cu.o | grep -E "Function|REG"'
+    step bench-gpu build/subkv-bench gpu ${SUBKV_GPU_BENCH_ARGS:-}
+    cp -f build/bench-gpu.csv "$out/" 2>/dev/null || true
+    step sdpa python3 bench/gpu_sdpa.py ${SUBKV_SDPA_ARGS:-}
 fi
 
 echo "=== summary ($out/summary.txt)"

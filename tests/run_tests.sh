@@ -4,10 +4,12 @@
 # Usage: tests/run_tests.sh [BINARY...]      (default: every build/tests/test_* executable)
 #
 # Counts CMocka test *cases*, summed over every group in every binary, from the
-# "[  PASSED  ] N test(s)." and "[  FAILED  ] N test(s), listed below:" lines. A binary that
+# "[  PASSED  ] N test(s).", "[  FAILED  ] N test(s), listed below:" and
+# "[  SKIPPED ] N test(s), listed below:" lines (GPU suites skip, printing why, where there
+# is no GPU). A binary that
 # crashes, times out or exits non-zero without reporting all the cases it started adds the
 # unreported cases (at least 1) to the failures. The last line of output is exactly
-#     N passed, N failed
+#     N passed, N failed, N skipped
 # and the exit status is non-zero when anything failed.
 #
 # The environment passes through untouched (SUBKV_TEST_SEED and friends), except that CMocka
@@ -28,6 +30,7 @@ fi
 
 passed=0
 failed=0
+skipped=0
 bad_bins=()
 
 for bin in "${bins[@]}"; do
@@ -42,14 +45,15 @@ for bin in "${bins[@]}"; do
     rc=${PIPESTATUS[0]}
 
     # Sum over groups: a binary may call cmocka_run_group_tests more than once.
-    read -r ran ok bad < <(awk '
+    read -r ran ok bad skip < <(awk '
         /^\[==========\] Running [0-9]+ test\(s\)\./   { r += $3 }
         /^\[  PASSED  \] [0-9]+ test\(s\)\./            { p += $4 }
         /^\[  FAILED  \] [0-9]+ test\(s\), listed below/ { f += $4 }
-        END { printf "%d %d %d\n", r, p, f }' "$log")
+        /^\[  SKIPPED \] [0-9]+ test\(s\), listed below/ { s += $4 }
+        END { printf "%d %d %d %d\n", r, p, f, s }' "$log")
     rm -f "$log"
 
-    unreported=$((ran - ok - bad))
+    unreported=$((ran - ok - bad - skip))
     if [[ $rc -ne 0 && $bad -eq 0 ]] || [[ $unreported -gt 0 ]]; then
         # Crash, sanitizer abort, timeout, group setup failure, or no CMocka output at all.
         extra=$((unreported > 0 ? unreported : 1))
@@ -62,9 +66,10 @@ for bin in "${bins[@]}"; do
     elif [[ $rc -ne 0 ]]; then
         bad_bins+=("$name")
     fi
-    echo "=== $name: $ok passed, $bad failed"
+    echo "=== $name: $ok passed, $bad failed, $skip skipped"
     passed=$((passed + ok))
     failed=$((failed + bad))
+    skipped=$((skipped + skip))
 done
 
 if [[ ${#bins[@]} -eq 0 ]]; then
@@ -73,5 +78,5 @@ fi
 if [[ ${#bad_bins[@]} -gt 0 ]]; then
     echo "run_tests: failing binaries: ${bad_bins[*]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [[ $failed -eq 0 && ${#bad_bins[@]} -eq 0 ]]

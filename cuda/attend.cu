@@ -1,0 +1,415 @@
+/*
+ * attend.cu — the batched weighted-entry attend (skv_cuda.h), flash-decoding style.
+ *
+ * Kernel 1 (attend_chunk): grid (chunks, jobs), 128 threads. A block takes `chunk` entries
+ * of one job and all g queries of its GQA group, so each key and value row is read once
+ * for the whole group. A row is read by D/8 lanes, 16 bytes (8 halves) each; a warp thus
+ * covers 32/(D/8) rows at a time, and the block's 4 warps form NG "row groups" that stride
+ * through the chunk. Each row group keeps, per query, the online-softmax state (m, l, and
+ * its lanes' 8 dims of o) in registers; the scores are reduced across the row's lanes with
+ * xor-shuffles. At the end the row groups' states are combined through shared memory and
+ * the chunk's partial {m, l, o[D]} per query is written to scratch.
+ * Kernel 2 (merge_chunks): one block per job merges its chunks' partials by the
+ * log-sum-exp rule (the same algebra as skv_partial_merge) into job.out.
+ *
+ * Bytes per entry: 2 * D * 2 (keys + values) + 8 with weights; flops per entry and query:
+ * about 4 D plus two exponentials, so at g <= 8 the kernel is bound by memory bandwidth.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "skv_check.h"
+#include "skv_cuda.h"
+
+namespace {
+
+constexpr int kThreads = 128;
+
+struct skv_cuda_ctx_impl {
+    cudaStream_t stream;
+    skv_cuda_job *djobs; /* device copy of the job array */
+    int jobs_cap;
+    float *scratch; /* chunk partials */
+    size_t scratch_cap;
+    int sms;
+};
+
+__device__ __forceinline__ void to_float8(const uint4 &u, float *f, const __half *) {
+    const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 x = __half22float2(h[i]);
+        f[2 * i] = x.x;
+        f[2 * i + 1] = x.y;
+    }
+}
+
+__device__ __forceinline__ void to_float8(const uint4 &u, float *f, const __nv_bfloat16 *) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 x = __bfloat1622float2(h[i]);
+        f[2 * i] = x.x;
+        f[2 * i + 1] = x.y;
+    }
+}
+
+template <int D, int G, typename T>
+__global__ void __launch_bounds__(kThreads)
+    attend_chunk(const skv_cuda_job *__restrict__ jobs, uint64_t chunk, float *__restrict__ scratch,
+                 int max_chunks) {
+    constexpr int LPR = D / 8;                /* lanes per row */
+    constexpr int RPW = 32 / LPR;             /* rows per warp */
+    constexpr int NG = (kThreads / 32) * RPW; /* row groups per block */
+    constexpr int PS = D + 2;                 /* partial stride */
+    __shared__ float s_m[NG][G], s_l[NG][G];
+    __shared__ float s_o[NG][G][D];
+
+    const skv_cuda_job job = jobs[blockIdx.y];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int sub = lane / LPR, li = lane % LPR, grp = warp * RPW + sub; /* row group */
+    const uint64_t t0 = (uint64_t)blockIdx.x * chunk;
+    const uint64_t t1 = min(job.n, t0 + chunk);
+
+    float q[G][8], m[G], l[G], o[G][8];
+#pragma unroll
+    for (int gi = 0; gi < G; gi++) {
+        const float4 *qp = reinterpret_cast<const float4 *>(job.q + gi * D + li * 8);
+        float4 x = qp[0], y = qp[1];
+        q[gi][0] = x.x, q[gi][1] = x.y, q[gi][2] = x.z, q[gi][3] = x.w;
+        q[gi][4] = y.x, q[gi][5] = y.y, q[gi][6] = y.z, q[gi][7] = y.w;
+        m[gi] = -INFINITY;
+        l[gi] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[gi][e] = 0.0f;
+    }
+    const T *K = static_cast<const T *>(job.k), *V = static_cast<const T *>(job.v);
+    /* Whole warps iterate together (the shuffles need every lane); rows past t1 only skip.
+     * The next row's key, value and weights are loaded before this row's math, so two rows
+     * of loads per thread are in flight (a software pipeline of depth 2). */
+    auto load = [&](uint64_t t, uint4 &kr, uint4 &vr, float &a, float &b) {
+        if (t < t1) {
+            kr = *reinterpret_cast<const uint4 *>(K + t * D + li * 8);
+            vr = *reinterpret_cast<const uint4 *>(V + t * D + li * 8);
+            a = job.a ? job.a[t] : 1.0f;
+            b = job.b ? job.b[t] : 1.0f;
+        } else {
+            kr = vr = make_uint4(0, 0, 0, 0);
+            a = b = 0.0f;
+        }
+    };
+    uint64_t base = t0 + (uint64_t)warp * RPW;
+    uint4 kr, vr;
+    float a, b;
+    load(base + sub, kr, vr, a, b);
+    for (; base < t1; base += NG) {
+        const uint64_t t = base + sub;
+        const bool valid = t < t1;
+        uint4 kn, vn;
+        float an, bn;
+        load(t + NG, kn, vn, an, bn);
+        float kf[8], vf[8];
+        to_float8(kr, kf, K);
+        float s[G];
+#pragma unroll
+        for (int gi = 0; gi < G; gi++) {
+            float acc = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc = fmaf(q[gi][e], kf[e], acc);
+#pragma unroll
+            for (int off = LPR / 2; off > 0; off >>= 1)
+                acc += __shfl_xor_sync(0xffffffffu, acc, off);
+            s[gi] = acc;
+        }
+        if (valid) {
+            to_float8(vr, vf, V);
+#pragma unroll
+            for (int gi = 0; gi < G; gi++) {
+                const float mn = fmaxf(m[gi], s[gi]);
+                const float alpha = __expf(m[gi] - mn), p = __expf(s[gi] - mn);
+                l[gi] = fmaf(l[gi], alpha, a * p);
+                const float bp = b * p;
+#pragma unroll
+                for (int e = 0; e < 8; e++) o[gi][e] = fmaf(o[gi][e], alpha, bp * vf[e]);
+                m[gi] = mn;
+            }
+        }
+        kr = kn, vr = vn, a = an, b = bn;
+    }
+#pragma unroll
+    for (int gi = 0; gi < G; gi++) {
+        if (li == 0) s_m[grp][gi] = m[gi], s_l[grp][gi] = l[gi];
+#pragma unroll
+        for (int e = 0; e < 8; e++) s_o[grp][gi][li * 8 + e] = o[gi][e];
+    }
+    __syncthreads();
+    float *out = scratch + ((size_t)blockIdx.y * max_chunks + blockIdx.x) * G * PS;
+    for (int idx = threadIdx.x; idx < G * (D + 2); idx += kThreads) {
+        const int gi = idx / (D + 2), c = idx % (D + 2);
+        float M = -INFINITY;
+#pragma unroll
+        for (int r = 0; r < NG; r++) M = fmaxf(M, s_m[r][gi]);
+        float acc = 0.0f;
+        if (M != -INFINITY) {
+#pragma unroll
+            for (int r = 0; r < NG; r++) {
+                const float w = s_m[r][gi] == -INFINITY ? 0.0f : __expf(s_m[r][gi] - M);
+                acc += w * (c == 1 ? s_l[r][gi] : c >= 2 ? s_o[r][gi][c - 2] : 0.0f);
+            }
+        }
+        out[gi * PS + c] = c == 0 ? M : acc;
+    }
+}
+
+/* One block per job: merge its chunks' partials (log-sum-exp) into job.out. */
+template <int D, int G>
+__global__ void __launch_bounds__(kThreads)
+    merge_chunks(const skv_cuda_job *__restrict__ jobs, uint64_t chunk,
+                 const float *__restrict__ scratch, int max_chunks) {
+    constexpr int PS = D + 2;
+    const skv_cuda_job job = jobs[blockIdx.x];
+    const int nchunks = (int)((job.n + chunk - 1) / chunk);
+    const float *base = scratch + (size_t)blockIdx.x * max_chunks * G * PS;
+    for (int idx = threadIdx.x; idx < G * PS; idx += kThreads) {
+        const int gi = idx / PS, c = idx % PS;
+        float M = -INFINITY;
+        for (int k = 0; k < nchunks; k++) M = fmaxf(M, base[(size_t)k * G * PS + gi * PS]);
+        float acc = 0.0f;
+        if (M != -INFINITY)
+            for (int k = 0; k < nchunks; k++) {
+                const float mk = base[(size_t)k * G * PS + gi * PS];
+                if (mk != -INFINITY) acc += __expf(mk - M) * base[(size_t)k * G * PS + gi * PS + c];
+            }
+        job.out[gi * PS + c] = c == 0 ? M : acc;
+    }
+}
+
+/* splitmix64 of (seed, i) -> a sum of four uniforms, centred: roughly normal, std 1. */
+__global__ void fill_random(void *p, size_t n, int dtype, uint64_t seed, float scale) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        float u = 0.0f;
+        for (int k = 0; k < 4; k++) u += (float)((z >> (16 * k)) & 0xffffu) * (1.0f / 65536.0f);
+        const float x = (u - 2.0f) * 1.7320508f * scale; /* var of the sum: 4/12 */
+        if (dtype == SKV_DTYPE_F16)
+            static_cast<__half *>(p)[i] = __float2half(x);
+        else if (dtype == SKV_DTYPE_BF16)
+            static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16(x);
+        else
+            static_cast<float *>(p)[i] = x;
+    }
+}
+
+template <int D, int G, typename T>
+cudaError_t launch(skv_cuda_ctx_impl *c, int njobs, uint64_t chunk, int max_chunks) {
+    attend_chunk<D, G, T><<<dim3(max_chunks, njobs), kThreads, 0, c->stream>>>(
+        c->djobs, chunk, c->scratch, max_chunks);
+    merge_chunks<D, G><<<njobs, kThreads, 0, c->stream>>>(c->djobs, chunk, c->scratch, max_chunks);
+    return cudaGetLastError();
+}
+
+template <int D, typename T>
+cudaError_t launch_g(skv_cuda_ctx_impl *c, int g, int njobs, uint64_t chunk, int max_chunks) {
+    switch (g) {
+    case 1: return launch<D, 1, T>(c, njobs, chunk, max_chunks);
+    case 2: return launch<D, 2, T>(c, njobs, chunk, max_chunks);
+    case 4: return launch<D, 4, T>(c, njobs, chunk, max_chunks);
+    case 8: return launch<D, 8, T>(c, njobs, chunk, max_chunks);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+} // namespace
+
+struct skv_cuda_ctx : skv_cuda_ctx_impl {};
+
+extern "C" {
+
+subkv_status skv_cuda_ctx_create(skv_cuda_ctx **out, skv_err *err) {
+    *out = nullptr;
+    skv_cuda_ctx *c = static_cast<skv_cuda_ctx *>(calloc(1, sizeof(skv_cuda_ctx)));
+    if (!c) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for a CUDA context");
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        free(c);
+        return skv_set_error(err, SKV_ERR_DEVICE, "CUDA context: %s", cudaGetErrorString(e));
+    }
+    *out = c;
+    return SKV_OK;
+}
+
+void skv_cuda_ctx_destroy(skv_cuda_ctx *c) {
+    if (!c) return;
+    cudaStreamSynchronize(c->stream);
+    cudaFree(c->djobs);
+    cudaFree(c->scratch);
+    cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d, int g,
+                             skv_dtype dtype, uint64_t chunk, skv_err *err) {
+    if (!c || !jobs || njobs < 1) return skv_set_error(err, SKV_ERR_INVALID_ARG, "no jobs");
+    if (d != 64 && d != 128)
+        return skv_set_error(err, SKV_ERR_UNSUPPORTED,
+                             "GPU attend supports head_dim 64 and 128, not %d", d);
+    if (g != 1 && g != 2 && g != 4 && g != 8)
+        return skv_set_error(err, SKV_ERR_UNSUPPORTED,
+                             "GPU attend supports groups of 1, 2, 4, 8, not %d", g);
+    if (dtype != SKV_DTYPE_F16 && dtype != SKV_DTYPE_BF16)
+        return skv_set_error(err, SKV_ERR_UNSUPPORTED,
+                             "GPU attend stores keys and values as f16 or bf16");
+    uint64_t total = 0, maxn = 1;
+    for (int j = 0; j < njobs; j++) total += jobs[j].n, maxn = std::max(maxn, jobs[j].n);
+    if (chunk == 0) { /* about four blocks per multiprocessor, chunks of 256..16384 entries */
+        uint64_t want = (uint64_t)c->sms * 4;
+        chunk = (total + want - 1) / want;
+        chunk = std::min<uint64_t>(16384, std::max<uint64_t>(256, (chunk + 63) / 64 * 64));
+    }
+    const uint64_t mc = (maxn + chunk - 1) / chunk;
+    if (mc > 65535u * 1024u) return skv_set_error(err, SKV_ERR_INVALID_ARG, "too many chunks");
+    const int max_chunks = (int)mc;
+    const size_t need = (size_t)njobs * max_chunks * g * (d + 2);
+    if (njobs > c->jobs_cap) {
+        cudaFree(c->djobs);
+        c->djobs = nullptr;
+        c->jobs_cap = 0;
+        SKV_CUDA_CHECK(cudaMalloc(&c->djobs, (size_t)njobs * sizeof(skv_cuda_job)), err);
+        c->jobs_cap = njobs;
+    }
+    if (need > c->scratch_cap) {
+        cudaFree(c->scratch);
+        c->scratch = nullptr;
+        c->scratch_cap = 0;
+        SKV_CUDA_CHECK(cudaMalloc(&c->scratch, need * sizeof(float)), err);
+        c->scratch_cap = need;
+    }
+    SKV_CUDA_CHECK(cudaMemcpyAsync(c->djobs, jobs, (size_t)njobs * sizeof(skv_cuda_job),
+                                   cudaMemcpyHostToDevice, c->stream),
+                   err);
+    cudaError_t e;
+    if (dtype == SKV_DTYPE_F16)
+        e = d == 64 ? launch_g<64, __half>(c, g, njobs, chunk, max_chunks)
+                    : launch_g<128, __half>(c, g, njobs, chunk, max_chunks);
+    else
+        e = d == 64 ? launch_g<64, __nv_bfloat16>(c, g, njobs, chunk, max_chunks)
+                    : launch_g<128, __nv_bfloat16>(c, g, njobs, chunk, max_chunks);
+    if (e != cudaSuccess)
+        return skv_set_error(err, SKV_ERR_DEVICE, "attend launch: %s", cudaGetErrorString(e));
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_sync(skv_cuda_ctx *c, skv_err *err) {
+    SKV_CUDA_CHECK(cudaStreamSynchronize(c->stream), err);
+    SKV_CUDA_CHECK(cudaGetLastError(), err);
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_time_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d,
+                                  int g, skv_dtype dtype, uint64_t chunk, int warmup, int iters,
+                                  float *median_ms, skv_err *err) {
+    for (int i = 0; i < warmup; i++)
+        SKV_CHECK(skv_cuda_attend(c, jobs, njobs, d, g, dtype, chunk, err));
+    cudaEvent_t e0, e1;
+    SKV_CUDA_CHECK(cudaEventCreate(&e0), err);
+    SKV_CUDA_CHECK(cudaEventCreate(&e1), err);
+    std::vector<float> ms((size_t)std::max(iters, 1));
+    subkv_status st = SKV_OK;
+    for (int i = 0; i < iters && st == SKV_OK; i++) {
+        cudaEventRecord(e0, c->stream);
+        st = skv_cuda_attend(c, jobs, njobs, d, g, dtype, chunk, err);
+        cudaEventRecord(e1, c->stream);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&ms[i], e0, e1);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    if (st != SKV_OK) return st;
+    SKV_CHECK(skv_cuda_sync(c, err));
+    std::sort(ms.begin(), ms.begin() + iters);
+    *median_ms = ms[(size_t)iters / 2];
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_copy_bandwidth(skv_cuda_ctx *c, size_t bytes, double *gbps, skv_err *err) {
+    void *a = nullptr, *b = nullptr;
+    SKV_CUDA_CHECK(cudaMalloc(&a, bytes), err);
+    cudaError_t e = cudaMalloc(&b, bytes);
+    if (e != cudaSuccess) {
+        cudaFree(a);
+        return skv_set_error(err, SKV_ERR_DEVICE, "copy buffer: %s", cudaGetErrorString(e));
+    }
+    cudaMemsetAsync(a, 1, bytes, c->stream);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<float> ms(10);
+    for (int i = 0; i < 12; i++) {
+        cudaEventRecord(e0, c->stream);
+        cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, c->stream);
+        cudaEventRecord(e1, c->stream);
+        cudaEventSynchronize(e1);
+        if (i >= 2) cudaEventElapsedTime(&ms[i - 2], e0, e1);
+    }
+    std::sort(ms.begin(), ms.end());
+    e = cudaGetLastError();
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    if (e != cudaSuccess)
+        return skv_set_error(err, SKV_ERR_DEVICE, "copy: %s", cudaGetErrorString(e));
+    *gbps = 2.0 * (double)bytes / (ms[5] * 1e-3) / 1e9;
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_fill_random(void *p, size_t n, skv_dtype dtype, uint64_t seed, float scale,
+                                  skv_err *err) {
+    fill_random<<<1024, 256>>>(p, n, (int)dtype, seed, scale);
+    SKV_CUDA_CHECK(cudaGetLastError(), err);
+    SKV_CUDA_CHECK(cudaDeviceSynchronize(), err);
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_malloc(void **p, size_t bytes, skv_err *err) {
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* an allocation failure is not sticky: clear it */
+        *p = nullptr;
+        return skv_set_error(err, SKV_ERR_NOMEM, "cudaMalloc of %zu bytes: %s", bytes,
+                             cudaGetErrorString(e));
+    }
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes), err);
+    return SKV_OK;
+}
+
+void skv_cuda_free(void *p) { cudaFree(p); }
+
+subkv_status skv_cuda_upload(void *dst, const void *src, size_t bytes, skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), err);
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), err);
+    return SKV_OK;
+}
+
+} /* extern "C" */

@@ -1,0 +1,72 @@
+/*
+ * skv_cuda.h — the GPU attend: one batched launch computes, for every job (one KV head of
+ * one sequence: a device-resident entry list and its g pre-scaled queries), the mergeable
+ * partials {m, l, o[d]} of the weighted-entry attend (DESIGN.md section 3):
+ *   m = max <q,k>,  l = sum a e^(<q,k>-m),  o = sum b e^(<q,k>-m) v.
+ * exact, sinkwin and h2o are the all-ones case (a = b = NULL); SubGen uploads its entries
+ * (skv_sketch_entries) with their weights. Long lists are split over thread blocks
+ * (flash-decoding split-K) and merged by a second kernel. Keys and values are float16 or
+ * bfloat16, read 16 bytes per thread; math is float32.
+ *
+ * Built by nvcc when present (cuda/attend.cu); without nvcc every call returns
+ * SKV_ERR_UNSUPPORTED (cuda/attend_cpu.c). Supported: head_dim 64 or 128, g in 1..8.
+ */
+#ifndef SUBKV_CUDA_H
+#define SUBKV_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "subkv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct skv_cuda_job {
+    const void *k, *v;  /* device: n rows of d elements (f16 or bf16) each */
+    const float *a, *b; /* device: n weights each, or NULL for all ones */
+    uint64_t n;         /* entries (0 gives empty partials) */
+    const float *q;     /* device: g rows of d floats, already scaled by 1/sqrt(d) */
+    float *out;         /* device: g partials of d + 2 floats ({m, l, o[d]}) */
+} skv_cuda_job;
+
+typedef struct skv_cuda_ctx skv_cuda_ctx;
+
+/* A context on the current device: a stream and scratch that grows once and is reused. */
+subkv_status skv_cuda_ctx_create(skv_cuda_ctx **out, skv_err *err);
+void skv_cuda_ctx_destroy(skv_cuda_ctx *c);
+
+/*
+ * Enqueue the attend of jobs[njobs] (host array) on the context's stream. chunk: entries per
+ * thread block (0: chosen to fill the device). Returns once launched; skv_cuda_sync waits.
+ */
+subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d, int g,
+                             skv_dtype dtype, uint64_t chunk, skv_err *err);
+subkv_status skv_cuda_sync(skv_cuda_ctx *c, skv_err *err);
+
+/* Median milliseconds of `iters` back-to-back skv_cuda_attend calls (device events), after
+ * `warmup` untimed ones. */
+subkv_status skv_cuda_time_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d,
+                                  int g, skv_dtype dtype, uint64_t chunk, int warmup, int iters,
+                                  float *median_ms, skv_err *err);
+
+/* Device-to-device copy bandwidth over `bytes` (counting bytes read + written), GB/s. */
+subkv_status skv_cuda_copy_bandwidth(skv_cuda_ctx *c, size_t bytes, double *gbps, skv_err *err);
+
+/* Fill n elements of dtype (f16, bf16 or f32) at device p with N(0, scale^2)-like values
+ * from a counter hash of (seed, index): fast random inputs for benchmarks, never zeros. */
+subkv_status skv_cuda_fill_random(void *p, size_t n, skv_dtype dtype, uint64_t seed, float scale,
+                                  skv_err *err);
+
+/* Plain device memory helpers (tests, benchmarks, the worker's pools). */
+subkv_status skv_cuda_malloc(void **p, size_t bytes, skv_err *err);
+void skv_cuda_free(void *p);
+subkv_status skv_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, skv_err *err);
+subkv_status skv_cuda_upload(void *dst, const void *src, size_t bytes, skv_err *err);
+subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SUBKV_CUDA_H */

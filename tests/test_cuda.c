@@ -1,0 +1,218 @@
+/*
+ * test_cuda.c — backend conformance (the ggml habit): the GPU attend against the CPU
+ * reference on the same inputs. Every policy's sketch is built on the CPU from fresh
+ * synthetic data, its entries (skv_sketch_entries) are uploaded, and the batched GPU
+ * kernel's partials must give the CPU's outputs within 1e-3 relative (float16/bfloat16
+ * storage, float32 math), for every chunking. Without a GPU every test is skipped with
+ * the reason printed; on the device machine they run (deploy/device-run.sh).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "skv_backend.h"
+#include "skv_cuda.h"
+#include "skv_internal.h"
+#include "test_util.h"
+
+static skv_cuda_ctx *g_ctx; /* set in the group setup when a GPU is there */
+static char g_reason[256];
+
+static int gpu_setup(void **state) {
+    (void)state;
+    skv_backend_info bi;
+    skv_backend_select(0, &bi);
+    if (bi.kind != SKV_BACKEND_CUDA) {
+        snprintf(g_reason, sizeof g_reason, "no GPU: %s", bi.reason);
+        return 0;
+    }
+    skv_err err;
+    if (skv_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
+        snprintf(g_reason, sizeof g_reason, "CUDA context: %s", err.msg);
+        return -1;
+    }
+    char desc[256];
+    skv_backend_describe(&bi, desc, sizeof desc);
+    printf("# test_cuda: running on %s\n", desc);
+    return 0;
+}
+
+static int gpu_teardown(void **state) {
+    (void)state;
+    skv_cuda_ctx_destroy(g_ctx);
+    return 0;
+}
+
+#define NEED_GPU()                                                                                 \
+    do {                                                                                           \
+        if (!g_ctx) {                                                                              \
+            printf("# skipped: %s\n", g_reason);                                                   \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+typedef struct dev_job {
+    void *k, *v, *q, *out;
+    float *a, *b;
+} dev_job;
+
+static void *upload(const void *src, size_t bytes) {
+    void *p = NULL;
+    skv_err err;
+    TU_OK(skv_cuda_malloc(&p, bytes ? bytes : 16, &err), &err);
+    if (src && bytes) TU_OK(skv_cuda_upload(p, src, bytes, &err), &err);
+    return p;
+}
+
+/* Build J sketches of one policy, attend them in one GPU launch, compare with the CPU. */
+static void conformance(skv_policy_id pol, skv_values_mode vm, skv_dtype dt, int d, int g,
+                        const char *name) {
+    synth_rng r;
+    tu_rng_for(&r, name);
+    enum { J = 5 };
+    const size_t ns[J] = {1, 130, 2000, 5003, 0};
+    skv_cuda_job jobs[J];
+    dev_job dj[J];
+    float *want = tu_malloc((size_t)J * g * d * sizeof(float));
+    float *q = tu_malloc((size_t)g * d * sizeof(float)),
+          *qs = tu_malloc((size_t)g * d * sizeof(float));
+    skv_entries e = {0};
+    for (int j = 0; j < J; j++) {
+        skv_config c;
+        skv_config_default(&c, pol, d);
+        c.dtype = dt;
+        c.values = vm;
+        c.seed = synth_rng_u64(&r);
+        if (pol != SKV_POLICY_EXACT) c.budget_bytes = 96 << 10;
+        skv_sketch *s = tu_create(&c);
+        synth_stream_cfg sc = {.d = d,
+                               .clusters = 8,
+                               .center_norm = 7.0f,
+                               .spread = 0.35f,
+                               .value_mean = 4.0f,
+                               .value_tail = 0.3f,
+                               .seed = synth_rng_u64(&r)};
+        synth_stream *st = synth_stream_create(&sc);
+        float *K = tu_malloc((ns[j] + 1) * d * sizeof(float)),
+              *V = tu_malloc((ns[j] + 1) * d * sizeof(float));
+        synth_stream_next(st, K, V, ns[j]);
+        if (ns[j]) tu_append_chunked(s, K, V, ns[j], d, 1024);
+        for (int h = 0; h < g; h++) synth_stream_query(st, h % 8, 1.0f, 0.3f, q + h * d);
+        for (int i = 0; i < g * d; i++) qs[i] = q[i] / sqrtf((float)d);
+        skv_err err;
+        TU_OK(skv_sketch_entries(s, &e, &err), &err);
+        for (int h = 0; h < g; h++) {
+            skv_partial *p = tu_partials_new(1, d);
+            skv_entries_attend(&e, qs + h * d, p);
+            skv_partial_output(p, d, want + ((size_t)j * g + h) * d);
+            free(p);
+        }
+        const size_t rb = (size_t)e.n * d * 2;
+        dj[j].k = upload(e.k, rb);
+        dj[j].v = upload(e.v, rb);
+        const int weighted = pol == SKV_POLICY_SUBGEN;
+        dj[j].a = weighted ? upload(e.a, e.n * sizeof(float)) : NULL;
+        dj[j].b = weighted ? upload(e.b, e.n * sizeof(float)) : NULL;
+        dj[j].q = upload(qs, (size_t)g * d * sizeof(float));
+        dj[j].out = upload(NULL, (size_t)g * (d + 2) * sizeof(float));
+        jobs[j] = (skv_cuda_job){dj[j].k, dj[j].v, dj[j].a, dj[j].b, e.n, dj[j].q, dj[j].out};
+        skv_sketch_destroy(s);
+        synth_stream_destroy(st);
+        free(K);
+        free(V);
+    }
+    const uint64_t chunks[3] = {0, 256, 1000};
+    float *part = tu_malloc((size_t)g * (d + 2) * sizeof(float)),
+          *got = tu_malloc((size_t)d * sizeof(float));
+    for (int ci = 0; ci < 3; ci++) {
+        skv_err err;
+        for (int j = 0; j < J; j++) { /* poison: every output must be written */
+            for (int i = 0; i < g * (d + 2); i++) part[i] = NAN;
+            TU_OK(skv_cuda_upload(dj[j].out, part, (size_t)g * (d + 2) * sizeof(float), &err),
+                  &err);
+        }
+        TU_OK(skv_cuda_attend(g_ctx, jobs, J, d, g, dt, chunks[ci], &err), &err);
+        TU_OK(skv_cuda_sync(g_ctx, &err), &err);
+        for (int j = 0; j < J; j++) {
+            TU_OK(skv_cuda_download(part, dj[j].out, (size_t)g * (d + 2) * sizeof(float), &err),
+                  &err);
+            for (int h = 0; h < g; h++) {
+                const skv_partial *p = (const skv_partial *)(part + (size_t)h * (d + 2));
+                const float *w = want + ((size_t)j * g + h) * d;
+                if (jobs[j].n == 0) {
+                    assert_true(p->m == -INFINITY && p->l == 0.0f);
+                    continue;
+                }
+                assert_true(isfinite(p->m) && p->l > 0.0f);
+                skv_partial_output(p, d, got);
+                double num = 0, den = 0;
+                for (int i = 0; i < d; i++) {
+                    assert_true(isfinite(got[i]));
+                    num += (got[i] - w[i]) * (double)(got[i] - w[i]);
+                    den += (double)w[i] * w[i];
+                }
+                if (!(sqrt(num) <= 1e-3 * sqrt(den)))
+                    fail_msg("%s: job %d (n=%llu) head %d chunk %llu: rel err %g", name, j,
+                             (unsigned long long)jobs[j].n, h, (unsigned long long)chunks[ci],
+                             sqrt(num / den));
+            }
+        }
+    }
+    for (int j = 0; j < J; j++) {
+        skv_cuda_free(dj[j].k), skv_cuda_free(dj[j].v), skv_cuda_free(dj[j].a);
+        skv_cuda_free(dj[j].b), skv_cuda_free(dj[j].q), skv_cuda_free(dj[j].out);
+    }
+    skv_entries_free(&e);
+    free(want), free(q), free(qs), free(part), free(got);
+}
+
+static void test_cuda_exact_matches_cpu(void **state) {
+    (void)state;
+    NEED_GPU();
+    conformance(SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_F16, 128, 4, "exact f16 d128 g4");
+    conformance(SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_BF16, 64, 1, "exact bf16 d64 g1");
+    conformance(SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_F16, 64, 8, "exact f16 d64 g8");
+}
+
+static void test_cuda_window_policies_match_cpu(void **state) {
+    (void)state;
+    NEED_GPU();
+    conformance(SKV_POLICY_SINKWIN, SKV_VALUES_L2, SKV_DTYPE_F16, 128, 2, "sinkwin f16 d128 g2");
+    conformance(SKV_POLICY_H2O, SKV_VALUES_L2, SKV_DTYPE_BF16, 128, 4, "h2o bf16 d128 g4");
+}
+
+static void test_cuda_subgen_matches_cpu(void **state) {
+    (void)state;
+    NEED_GPU();
+    conformance(SKV_POLICY_SUBGEN, SKV_VALUES_L2, SKV_DTYPE_F16, 128, 4, "subgen-l2 f16 d128 g4");
+    conformance(SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER, SKV_DTYPE_BF16, 64, 8,
+                "subgen-cluster bf16 d64 g8");
+}
+
+static void test_cuda_rejects_unsupported_shapes(void **state) {
+    (void)state;
+    NEED_GPU();
+    skv_cuda_job job = {0};
+    skv_err err;
+    assert_int_equal(skv_cuda_attend(g_ctx, &job, 1, 96, 4, SKV_DTYPE_F16, 0, &err),
+                     SKV_ERR_UNSUPPORTED);
+    assert_int_equal(skv_cuda_attend(g_ctx, &job, 1, 128, 3, SKV_DTYPE_F16, 0, &err),
+                     SKV_ERR_UNSUPPORTED);
+    assert_int_equal(skv_cuda_attend(g_ctx, &job, 1, 128, 4, SKV_DTYPE_F32, 0, &err),
+                     SKV_ERR_UNSUPPORTED);
+    assert_int_equal(skv_cuda_attend(g_ctx, &job, 0, 128, 4, SKV_DTYPE_F16, 0, &err),
+                     SKV_ERR_INVALID_ARG);
+}
+
+int main(void) {
+    tu_suite_begin("test_cuda");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cuda_exact_matches_cpu),
+        cmocka_unit_test(test_cuda_window_policies_match_cpu),
+        cmocka_unit_test(test_cuda_subgen_matches_cpu),
+        cmocka_unit_test(test_cuda_rejects_unsupported_shapes),
+    };
+    return cmocka_run_group_tests(tests, gpu_setup, gpu_teardown);
+}
