@@ -205,6 +205,11 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
                              "no workers: start with mpirun -np 1 subkv-coordinator : -np N "
                              "subkv-worker");
+    /* Collective with the workers' node split (worker.c): they number themselves per node
+     * to pick GPUs by local rank; the coordinator takes part without joining a group. */
+    MPI_Comm none = MPI_COMM_NULL;
+    MPI_Comm_split_type(comm, MPI_UNDEFINED, 0, MPI_INFO_NULL, &none);
+    if (none != MPI_COMM_NULL) MPI_Comm_free(&none);
     skv_coord *c = calloc(1, sizeof *c);
     if (!c) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the coordinator");
     c->comm = comm;

@@ -270,7 +270,16 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
     w.nworkers -= 1;
     skv_table_init(&w.table);
     skv_backend_info bi;
-    skv_backend_select(w.rank - 1, &bi);
+    /* the GPU by node-local rank among the workers of this node (collective with the
+     * coordinator's MPI_UNDEFINED split in skv_coord_create) */
+    MPI_Comm node;
+    int local_rank = w.rank - 1;
+    if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS) {
+        MPI_Comm_rank(node, &local_rank);
+        MPI_Comm_free(&node);
+    }
+    skv_backend_select(local_rank, &bi);
     skv_backend_describe(&bi, w.backend, sizeof w.backend);
     if (opts->verbose) fprintf(stderr, "subkv-worker %d: backend %s\n", w.rank, w.backend);
     int rc = 1;
