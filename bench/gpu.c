@@ -20,6 +20,8 @@
 #include "skv_backend.h"
 #include "skv_cuda.h"
 #include "skv_internal.h"
+#include "bench.h"
+#include "policy_eval.h"
 #include "synth.h"
 
 #define KVH 8
@@ -30,26 +32,6 @@ static int check(subkv_status st, const skv_err *err, const char *what) {
     if (st == SKV_OK) return 0;
     fprintf(stderr, "subkv-bench gpu: %s: %s: %s\n", what, subkv_status_name(st), err->msg);
     return 1;
-}
-
-static int parse_list(const char *s, size_t *out, int max) {
-    int k = 0;
-    while (*s && k < max) {
-        char *end;
-        unsigned long long v = strtoull(s, &end, 0);
-        if (end == s) return -1;
-        if (*end == 'K' || *end == 'k')
-            v <<= 10, end++;
-        else if (*end == 'M' || *end == 'm')
-            v <<= 20, end++;
-        out[k++] = (size_t)v;
-        if (*end == ',')
-            end++;
-        else if (*end)
-            return -1;
-        s = end;
-    }
-    return k;
 }
 
 /* Exact and subgen-sized attends over one big K/V allocation: timing table rows. */
@@ -180,16 +162,7 @@ static double rel(const float *a, const float *b, int n) {
 
 /* Accuracy at equal memory on one head of clustered data (SubGen sketches built on the CPU). */
 static int accuracy(skv_cuda_ctx *ctx, size_t n, FILE *csv) {
-    synth_stream_cfg sc = {.d = HD,
-                           .clusters = 64,
-                           .center_norm = 8.0f,
-                           .spread = 0.4f,
-                           .drift = 0.0003f,
-                           .value_mean = 8.0f,
-                           .value_tail = 0.25f,
-                           .phase_len = 8192,
-                           .phase_clusters = 4,
-                           .seed = 11};
+    synth_stream_cfg sc = eval_workload(HD, 64, 8192, 0.0003f, 11);
     synth_stream *st = synth_stream_create(&sc);
     float *K = malloc(n * HD * sizeof(float)), *V = malloc(n * HD * sizeof(float));
     int *cl = malloc(n * sizeof(int));
@@ -287,9 +260,9 @@ int bench_gpu(int argc, char **argv) {
         }
         i++;
         if (!strcmp(a, "--contexts"))
-            nc = parse_list(v, ctxs, 8);
+            nc = bench_parse_sizes(v, ctxs, 8);
         else if (!strcmp(a, "--batches"))
-            nb = parse_list(v, batches, 8);
+            nb = bench_parse_sizes(v, batches, 8);
         else if (!strcmp(a, "--err-context"))
             err_ctx = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--csv"))

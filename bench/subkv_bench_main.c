@@ -15,8 +15,7 @@
 
 #include "policy_eval.h"
 
-/* bench/gpu.c */
-int bench_gpu(int argc, char **argv);
+#include "bench.h"
 
 static void usage(FILE *f) {
     fprintf(
@@ -29,7 +28,7 @@ static void usage(FILE *f) {
         "Budget is per KV head for sinkwin, h2o and subgen; exact holds everything.\n");
 }
 
-static int parse_sizes(const char *s, size_t *out, int max) {
+int bench_parse_sizes(const char *s, size_t *out, int max) {
     int k = 0;
     while (*s && k < max) {
         char *end;
@@ -69,7 +68,7 @@ static int bench_sketch(int argc, char **argv) {
         }
         i++;
         if (!strcmp(a, "--n")) {
-            nn = parse_sizes(v, ns, 16);
+            nn = bench_parse_sizes(v, ns, 16);
             if (nn < 1) {
                 fprintf(stderr, "subkv-bench: bad --n '%s'\n", v);
                 return 2;
@@ -119,16 +118,7 @@ static int bench_sketch(int argc, char **argv) {
     for (int k = 0; k < nn; k++) {
         eval_opts o = {
             .n = ns[k], .queries = queries, .group = group, .observe_every = 64, .progress = 1};
-        o.data = (synth_stream_cfg){.d = d,
-                                    .clusters = 64,
-                                    .center_norm = 8.0f,
-                                    .spread = 0.4f,
-                                    .drift = drift,
-                                    .value_mean = 8.0f,
-                                    .value_tail = 0.25f,
-                                    .phase_len = 8192,
-                                    .phase_clusters = 4,
-                                    .seed = seed};
+        o.data = eval_workload(d, 64, 8192, drift, seed);
         skv_config cfgs[5];
         const char *labels[5];
         int np = eval_standard_lineup(d, dtype, budget, seed, cfgs, labels);

@@ -51,16 +51,7 @@ static int demo_make(const demo_opts *o, demo_data *w) {
     for (size_t s = 0; s < o->seqs; s++)
         for (uint32_t l = 0; l < w->sh.layers; l++)
             for (uint32_t h = 0; h < kv; h++) {
-                synth_stream_cfg sc = {.d = (int)d,
-                                       .clusters = 32,
-                                       .center_norm = 8.0f,
-                                       .spread = 0.4f,
-                                       .drift = 0.0005f,
-                                       .value_mean = 8.0f,
-                                       .value_tail = 0.25f,
-                                       .phase_len = 1024,
-                                       .phase_clusters = 4,
-                                       .seed = synth_rng_u64(&r)};
+                synth_stream_cfg sc = eval_workload((int)d, 32, 1024, 0.0005f, synth_rng_u64(&r));
                 synth_stream *st = synth_stream_create(&sc);
                 if (!st) {
                     free(cl);

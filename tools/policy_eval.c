@@ -15,6 +15,20 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float drift,
+                               uint64_t seed) {
+    return (synth_stream_cfg){.d = d,
+                              .clusters = clusters,
+                              .center_norm = 8.0f,
+                              .spread = 0.4f,
+                              .drift = drift,
+                              .value_mean = 8.0f,
+                              .value_tail = 0.25f,
+                              .phase_len = phase_len,
+                              .phase_clusters = 4,
+                              .seed = seed};
+}
+
 int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,
                          const char **labels) {
     static const char *const names[5] = {"exact", "sinkwin", "h2o", "subgen-l2", "subgen-cluster"};

@@ -40,6 +40,14 @@ typedef struct eval_result {
 int eval_run(const eval_opts *o, const skv_config *cfgs, const char *const *labels, int npol,
              eval_result *out);
 
+/*
+ * The standard synthetic workload of the demos and benchmarks: `clusters` key clusters of
+ * norm 8 (per-coordinate spread 0.4) drifting `drift` per token and coordinate, visited in
+ * topic phases of 4 clusters x phase_len tokens (so most are seen only early), values
+ * correlated with their cluster (mean norm 8) with Pareto norms (alpha 4).
+ */
+synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float drift, uint64_t seed);
+
 /* The standard line-up at one budget: exact, sinkwin, h2o, subgen (l2), subgen (cluster).
  * Writes up to 5 configs/labels; returns how many. */
 int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,

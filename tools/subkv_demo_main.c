@@ -63,16 +63,7 @@ int main(int argc, char **argv) {
            skv_dtype_name(dtype), budget);
 
     eval_opts o = {.n = n, .queries = 16, .group = 4, .observe_every = 64, .progress = 1};
-    o.data = (synth_stream_cfg){.d = d,
-                                .clusters = 32,
-                                .center_norm = 8.0f,
-                                .spread = 0.4f,
-                                .phase_len = 2048,
-                                .phase_clusters = 4,
-                                .drift = 0.002f,
-                                .value_mean = 8.0f,
-                                .value_tail = 0.25f,
-                                .seed = seed};
+    o.data = eval_workload(d, 32, 2048, 0.002f, seed);
     skv_config cfgs[5];
     const char *labels[5];
     int np = eval_standard_lineup(d, dtype, budget, seed, cfgs, labels);

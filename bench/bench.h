@@ -1,0 +1,13 @@
+/* bench.h — what the subkv-bench subcommands share. */
+#ifndef SUBKV_BENCH_H
+#define SUBKV_BENCH_H
+
+#include <stddef.h>
+
+/* "4096,32K,1M" into out[max] (K and M are powers of 1024); the count, or -1 when malformed. */
+int bench_parse_sizes(const char *s, size_t *out, int max);
+
+/* bench/gpu.c: `subkv-bench gpu` */
+int bench_gpu(int argc, char **argv);
+
+#endif /* SUBKV_BENCH_H */
