@@ -30,6 +30,7 @@ typedef struct entries_sink {
     skv_seg_sink base;
     skv_entries *e;
     subkv_status st;
+    size_t skip; /* entries still to pass over before copying */
 } entries_sink;
 
 static int entries_reserve(skv_entries *e, size_t need) {
@@ -54,6 +55,12 @@ static void entries_rows(skv_seg_sink *sink, const skv_rows *K, const skv_rows *
                          size_t count, const float *a_w, double a, const float *b_w, double b) {
     entries_sink *s = (entries_sink *)sink;
     skv_entries *e = s->e;
+    if (s->skip >= count) {
+        s->skip -= count;
+        return;
+    }
+    start += s->skip, count -= s->skip;
+    s->skip = 0;
     if (s->st != SKV_OK || count == 0) return;
     if (entries_reserve(e, e->n + count) != 0) {
         s->st = SKV_ERR_NOMEM;
@@ -74,13 +81,18 @@ static void entries_rows(skv_seg_sink *sink, const skv_rows *K, const skv_rows *
 }
 
 subkv_status skv_sketch_entries(const skv_sketch *s, skv_entries *out, skv_err *err) {
+    return skv_sketch_entries_from(s, out, 0, err);
+}
+
+subkv_status skv_sketch_entries_from(const skv_sketch *s, skv_entries *out, size_t first,
+                                     skv_err *err) {
     if (!s || !out) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL sketch or entries");
     if (out->cap && (out->dtype != s->cfg.dtype || out->d != s->cfg.head_dim))
         skv_entries_free(out);
     out->dtype = s->cfg.dtype;
     out->d = s->cfg.head_dim;
     out->n = 0;
-    entries_sink sink = {.base = {entries_rows}, .e = out, .st = SKV_OK};
+    entries_sink sink = {.base = {entries_rows}, .e = out, .st = SKV_OK, .skip = first};
     s->ops->segments(s, &sink.base);
     if (sink.st != SKV_OK) return skv_set_error(err, sink.st, "no memory for the entry list");
     return SKV_OK;

@@ -146,6 +146,9 @@ typedef struct skv_entries {
 
 /* Fill *out (zero-initialise it first; reusable) with the entries of s. */
 subkv_status skv_sketch_entries(const skv_sketch *s, skv_entries *out, skv_err *err);
+/* The same from entry index `first` on (the tail an append-only exact cache added since). */
+subkv_status skv_sketch_entries_from(const skv_sketch *s, skv_entries *out, size_t first,
+                                     skv_err *err);
 void skv_entries_free(skv_entries *e);
 /* CPU attend of one pre-scaled query over entries (the reference for the GPU kernel). */
 void skv_entries_attend(const skv_entries *e, const float *qs, skv_partial *out);

@@ -412,4 +412,9 @@ subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err
     return SKV_OK;
 }
 
+subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes, skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), err);
+    return SKV_OK;
+}
+
 } /* extern "C" */

@@ -65,6 +65,8 @@ void skv_cuda_free(void *p);
 subkv_status skv_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, skv_err *err);
 subkv_status skv_cuda_upload(void *dst, const void *src, size_t bytes, skv_err *err);
 subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err *err);
+subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes,
+                           skv_err *err); /* device->device */
 
 #ifdef __cplusplus
 }

@@ -67,6 +67,17 @@ if step build make -j"$jobs"; then
     step bench-gpu build/subkv-bench gpu ${SUBKV_GPU_BENCH_ARGS:-}
     cp -f build/bench-gpu.csv "$out/" 2>/dev/null || true
     step sdpa python3 bench/gpu_sdpa.py ${SUBKV_SDPA_ARGS:-}
+    # the service end to end on this one GPU (coordinator + 2 workers sharing it), against
+    # the same service with CPU workers on this machine's cores
+    for be in cuda cpu; do
+        for pol in subgen exact; do
+            budget=64K
+            [[ $pol == exact ]] && budget=0
+            step "service-$be-$pol" deploy/subkv-with-service --workers 2 --worker-args "--backend $be" \
+                -- build/subkv bench service --policy "$pol" --budget "$budget" --batches 1,8 \
+                --steps 10 --no-inproc
+        done
+    done
 fi
 
 echo "=== summary ($out/summary.txt)"

@@ -240,7 +240,15 @@ static inline int svc_job_start_ex(svc_job *j, int nworkers, const char *const *
     argv[a++] = "-np";
     argv[a++] = np;
     argv[a++] = worker;
-    for (int i = 0; i < SVC_MAX_ARGS && worker_args[i]; i++) argv[a++] = worker_args[i];
+    int has_backend = 0;
+    for (int i = 0; i < SVC_MAX_ARGS && worker_args[i]; i++) {
+        has_backend |= strcmp(worker_args[i], "--backend") == 0;
+        argv[a++] = worker_args[i];
+    }
+    if (!has_backend) { /* the bit-exact suites compare with the CPU reference */
+        argv[a++] = "--backend";
+        argv[a++] = "cpu";
+    }
     argv[a] = NULL;
 
     fflush(stdout);

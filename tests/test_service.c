@@ -31,6 +31,7 @@
 #include "subkv.pb-c.h"
 #include "subkv_client.h"
 #include "svc_check.h"
+#include "skv_backend.h"
 #include "svc_harness.h"
 #include "svc_replica.h"
 
@@ -750,6 +751,87 @@ static void test_sigterm_to_coordinator_stops_job_cleanly(void **state) {
     free(K), free(V), free(Q);
 }
 
+/* ---- 4. the GPU attend inside the service ------------------------------------------------ */
+
+/*
+ * Workers with --backend cuda (2 workers sharing one GPU) answer like the CPU replica within
+ * 1e-3 relative (f16/bf16 storage, float32 GPU math): exact with context shards (only the new
+ * tail is uploaded each step), subgen l2 and sinkwin (re-uploaded each step). Skipped without
+ * a GPU, saying why.
+ */
+static void test_service_gpu_attend_matches_replica(void **state) {
+    svc_fixture *fx = *state;
+    skv_backend_info bi;
+    skv_backend_select(0, &bi);
+    if (bi.kind != SKV_BACKEND_CUDA) {
+        printf("# skipped: no GPU: %s\n", bi.reason);
+        skip();
+    }
+    synth_rng rng;
+    tu_rng_for(&rng, __func__);
+    const char *wargs[] = {"--backend", "cuda", NULL};
+    assert_int_equal(svc_job_start(&fx->job[0], 2, NULL, wargs), 0);
+    skv_client *c = svc_connect(&fx->job[0]);
+    const skv_model_shape sh = {2, 8, 2, 64};
+    enum { NS = 3 };
+    skv_config cfg[NS];
+    const skv_policy_id pol[NS] = {SKV_POLICY_EXACT, SKV_POLICY_SUBGEN, SKV_POLICY_SINKWIN};
+    const uint32_t shards[NS] = {2, 1, 1};
+    svc_replica rep[NS];
+    uint64_t ids[NS];
+    skv_err err = {0};
+    for (int i = 0; i < NS; i++) {
+        skv_config_default(&cfg[i], pol[i], 64);
+        cfg[i].dtype = i == 2 ? SKV_DTYPE_BF16 : SKV_DTYPE_F16;
+        cfg[i].seed = synth_rng_u64(&rng) >> 1;
+        if (pol[i] != SKV_POLICY_EXACT) cfg[i].budget_bytes = 48 << 10;
+        SVC_OK(skv_client_create_sequence(c, &sh, &cfg[i], shards[i], 64, &ids[i], &err), &err);
+        SVC_OK(svc_replica_init(&rep[i], &sh, &cfg[i], ids[i], shards[i], 64, &err), &err);
+    }
+    const size_t n = 700, kn = (size_t)sh.kv_heads * sh.head_dim,
+                 qn = (size_t)sh.q_heads * sh.head_dim;
+    for (int i = 0; i < NS; i++)
+        for (uint32_t l = 0; l < sh.layers; l++) {
+            float *K = rand_floats(&rng, n * kn), *V = rand_floats(&rng, n * kn);
+            SVC_OK(skv_client_append(c, &sh, ids[i], l, n, K, V, &err), &err);
+            SVC_OK(svc_replica_append(&rep[i], l, n, K, V, &err), &err);
+            free(K), free(V);
+        }
+    float *Q = tu_malloc(NS * qn * sizeof(float)), *K = tu_malloc(NS * kn * sizeof(float));
+    float *V = tu_malloc(NS * kn * sizeof(float)), *out = tu_malloc(NS * qn * sizeof(float));
+    float *want = tu_malloc(qn * sizeof(float));
+    double worst = 0.0;
+    for (int step = 0; step < 12; step++)
+        for (uint32_t l = 0; l < sh.layers; l++) {
+            synth_fill_normal(&rng, Q, NS * qn, 2.0f);
+            synth_fill_normal(&rng, K, NS * kn, 1.0f);
+            synth_fill_normal(&rng, V, NS * kn, 1.0f);
+            SVC_OK(skv_client_step(c, &sh, l, NS, ids, Q, K, V, out, &err), &err);
+            for (int i = 0; i < NS; i++) {
+                SVC_OK(svc_replica_step(&rep[i], l, Q + i * qn, K + i * kn, V + i * kn, want, &err),
+                       &err);
+                for (uint32_t h = 0; h < sh.q_heads; h++) {
+                    double num = 0, den = 0;
+                    for (uint32_t j = 0; j < sh.head_dim; j++) {
+                        double e = out[i * qn + h * sh.head_dim + j] - want[h * sh.head_dim + j];
+                        num += e * e;
+                        den += (double)want[h * sh.head_dim + j] * want[h * sh.head_dim + j];
+                    }
+                    double r = sqrt(num / den);
+                    if (r > worst) worst = r;
+                    if (!(r <= 1e-3))
+                        fail_msg("sequence %d (%s) layer %u step %d head %u: rel err %g", i,
+                                 skv_policy_name(pol[i]), l, step, h, r);
+                }
+            }
+        }
+    printf("# gpu service: worst relative error vs the CPU replica %.2e\n", worst);
+    skv_client_close(c);
+    assert_int_equal(svc_job_stop(&fx->job[0]), 0);
+    for (int i = 0; i < NS; i++) svc_replica_free(&rep[i]);
+    free(Q), free(K), free(V), free(out), free(want);
+}
+
 int main(void) {
     tu_suite_begin("test_service");
     const struct CMUnitTest equivalence_tests[] = {
@@ -780,8 +862,13 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sigterm_to_coordinator_stops_job_cleanly,
                                         svc_fixture_setup, svc_fixture_teardown),
     };
+    const struct CMUnitTest gpu_tests[] = {
+        cmocka_unit_test_setup_teardown(test_service_gpu_attend_matches_replica, svc_fixture_setup,
+                                        svc_fixture_teardown),
+    };
     int failed = 0;
     failed += cmocka_run_group_tests_name("service_equivalence", equivalence_tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("service_gpu", gpu_tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("service_bad_input", bad_tests, bad_setup, bad_teardown);
     failed += cmocka_run_group_tests_name("service_lifecycle", lifecycle_tests, NULL, NULL);
     return failed ? 1 : 0;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu_attend.h"
 #include "skv_check.h"
 
 static uint64_t key_hash(const skv_item_key *k) {
@@ -21,7 +22,10 @@ static int key_eq(const skv_item_key *a, const skv_item_key *b) {
 void skv_table_init(skv_table *t) { memset(t, 0, sizeof *t); }
 
 void skv_table_free(skv_table *t) {
-    for (size_t i = 0; i < t->cap; i++) skv_sketch_destroy(t->slots[i].sketch);
+    for (size_t i = 0; i < t->cap; i++) {
+        skv_sketch_destroy(t->slots[i].sketch);
+        skv_mirror_free(t->slots[i].mirror);
+    }
     free(t->slots);
     skv_table_init(t);
 }
@@ -35,6 +39,12 @@ static size_t probe(const skv_table *t, const skv_item_key *k) {
 skv_sketch *skv_table_find(const skv_table *t, const skv_item_key *k) {
     if (t->cap == 0) return NULL;
     return t->slots[probe(t, k)].sketch;
+}
+
+skv_table_entry *skv_table_find_entry(const skv_table *t, const skv_item_key *k) {
+    if (t->cap == 0) return NULL;
+    skv_table_entry *e = &t->slots[probe(t, k)];
+    return e->sketch ? e : NULL;
 }
 
 static subkv_status rehash(skv_table *t, size_t cap, skv_err *err) {
@@ -55,6 +65,7 @@ subkv_status skv_table_insert(skv_table *t, const skv_item_key *k, skv_sketch *s
     if (t->slots[i].sketch) return skv_set_error(err, SKV_ERR_INTERNAL, "duplicate sketch key");
     t->slots[i].key = *k;
     t->slots[i].sketch = s;
+    t->slots[i].mirror = NULL;
     t->count++;
     return SKV_OK;
 }
@@ -62,7 +73,9 @@ subkv_status skv_table_insert(skv_table *t, const skv_item_key *k, skv_sketch *s
 /* Backward-shift deletion keeps every probe chain intact without tombstones. */
 static void remove_at(skv_table *t, size_t i) {
     skv_sketch_destroy(t->slots[i].sketch);
+    skv_mirror_free(t->slots[i].mirror);
     t->slots[i].sketch = NULL;
+    t->slots[i].mirror = NULL;
     t->count--;
     size_t j = i;
     for (;;) {
@@ -74,6 +87,7 @@ static void remove_at(skv_table *t, size_t i) {
         if (!in_range) {
             t->slots[i] = t->slots[j];
             t->slots[j].sketch = NULL;
+            t->slots[j].mirror = NULL;
             i = j;
         }
     }

@@ -15,9 +15,12 @@ typedef struct skv_item_key {
     uint32_t layer, head, shard;
 } skv_item_key;
 
+struct skv_mirror; /* worker/gpu_attend.h: the sketch's entries on the GPU, if any */
+
 typedef struct skv_table_entry {
     skv_item_key key;
     skv_sketch *sketch; /* NULL: empty slot */
+    struct skv_mirror *mirror;
 } skv_table_entry;
 
 typedef struct skv_table {
@@ -30,6 +33,8 @@ void skv_table_init(skv_table *t);
 /* Destroy every sketch and the table. */
 void skv_table_free(skv_table *t);
 skv_sketch *skv_table_find(const skv_table *t, const skv_item_key *k);
+/* The entry of k (sketch and mirror), or NULL. Valid until the table changes. */
+skv_table_entry *skv_table_find_entry(const skv_table *t, const skv_item_key *k);
 /* Insert a new key (must be absent); the table takes the sketch. SKV_ERR_NOMEM on growth
  * failure (the sketch is then not taken). */
 subkv_status skv_table_insert(skv_table *t, const skv_item_key *k, skv_sketch *s, skv_err *err);

@@ -9,11 +9,13 @@
 #include "worker.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: subkv-worker [--budget BYTES] [--verbose]\n"
+    fprintf(f, "usage: subkv-worker [--budget BYTES] [--backend auto|cpu|cuda] [--verbose]\n"
                "A rank > 0 of the subkv MPI job (rank 0 is subkv-coordinator). It holds the\n"
                "sketches the shard map gives it and serves the coordinator's ops.\n"
                "  --budget BYTES  most sketch memory this worker may hold (0: unlimited);\n"
-               "                  suffixes K, M, G accepted\n");
+               "                  suffixes K, M, G accepted\n"
+               "  --backend B     auto (default): attend on this node-local rank's GPU when\n"
+               "                  there is one; cpu: the CPU reference only; cuda: the GPU\n");
 }
 
 static int parse_bytes(const char *s, size_t *out) {
@@ -46,6 +48,18 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--verbose")) {
             o.verbose = 1;
+        } else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
+            const char *b = argv[++i];
+            if (!strcmp(b, "auto"))
+                o.backend = SKV_WORKER_AUTO;
+            else if (!strcmp(b, "cpu"))
+                o.backend = SKV_WORKER_CPU;
+            else if (!strcmp(b, "cuda"))
+                o.backend = SKV_WORKER_CUDA;
+            else {
+                fprintf(stderr, "subkv-worker: --backend must be auto, cpu or cuda\n");
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--budget") && i + 1 < argc) {
             if (parse_bytes(argv[++i], &o.budget_bytes) != 0) {
                 fprintf(stderr, "subkv-worker: bad --budget '%s'\n", argv[i]);

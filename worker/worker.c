@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "gpu_attend.h"
 #include "shard_map.h"
 #include "sketch_table.h"
 #include "skv_backend.h"
@@ -29,6 +30,10 @@ typedef struct worker {
     size_t hdr_cap;
     float *in, *out;
     size_t in_cap, out_cap; /* floats */
+    int gpu_on;             /* attends go to the GPU where the sketch allows it */
+    skv_gpu gpu;
+    skv_gpu_item *gitems;
+    size_t gitems_cap;
 } worker;
 
 static subkv_status grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err) {
@@ -171,8 +176,15 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
         st = skv_set_error(err, SKV_ERR_PROTOCOL, "payload of %zu floats, items need %zu", nin,
                            need_in);
     if (st == SKV_OK) st = grow((void **)&w->out, &w->out_cap, need_out, sizeof(float), err);
+    /* appends first, then every attend (items are distinct sketches, so the order of an
+     * item's append and another's attend does not matter); GPU-eligible attends batch into
+     * one launch, the rest run on the CPU */
     const float *p = w->in;
     float *o = w->out;
+    size_t ng = 0;
+    int ggroup = 0;
+    if (st == SKV_OK && w->gpu_on)
+        st = grow((void **)&w->gitems, &w->gitems_cap, op->n_items, sizeof *w->gitems, err);
     for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
         const Subkv__WorkItem *it = op->items[i];
         if (it->n_tokens) {
@@ -181,11 +193,20 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
             p += 2 * (size_t)it->n_tokens * d;
         }
         if (st == SKV_OK && it->group) {
-            st = skv_sketch_attend(sk[i], p, (int)it->group, (int)d, (skv_partial *)o, err);
+            const int on_gpu = w->gpu_on && skv_gpu_eligible(sk[i], (int)it->group) &&
+                               (ng == 0 || ggroup == (int)it->group);
+            if (on_gpu) {
+                skv_item_key k = item_key(it);
+                w->gitems[ng++] = (skv_gpu_item){skv_table_find_entry(&w->table, &k), p, o};
+                ggroup = (int)it->group;
+            } else {
+                st = skv_sketch_attend(sk[i], p, (int)it->group, (int)d, (skv_partial *)o, err);
+            }
             p += (size_t)it->group * d;
             o += (size_t)it->group * (d + 2);
         }
     }
+    if (st == SKV_OK && ng) st = skv_gpu_attend(&w->gpu, w->gitems, ng, (int)d, ggroup, err);
     free(sk);
     *nout = st == SKV_OK ? need_out : 0;
     return st;
@@ -279,10 +300,24 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         MPI_Comm_rank(node, &local_rank);
         MPI_Comm_free(&node);
     }
-    skv_backend_select(local_rank, &bi);
-    skv_backend_describe(&bi, w.backend, sizeof w.backend);
-    if (opts->verbose) fprintf(stderr, "subkv-worker %d: backend %s\n", w.rank, w.backend);
     int rc = 1;
+    skv_err gerr = {0};
+    if (opts->backend != SKV_WORKER_CPU)
+        skv_backend_select(local_rank, &bi);
+    else
+        bi = (skv_backend_info){.kind = SKV_BACKEND_CPU, .device = -1};
+    if (bi.kind == SKV_BACKEND_CUDA && skv_gpu_init(&w.gpu, &gerr) == SKV_OK) w.gpu_on = 1;
+    if (opts->backend == SKV_WORKER_CPU)
+        snprintf(bi.reason, sizeof bi.reason, "--backend cpu");
+    else if (bi.kind == SKV_BACKEND_CUDA && !w.gpu_on)
+        bi.kind = SKV_BACKEND_CPU, snprintf(bi.reason, sizeof bi.reason, "%.150s", gerr.msg);
+    skv_backend_describe(&bi, w.backend, sizeof w.backend);
+    if (opts->backend == SKV_WORKER_CUDA && !w.gpu_on) {
+        /* keep serving (the coordinator waits for every worker), on the CPU, saying so */
+        fprintf(stderr, "subkv-worker %d: --backend cuda, but falling back to %s\n", w.rank,
+                w.backend);
+    }
+    if (opts->verbose) fprintf(stderr, "subkv-worker %d: backend %s\n", w.rank, w.backend);
     for (;;) {
         MPI_Status ms;
         int len = 0;
@@ -335,7 +370,9 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         }
     }
     if (rc != 0) fprintf(stderr, "subkv-worker %d: lost the coordinator link\n", w.rank);
-    skv_table_free(&w.table);
+    skv_table_free(&w.table); /* mirrors first: they live in the GPU context's device */
+    if (w.gpu_on) skv_gpu_fini(&w.gpu);
+    free(w.gitems);
     free(w.hdr);
     free(w.in);
     free(w.out);

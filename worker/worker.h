@@ -8,8 +8,15 @@
 #include <mpi.h>
 #include <stddef.h>
 
+typedef enum skv_worker_backend {
+    SKV_WORKER_AUTO = 0, /* the GPU of this node-local rank when there is one, else the CPU */
+    SKV_WORKER_CPU = 1,  /* the CPU reference only */
+    SKV_WORKER_CUDA = 2, /* the GPU, or fail at start */
+} skv_worker_backend;
+
 typedef struct skv_worker_opts {
     size_t budget_bytes; /* sum of sketch bytes this worker may hold; 0 = unlimited */
+    skv_worker_backend backend;
     int verbose;
 } skv_worker_opts;
 

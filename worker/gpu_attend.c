@@ -1,0 +1,155 @@
+/* gpu_attend.c — see gpu_attend.h. */
+#include "gpu_attend.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+struct skv_mirror {
+    void *k, *v;
+    float *a, *b;
+    size_t n, cap;    /* entries uploaded, rows allocated */
+    uint64_t version; /* tokens_seen of the sketch when uploaded */
+    skv_dtype dtype;
+};
+
+void skv_mirror_free(skv_mirror *m) {
+    if (!m) return;
+    skv_cuda_free(m->k);
+    skv_cuda_free(m->v);
+    skv_cuda_free(m->a);
+    skv_cuda_free(m->b);
+    free(m);
+}
+
+subkv_status skv_gpu_init(skv_gpu *g, skv_err *err) {
+    memset(g, 0, sizeof *g);
+    return skv_cuda_ctx_create(&g->ctx, err);
+}
+
+void skv_gpu_fini(skv_gpu *g) {
+    skv_cuda_ctx_destroy(g->ctx);
+    skv_cuda_free(g->dq);
+    skv_cuda_free(g->dout);
+    free(g->hq);
+    free(g->jobs);
+    skv_entries_free(&g->e);
+    memset(g, 0, sizeof *g);
+}
+
+int skv_gpu_eligible(const skv_sketch *s, int g) {
+    const skv_config *c = skv_sketch_config(s);
+    return c->policy != SKV_POLICY_H2O /* its attend also updates eviction scores */ &&
+           (c->dtype == SKV_DTYPE_F16 || c->dtype == SKV_DTYPE_BF16) &&
+           (c->head_dim == 64 || c->head_dim == 128) && (g == 1 || g == 2 || g == 4 || g == 8);
+}
+
+/* Grow a device buffer, keeping its first `keep` bytes. */
+static subkv_status dev_grow(void **p, size_t keep, size_t bytes, skv_err *err) {
+    void *n = NULL;
+    SKV_CHECK(skv_cuda_malloc(&n, bytes, err));
+    if (keep && *p) {
+        subkv_status st = skv_cuda_copy(n, *p, keep, err);
+        if (st != SKV_OK) {
+            skv_cuda_free(n);
+            return st;
+        }
+    }
+    skv_cuda_free(*p);
+    *p = n;
+    return SKV_OK;
+}
+
+static subkv_status host_grow(void **p, size_t *cap, size_t need, size_t elem, skv_err *err) {
+    if (need <= *cap) return SKV_OK;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *n = realloc(*p, c * elem);
+    if (!n) return skv_set_error(err, SKV_ERR_NOMEM, "gpu staging of %zu elements", c);
+    *p = n, *cap = c;
+    return SKV_OK;
+}
+
+static subkv_status dev_buf(float **p, size_t *cap, size_t need, skv_err *err) {
+    if (need <= *cap) return SKV_OK;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need) c *= 2;
+    SKV_CHECK(dev_grow((void **)p, 0, c * sizeof(float), err));
+    *cap = c;
+    return SKV_OK;
+}
+
+/* Bring an entry's mirror up to date with its sketch. */
+static subkv_status mirror_refresh(skv_gpu *g, skv_table_entry *te, skv_err *err) {
+    skv_stats st;
+    skv_sketch_stats(te->sketch, &st);
+    const skv_config *c = skv_sketch_config(te->sketch);
+    skv_mirror *m = te->mirror;
+    if (m && m->version == st.tokens_seen) return SKV_OK;
+    if (!m) {
+        m = te->mirror = calloc(1, sizeof *m);
+        if (!m) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for a GPU mirror");
+        m->dtype = c->dtype;
+    }
+    /* an exact cache only grows: upload its new tail; anything else changes in place */
+    const size_t first = c->policy == SKV_POLICY_EXACT ? m->n : 0;
+    SKV_CHECK(skv_sketch_entries_from(te->sketch, &g->e, first, err));
+    const size_t total = first + g->e.n, rb = (size_t)c->head_dim * skv_dtype_size(c->dtype);
+    const int weighted = c->policy == SKV_POLICY_SUBGEN;
+    if (total > m->cap) {
+        size_t cap = m->cap ? m->cap : 1024;
+        while (cap < total) cap += cap / 2;
+        SKV_CHECK(dev_grow(&m->k, first * rb, cap * rb, err));
+        SKV_CHECK(dev_grow(&m->v, first * rb, cap * rb, err));
+        if (weighted) {
+            SKV_CHECK(dev_grow((void **)&m->a, 0, cap * sizeof(float), err));
+            SKV_CHECK(dev_grow((void **)&m->b, 0, cap * sizeof(float), err));
+        }
+        m->cap = cap;
+    }
+    if (g->e.n) {
+        SKV_CHECK(skv_cuda_upload((char *)m->k + first * rb, g->e.k, g->e.n * rb, err));
+        SKV_CHECK(skv_cuda_upload((char *)m->v + first * rb, g->e.v, g->e.n * rb, err));
+        if (weighted) {
+            SKV_CHECK(skv_cuda_upload(m->a, g->e.a, g->e.n * sizeof(float), err));
+            SKV_CHECK(skv_cuda_upload(m->b, g->e.b, g->e.n * sizeof(float), err));
+        }
+    }
+    m->n = total;
+    m->version = st.tokens_seen;
+    return SKV_OK;
+}
+
+subkv_status skv_gpu_attend(skv_gpu *g, skv_gpu_item *items, size_t n, int d, int group,
+                            skv_err *err) {
+    if (n == 0) return SKV_OK;
+    const size_t qn = (size_t)group * d, on = (size_t)group * (d + 2);
+    SKV_CHECK(host_grow((void **)&g->hq, &g->hq_cap, n * qn, sizeof(float), err));
+    SKV_CHECK(host_grow((void **)&g->jobs, &g->jobs_cap, n, sizeof(skv_cuda_job), err));
+    SKV_CHECK(dev_buf(&g->dq, &g->dq_cap, n * qn, err));
+    SKV_CHECK(dev_buf(&g->dout, &g->dout_cap, n * on, err));
+    const float scale = 1.0f / sqrtf((float)d); /* as skv_sketch_attend scales */
+    for (size_t i = 0; i < n; i++) {
+        SKV_CHECK(mirror_refresh(g, items[i].entry, err));
+        for (size_t j = 0; j < qn; j++) g->hq[i * qn + j] = items[i].q[j] * scale;
+    }
+    SKV_CHECK(skv_cuda_upload(g->dq, g->hq, n * qn * sizeof(float), err));
+    for (int dt = SKV_DTYPE_F16; dt <= SKV_DTYPE_BF16; dt++) { /* one launch per storage type */
+        size_t nj = 0;
+        for (size_t i = 0; i < n; i++) {
+            const skv_mirror *m = items[i].entry->mirror;
+            if ((int)m->dtype != dt) continue;
+            g->jobs[nj++] =
+                (skv_cuda_job){m->k, m->v, m->a, m->b, m->n, g->dq + i * qn, g->dout + i * on};
+        }
+        if (nj)
+            SKV_CHECK(skv_cuda_attend(g->ctx, g->jobs, (int)nj, d, group, (skv_dtype)dt, 0, err));
+    }
+    SKV_CHECK(skv_cuda_sync(g->ctx, err));
+    float *host = g->hq; /* reuse as the download buffer when it is large enough */
+    if (g->hq_cap < n * on)
+        SKV_CHECK(host_grow((void **)&g->hq, &g->hq_cap, n * on, sizeof(float), err));
+    host = g->hq;
+    SKV_CHECK(skv_cuda_download(host, g->dout, n * on * sizeof(float), err));
+    for (size_t i = 0; i < n; i++) memcpy(items[i].out, host + i * on, on * sizeof(float));
+    return SKV_OK;
+}
