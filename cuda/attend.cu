@@ -412,6 +412,25 @@ subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err
     return SKV_OK;
 }
 
+subkv_status skv_cuda_host_alloc(void **p, size_t bytes, skv_err *err) {
+    cudaError_t e = cudaMallocHost(p, bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = nullptr;
+        return skv_set_error(err, SKV_ERR_NOMEM, "cudaMallocHost of %zu bytes: %s", bytes,
+                             cudaGetErrorString(e));
+    }
+    return SKV_OK;
+}
+
+void skv_cuda_host_free(void *p) { cudaFreeHost(p); }
+
+subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                   skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), err);
+    return SKV_OK;
+}
+
 subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes, skv_err *err) {
     SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), err);
     return SKV_OK;

@@ -59,3 +59,14 @@ subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes, skv_err *er
     (void)dst, (void)src, (void)bytes;
     return NO_CUDA(err);
 }
+subkv_status skv_cuda_host_alloc(void **p, size_t bytes, skv_err *err) {
+    (void)bytes;
+    *p = NULL;
+    return NO_CUDA(err);
+}
+void skv_cuda_host_free(void *p) { (void)p; }
+subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                   skv_err *err) {
+    (void)c, (void)dst, (void)src, (void)bytes;
+    return NO_CUDA(err);
+}

@@ -65,8 +65,14 @@ void skv_cuda_free(void *p);
 subkv_status skv_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, skv_err *err);
 subkv_status skv_cuda_upload(void *dst, const void *src, size_t bytes, skv_err *err);
 subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err *err);
-subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes,
-                           skv_err *err); /* device->device */
+subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes, skv_err *err);
+
+/* Page-locked host memory (for asynchronous copies) and copies queued on the context's
+ * stream: src must stay untouched until skv_cuda_sync. */
+subkv_status skv_cuda_host_alloc(void **p, size_t bytes, skv_err *err);
+void skv_cuda_host_free(void *p);
+subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                   skv_err *err); /* device->device */
 
 #ifdef __cplusplus
 }

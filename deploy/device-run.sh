@@ -78,6 +78,9 @@ if step build make -j"$jobs"; then
                 --steps 10 --no-inproc
         done
     done
+    # one worker alone on the GPU: how much of a shared GPU's latency is two contexts taking turns
+    step service-cuda1-subgen deploy/subkv-with-service --workers 1 --worker-args "--backend cuda" \
+        -- build/subkv bench service --policy subgen --budget 64K --batches 1,8 --steps 10 --no-inproc
 fi
 
 echo "=== summary ($out/summary.txt)"

@@ -33,6 +33,7 @@ void skv_gpu_fini(skv_gpu *g) {
     free(g->hq);
     free(g->jobs);
     skv_entries_free(&g->e);
+    skv_cuda_host_free(g->stage);
     memset(g, 0, sizeof *g);
 }
 
@@ -78,6 +79,37 @@ static subkv_status dev_buf(float **p, size_t *cap, size_t need, skv_err *err) {
     return SKV_OK;
 }
 
+/*
+ * Room for `bytes` more in the pinned staging arena of this request. Copies already queued
+ * read from the arena, so it only grows after the stream has drained (rare once warm).
+ */
+static subkv_status stage_take(skv_gpu *g, size_t bytes, void **at, skv_err *err) {
+    bytes = (bytes + 255) & ~(size_t)255;
+    if (g->stage_used + bytes > g->stage_cap) {
+        SKV_CHECK(skv_cuda_sync(g->ctx, err));
+        size_t cap = g->stage_cap ? g->stage_cap : (1u << 20);
+        while (cap < g->stage_used + bytes) cap *= 2;
+        void *p = NULL;
+        SKV_CHECK(skv_cuda_host_alloc(&p, cap, err));
+        skv_cuda_host_free(g->stage); /* drained: nothing reads it any more */
+        g->stage = p;
+        g->stage_cap = cap;
+        g->stage_used = 0; /* earlier copies are done: the arena restarts */
+    }
+    *at = (char *)g->stage + g->stage_used;
+    g->stage_used += bytes;
+    return SKV_OK;
+}
+
+/* Queue an upload of host[bytes] to dst through the staging arena. */
+static subkv_status stage_upload(skv_gpu *g, void *dst, const void *host, size_t bytes,
+                                 skv_err *err) {
+    void *at;
+    SKV_CHECK(stage_take(g, bytes, &at, err));
+    memcpy(at, host, bytes);
+    return skv_cuda_upload_async(g->ctx, dst, at, bytes, err);
+}
+
 /* Bring an entry's mirror up to date with its sketch. */
 static subkv_status mirror_refresh(skv_gpu *g, skv_table_entry *te, skv_err *err) {
     skv_stats st;
@@ -106,12 +138,12 @@ static subkv_status mirror_refresh(skv_gpu *g, skv_table_entry *te, skv_err *err
         }
         m->cap = cap;
     }
-    if (g->e.n) {
-        SKV_CHECK(skv_cuda_upload((char *)m->k + first * rb, g->e.k, g->e.n * rb, err));
-        SKV_CHECK(skv_cuda_upload((char *)m->v + first * rb, g->e.v, g->e.n * rb, err));
+    if (g->e.n) { /* queued on the stream: no host round trip until the request's sync */
+        SKV_CHECK(stage_upload(g, (char *)m->k + first * rb, g->e.k, g->e.n * rb, err));
+        SKV_CHECK(stage_upload(g, (char *)m->v + first * rb, g->e.v, g->e.n * rb, err));
         if (weighted) {
-            SKV_CHECK(skv_cuda_upload(m->a, g->e.a, g->e.n * sizeof(float), err));
-            SKV_CHECK(skv_cuda_upload(m->b, g->e.b, g->e.n * sizeof(float), err));
+            SKV_CHECK(stage_upload(g, m->a, g->e.a, g->e.n * sizeof(float), err));
+            SKV_CHECK(stage_upload(g, m->b, g->e.b, g->e.n * sizeof(float), err));
         }
     }
     m->n = total;
@@ -128,11 +160,12 @@ subkv_status skv_gpu_attend(skv_gpu *g, skv_gpu_item *items, size_t n, int d, in
     SKV_CHECK(dev_buf(&g->dq, &g->dq_cap, n * qn, err));
     SKV_CHECK(dev_buf(&g->dout, &g->dout_cap, n * on, err));
     const float scale = 1.0f / sqrtf((float)d); /* as skv_sketch_attend scales */
+    g->stage_used = 0;
     for (size_t i = 0; i < n; i++) {
         SKV_CHECK(mirror_refresh(g, items[i].entry, err));
         for (size_t j = 0; j < qn; j++) g->hq[i * qn + j] = items[i].q[j] * scale;
     }
-    SKV_CHECK(skv_cuda_upload(g->dq, g->hq, n * qn * sizeof(float), err));
+    SKV_CHECK(stage_upload(g, g->dq, g->hq, n * qn * sizeof(float), err));
     for (int dt = SKV_DTYPE_F16; dt <= SKV_DTYPE_BF16; dt++) { /* one launch per storage type */
         size_t nj = 0;
         for (size_t i = 0; i < n; i++) {

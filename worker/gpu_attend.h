@@ -26,7 +26,9 @@ typedef struct skv_gpu {
     size_t hq_cap;
     skv_cuda_job *jobs;
     size_t jobs_cap;
-    skv_entries e; /* host staging of an upload */
+    skv_entries e; /* host export of one sketch's entries */
+    void *stage;   /* pinned arena the request's uploads are queued from */
+    size_t stage_cap, stage_used;
 } skv_gpu;
 
 /* Set up on the current device; SKV_ERR_UNSUPPORTED / SKV_ERR_DEVICE when there is none. */
