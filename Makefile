@@ -10,17 +10,22 @@
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
 #   make lint         cppcheck + format-check
 #   make clean
+#   make fuzz         libFuzzer + ASan/UBSan harnesses tests/fuzz_*.c (clang), each run FUZZ_SECONDS (30)
+#   make fuzz-smoke   the same, 10 s each (CI)
 #
 # Knobs (command line or environment):
 #   CC=gcc  CFLAGS=-O2 -g (warnings, -std and -I are always added)  SANITIZE=address,undefined
 #   NVCC=path/to/nvcc (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc); NVCC= forces the CPU build
-#   NVCC_ARCH  NVCCFLAGS  CUDA_HOME  CLANG_FORMAT  CPPCHECK
+#   NVCC_ARCH  NVCCFLAGS  CUDA_HOME  NCCL_H  NCCL_LIB (NCCL_H= builds without NCCL)
+#   CLANG_FORMAT  CPPCHECK
+#   CC_FUZZ=clang  FUZZ_SECONDS=30  FUZZ_ARGS= (more libFuzzer flags)
 #
 # Source discovery (wildcards, so new files are picked up without editing this file):
 #   cache/*.c                    -> build/libsubkv-cache.a
 #   tools/*.c except *_main.c    -> build/libsubkv-tools.a
 #   tools/NAME_main.c            -> build/NAME with '_' -> '-'   (tools/subkv_demo_main.c -> build/subkv-demo)
 #   cuda/*.c (+ cuda/*.cu with nvcc) -> build/libsubkv-cuda.a; cuda/*_cpu.c only WITHOUT nvcc
+#     (cuda/nccl_boot.cu also needs nccl.h + libnccl; without them nccl_boot_cpu.c stands in)
 #   bench/*.c                    -> build/subkv-bench (only once bench/subkv_bench_main.c exists)
 #   tests/test_*.c               -> build/tests/test_* (each its own CMocka binary)
 #   other tests/*.c (not test_*, fuzz_*, mpi_*) are helpers linked into every test binary
@@ -76,6 +81,19 @@ NVCCFLAGS   ?= -O3 -g -Xcompiler -Wall,-Werror
 override CPPFLAGS += -DSUBKV_HAVE_CUDA=1 -I$(CUDA_HOME)/include
 # libstdc++: nvcc-compiled objects may use the C++ runtime (operator new, static-init guards).
 CUDA_LDLIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++
+# NCCL (the GPU data path's bootstrap, cuda/nccl_boot.cu) only when both its header and its
+# library are there: beside CUDA (/usr/local/cuda/{include,lib64}) or in the system dirs.
+NCCL_H      ?= $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/local/include/nccl.h \
+                                      /usr/include/nccl.h))
+NCCL_LIB    ?= $(firstword $(wildcard $(CUDA_LIBDIR)/libnccl.so /usr/local/lib/libnccl.so \
+                                      /usr/lib/x86_64-linux-gnu/libnccl.so /usr/lib64/libnccl.so))
+ifneq ($(and $(NCCL_H),$(NCCL_LIB)),)
+HAVE_NCCL   := 1
+NCCL_LIBDIR := $(patsubst %/,%,$(dir $(NCCL_LIB)))
+override CPPFLAGS += -DSUBKV_HAVE_NCCL=1
+CUDA_LDLIBS += $(if $(filter $(CUDA_LIBDIR),$(NCCL_LIBDIR)),,-L$(NCCL_LIBDIR) \
+               -Wl,-rpath,$(NCCL_LIBDIR)) -lnccl
+endif
 else
 HAVE_CUDA   :=
 CUDA_LDLIBS :=
@@ -93,6 +111,13 @@ CUDA_CU_SRC := $(wildcard cuda/*.cu)
 else
 CUDA_C_SRC  := $(CUDA_C_ALL)
 CUDA_CU_SRC :=
+endif
+# nvcc without NCCL: nccl_boot.cu gives way to its stand-in nccl_boot_cpu.c.
+ifeq ($(HAVE_CUDA),1)
+ifneq ($(HAVE_NCCL),1)
+CUDA_C_SRC  += $(wildcard cuda/nccl_boot_cpu.c)
+CUDA_CU_SRC := $(filter-out cuda/nccl_boot.cu,$(CUDA_CU_SRC))
+endif
 endif
 # The service: proto/ (schema + framing), coordinator/, worker/, client/. In each, *_main.c
 # files are programs (build/NAME, '_' -> '-'); the rest form the directory's library.
@@ -148,6 +173,7 @@ ALL_OBJ := $(CACHE_OBJ) $(TOOLS_OBJ) $(CUDA_OBJ) $(BENCH_OBJ) $(TEST_HELPER_OBJ)
 # ---- flag stamp: objects rebuild when the compiler or flags change (e.g. SANITIZE on/off) -----
 
 NOBUILD_GOALS := clean format format-check lint deps help
+NOBUILD_GOALS += fuzz fuzz-build fuzz-smoke   # build/fuzz/ has its own objects and flags
 ifneq ($(filter-out $(NOBUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
 FLAGS_STAMP := $(OBJ)/flags.stamp
 FLAGS_SIG   := $(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) | $(NVCC) $(NVCC_ARCH) $(NVCCFLAGS)
@@ -230,6 +256,93 @@ bench: all
 bench-service: deps
 	@$(MAKE) --no-print-directory all
 	bash bench/service.sh
+
+# ---- fuzzing (libFuzzer, clang) --------------------------------------------------------------
+#
+# tests/fuzz_NAME.c -> build/fuzz/fuzz_NAME: one LLVMFuzzerTestOneInput each, linked with the
+# parsers it drives, all compiled by clang with the fuzzer, ASan and UBSan into build/fuzz/obj
+# (never nvcc: the CPU stand-ins of cuda/ are used). tests/fuzz_seeds.c is not a harness: it
+# writes valid seed inputs (build/fuzz/seeds/NAME). `make fuzz` runs each harness for
+# FUZZ_SECONDS on corpus build/fuzz/corpus/NAME (kept between runs) plus the seeds, prints
+# one line per harness (executions, coverage) and fails if any found a crash, leak or
+# invariant violation; the reproducer is build/fuzz/crash-NAME-*, its log build/fuzz/NAME.log.
+# Rerun one: build/fuzz/fuzz_NAME build/fuzz/crash-NAME-<hash>.
+
+CC_FUZZ      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_ARGS    ?=
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_OBJDIR  := $(FUZZ_DIR)/obj
+FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -g -O1 -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
+FUZZ_CPPFLAGS = $(filter-out -DSUBKV_HAVE_CUDA=1 -DSUBKV_HAVE_NCCL=1,$(CPPFLAGS)) -USUBKV_HAVE_CUDA
+FUZZ_SRC     := $(filter-out tests/fuzz_seeds.c,$(wildcard tests/fuzz_*.c))
+FUZZ_NAMES   := $(patsubst tests/fuzz_%.c,%,$(FUZZ_SRC))
+FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_NAMES))
+FUZZ_SEEDS   := $(FUZZ_DIR)/fuzz-seeds
+# What the harnesses parse (an archive: each binary takes only the members it needs).
+FUZZ_LIB_SRC := $(CACHE_SRC) $(PROTO_SRC) worker/sketch_table.c worker/table_ckpt.c \
+                worker/gpu_attend.c tools/trace.c tools/synth.c cuda/attend_cpu.c cuda/backend.c \
+                cuda/backend_cpu.c
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_OBJDIR)/%.o,$(FUZZ_LIB_SRC)) $(FUZZ_OBJDIR)/gen/subkv.pb-c.o
+FUZZ_LIB     := $(FUZZ_DIR)/libsubkv-fuzz.a
+FUZZ_STAMP   := $(FUZZ_OBJDIR)/flags.stamp
+
+.PHONY: fuzz fuzz-build fuzz-smoke
+
+ifneq ($(filter fuzz fuzz-build fuzz-smoke,$(MAKECMDGOALS)),)
+FUZZ_SIG := $(CC_FUZZ) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_SAN)
+$(shell mkdir -p $(FUZZ_OBJDIR) && { [ "$$(cat $(FUZZ_STAMP) 2>/dev/null)" = '$(FUZZ_SIG)' ] || \
+        printf '%s\n' '$(FUZZ_SIG)' > $(FUZZ_STAMP); })
+-include $(patsubst %.o,%.d,$(FUZZ_LIB_OBJ) $(FUZZ_SRC:tests/%.c=$(FUZZ_OBJDIR)/tests/%.o) \
+           $(FUZZ_OBJDIR)/tests/fuzz_seeds.o)
+endif
+
+$(FUZZ_OBJDIR)/%.o: %.c $(FUZZ_STAMP) | $(GEN_H)
+	@mkdir -p $(@D)
+	$(CC_FUZZ) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) $(FUZZ_SAN) $(DEPFLAGS) -c $< -o $@
+
+$(FUZZ_OBJDIR)/gen/subkv.pb-c.o: $(GEN_C) $(FUZZ_STAMP)
+	@mkdir -p $(@D)
+	$(CC_FUZZ) $(FUZZ_CPPFLAGS) -g -O1 -std=c11 $(FUZZ_SAN) $(DEPFLAGS) -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_OBJDIR)/tests/fuzz_%.o $(FUZZ_LIB)
+	$(CC_FUZZ) $(FUZZ_SAN) $< $(FUZZ_LIB) -lprotobuf-c -lm -o $@
+
+# The seed writer has its own main: instrumented like the rest, without libFuzzer's main.
+$(FUZZ_SEEDS): $(FUZZ_OBJDIR)/tests/fuzz_seeds.o $(FUZZ_LIB)
+	$(CC_FUZZ) $(subst fuzzer,fuzzer-no-link,$(FUZZ_SAN)) $< $(FUZZ_LIB) -lprotobuf-c -lm -o $@
+
+fuzz-build:
+	@command -v $(CC_FUZZ) >/dev/null 2>&1 || { echo "make fuzz: $(CC_FUZZ) not found (Debian: apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(FUZZ_BINS) $(FUZZ_SEEDS)
+
+fuzz: fuzz-build
+	@rm -rf $(FUZZ_DIR)/seeds && $(FUZZ_SEEDS) $(FUZZ_DIR)/seeds
+	@fail=0; for n in $(FUZZ_NAMES); do \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n; \
+	    $(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=30 \
+	        -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crash-$$n- $(FUZZ_ARGS) \
+	        $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n > $(FUZZ_DIR)/$$n.log 2>&1; rc=$$?; \
+	    done_line=$$(grep -E '^#[0-9]+ +DONE' $(FUZZ_DIR)/$$n.log | tail -n 1); \
+	    execs=$$(grep -E '^stat::number_of_executed_units' $(FUZZ_DIR)/$$n.log | awk '{print $$2}'); \
+	    if [ $$rc -eq 0 ]; then \
+	        printf 'fuzz %-12s ok    %9s execs  %s\n' $$n "$$execs" \
+	            "$$(echo "$$done_line" | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [^ ]+|exec/s: [0-9]+' | paste -sd' ')"; \
+	    else \
+	        fail=1; \
+	        printf 'fuzz %-12s FAIL  exit %s after %s execs; log %s; reproducer: %s\n' $$n $$rc "$$execs" \
+	            $(FUZZ_DIR)/$$n.log "$$(grep -oE 'Test unit written to [^ ]+' $(FUZZ_DIR)/$$n.log | sed 's/.* //' | paste -sd' ')"; \
+	        grep -E 'ERROR: |SUMMARY: |fuzz_[a-z_]+: |runtime error' $(FUZZ_DIR)/$$n.log | head -n 5 | sed 's/^/    /'; \
+	    fi; \
+	done; exit $$fail
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 # ---- format and lint -------------------------------------------------------------------------
 

@@ -388,7 +388,9 @@ static void tprintf(text_out *t, const char *fmt, ...) {
 /* Format a StatsReply as readable text (see skv_client_stats). */
 static void format_stats(const Subkv__StatsReply *s, text_out *t) {
     tprintf(t, "workers:   %u\n", s->workers);
-    tprintf(t, "data path: %s\n", s->data_path && *s->data_path ? s->data_path : "?");
+    tprintf(t, "data path: %s", s->data_path && *s->data_path ? s->data_path : "?");
+    if (s->data_path_why && *s->data_path_why) tprintf(t, " (%s)", s->data_path_why);
+    tprintf(t, "\n");
     tprintf(t, "shard map: %s\n", s->shard_map && *s->shard_map ? s->shard_map : "?");
     uint64_t total = 0;
     for (size_t i = 0; i < s->n_worker; i++) {

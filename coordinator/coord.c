@@ -1,7 +1,8 @@
 /*
  * coord.c — the coordinator's state, the sequence table, and the MPI dispatch of one op to
  * the workers it concerns. The MPI path stages everything through host memory (the device
- * machine's Open MPI is not CUDA-aware); the NCCL path arrives with the GPU backend.
+ * machine's Open MPI is not CUDA-aware). Which path the job uses is agreed at create
+ * (data_path_mpi.h); the NCCL transfers themselves arrive with the GPU backend.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,6 +222,17 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
         free(c);
         return skv_set_error(err, SKV_ERR_NOMEM, "no memory for %d jobs", size);
     }
+    /* Collective with the workers' report (worker.c, once their backend is settled): the
+     * coordinator is a CPU process, so this settles on MPI today, and says so in stats. */
+    subkv_status st = skv_data_path_start(comm, SKV_RANK_CPU, -1, &c->dp, err);
+    if (st != SKV_OK) {
+        free(c->jobs);
+        free(c);
+        return st;
+    }
+    if (c->opts.verbose)
+        fprintf(stderr, "subkv-coordinator: data path %s (%s)\n", skv_data_path_name(c->dp.path),
+                c->dp.why);
     *out = c;
     return SKV_OK;
 }
@@ -235,6 +247,7 @@ void skv_coord_destroy(skv_coord *c) {
     if (coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN, NULL, NULL, &err) != SKV_OK)
         fprintf(stderr, "subkv-coordinator: worker shutdown: %s\n", err.msg);
     coord_jobs_reset(c);
+    skv_data_path_stop(&c->dp); /* the workers drop theirs after their shutdown reply */
     for (int r = 1; r <= c->nworkers; r++) {
         coord_job *j = &c->jobs[r];
         free(j->items);

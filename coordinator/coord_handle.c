@@ -49,7 +49,8 @@ static subkv_status h_stats(skv_coord *c, Subkv__StatsReply *sr, Subkv__WorkerSt
         (*ssp)[i] = q;
     }
     sr->workers = (uint32_t)c->nworkers;
-    sr->data_path = (char *)"mpi";
+    sr->data_path = (char *)skv_data_path_name(c->dp.path);
+    sr->data_path_why = c->dp.why;
     sr->n_worker = nws;
     sr->worker = *ws;
     sr->n_sequence = c->nseq;

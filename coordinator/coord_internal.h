@@ -5,6 +5,7 @@
 #define SUBKV_COORD_INTERNAL_H
 
 #include "coord.h"
+#include "data_path_mpi.h"
 #include "skv_check.h"
 #include "skv_wire.h"
 
@@ -47,6 +48,7 @@ typedef struct coord_job {
 struct skv_coord {
     MPI_Comm comm;
     int nworkers;
+    skv_data_path dp; /* MPI or NCCL, agreed with the workers at create (data_path_mpi.h) */
     skv_coord_opts opts;
     coord_seq *seqs; /* sorted by id */
     size_t nseq, cap_seq;

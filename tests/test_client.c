@@ -106,6 +106,7 @@ static void *fake_serve(void *arg) {
             ss.seq_id = 7, ss.shape = &ms, ss.policy = "subgen", ss.context_shards = 1;
             ss.n_tokens_by_layer = 2, ss.tokens_by_layer = tokens;
             sr.workers = 1, sr.data_path = "mpi", sr.shard_map = "(seq,layer,head) mod workers";
+            sr.data_path_why = "rank 0 (the coordinator) has no GPU";
             sr.n_worker = 1, sr.worker = &wsp, sr.n_sequence = 1, sr.sequence = &ssp;
             rep.body_case = SUBKV__REPLY__BODY_STATS, rep.stats = &sr;
             break;
@@ -192,7 +193,7 @@ static void test_client_requests_round_trip_through_fake_service(void **state) {
     assert_memory_equal(out, Q, sizeof Q);
     char text[2048];
     TU_OK(skv_client_stats(c, text, sizeof text, &err), &err);
-    assert_non_null(strstr(text, "data path: mpi"));
+    assert_non_null(strstr(text, "data path: mpi (rank 0 (the coordinator) has no GPU)\n"));
     assert_non_null(strstr(text, "subgen=4096"));
     assert_non_null(strstr(text, "seq 7"));
     char tiny[16];

@@ -78,6 +78,16 @@ typedef struct eq_seq {
     svc_replica ref; /* exact only, context-sharded: the unsharded exact sketch */
 } eq_seq;
 
+/* The coordinator is a CPU rank, so the job agreed on MPI, and stats says why (its rank 0
+ * is named first whatever the workers run on). */
+static void assert_data_path_mpi(skv_client *c) {
+    char text[16384];
+    skv_err err = {0};
+    SVC_OK(skv_client_stats(c, text, sizeof text, &err), &err);
+    if (!strstr(text, "\ndata path: mpi (rank 0 (the coordinator) "))
+        fail_msg("stats lacks 'data path: mpi (rank 0 (the coordinator) ...)':\n%s", text);
+}
+
 static void equivalence(svc_fixture *f, int nworkers) {
     char name[64];
     snprintf(name, sizeof name, "equivalence_%d_workers", nworkers);
@@ -187,6 +197,7 @@ static void equivalence(svc_fixture *f, int nworkers) {
     for (int i = 0; i < NSEQ; i++)
         assert_int_equal(svc_stats_tokens_layer0(c, seqs[i].id), EQ_PREFILL + EQ_STEPS);
     uint64_t total = 0, nseq = 0;
+    assert_data_path_mpi(c);
     svc_stats_numbers(c, &total, &nseq);
     assert_int_equal(nseq, NSEQ);
     assert_true(total > 0);
@@ -826,6 +837,7 @@ static void test_service_gpu_attend_matches_replica(void **state) {
             }
         }
     printf("# gpu service: worst relative error vs the CPU replica %.2e\n", worst);
+    assert_data_path_mpi(c); /* GPU workers, but a CPU coordinator: NCCL cannot include it */
     skv_client_close(c);
     assert_int_equal(svc_job_stop(&fx->job[0]), 0);
     for (int i = 0; i < NS; i++) svc_replica_free(&rep[i]);

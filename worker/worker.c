@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data_path_mpi.h"
 #include "fileio.h"
 #include "gpu_attend.h"
 #include "shard_map.h"
@@ -34,6 +35,7 @@ typedef struct worker {
     skv_gpu gpu;
     skv_gpu_item *gitems;
     size_t gitems_cap;
+    skv_data_path dp; /* MPI or NCCL, agreed with the coordinator at start-up */
 } worker;
 
 static subkv_status grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err) {
@@ -318,6 +320,17 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
                 w.backend);
     }
     if (opts->verbose) fprintf(stderr, "subkv-worker %d: backend %s\n", w.rank, w.backend);
+    /* Collective with skv_coord_create's: report the device actually in use (after every
+     * fallback above), learn the data path everyone takes. */
+    skv_err perr = {0};
+    if (skv_data_path_start(comm, w.gpu_on ? SKV_RANK_CUDA : SKV_RANK_CPU,
+                            w.gpu_on ? bi.device : -1, &w.dp, &perr) != SKV_OK) {
+        fprintf(stderr, "subkv-worker %d: data path exchange: %s\n", w.rank, perr.msg);
+        goto out;
+    }
+    if (opts->verbose)
+        fprintf(stderr, "subkv-worker %d: data path %s (%s)\n", w.rank,
+                skv_data_path_name(w.dp.path), w.dp.why);
     for (;;) {
         MPI_Status ms;
         int len = 0;
@@ -370,6 +383,8 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         }
     }
     if (rc != 0) fprintf(stderr, "subkv-worker %d: lost the coordinator link\n", w.rank);
+out:
+    skv_data_path_stop(&w.dp);
     skv_table_free(&w.table); /* mirrors first: they live in the GPU context's device */
     if (w.gpu_on) skv_gpu_fini(&w.gpu);
     free(w.gitems);
