@@ -251,6 +251,11 @@ void skv_partial_output(const skv_partial *p, int d, float *out) {
         for (int j = 0; j < d; j++) out[j] = 0.0f;
         return;
     }
-    float inv = 1.0f / p->l;
-    for (int j = 0; j < d; j++) out[j] = p->o[j] * inv;
+    /* In double: l may be subnormal. A ratio beyond float range (an estimate whose
+     * normalizer underflowed against its numerator) saturates rather than becoming Inf. */
+    const double inv = 1.0 / (double)p->l;
+    for (int j = 0; j < d; j++) {
+        double x = (double)p->o[j] * inv;
+        out[j] = x > FLT_MAX ? FLT_MAX : x < -FLT_MAX ? -FLT_MAX : (float)x;
+    }
 }

@@ -167,7 +167,8 @@ static inline skv_partial *skv_partial_at(void *base, int d, size_t i) {
 void skv_partial_init(skv_partial *p, int d);
 /* dst = dst (+) src by the log-sum-exp rule; exact for disjoint token sets. */
 void skv_partial_merge(skv_partial *dst, const skv_partial *src, int d);
-/* out[d] = o / l; zeros when l == 0 (no token). */
+/* out[d] = o / l; zeros when l == 0 (no token). A ratio beyond float range (a sampled
+ * estimate whose normalizer underflowed) saturates at +-FLT_MAX instead of becoming Inf. */
 void skv_partial_output(const skv_partial *p, int d, float *out);
 
 /* ---- sketches ---------------------------------------------------------------------- */

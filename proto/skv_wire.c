@@ -121,6 +121,7 @@ subkv_status skv_wire_tensor_read(const Subkv__Tensor *t, const uint32_t *shape,
     size_t count = 1;
     for (int i = 0; i < ndims; i++) count *= shape[i];
     const size_t esize = t->dtype == SUBKV__DTYPE__DTYPE_F16 ? 2 : 4;
+    if (count == 0) return SKV_OK; /* a zero-sized tensor: nothing to copy (data may be NULL) */
     if (esize == 4) {
         memcpy(out, t->data.data, count * 4);
     } else {

@@ -3,6 +3,7 @@
  * Philox4x32-10 against its published known-answer vectors, coins, half conversions,
  * CRC-32C, and the weighted-entry accumulator against a float64 sum.
  */
+#include <float.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -139,6 +140,24 @@ static void test_weighted_accumulator_matches_float64(void **state) {
     free(bw);
 }
 
+/* An estimate whose normalizer underflowed (a fuzzer found one in a loaded SubGen sketch)
+ * saturates instead of producing Inf; ordinary ratios are exact, including subnormal l. */
+static void test_partial_output_saturates_instead_of_overflowing(void **state) {
+    (void)state;
+    skv_partial *p = tu_partials_new(1, 3);
+    p->m = 104.5f;
+    p->l = 1.8e-44f; /* subnormal */
+    p->o[0] = 0.22f, p->o[1] = -0.5f, p->o[2] = 0.0f;
+    float out[3];
+    skv_partial_output(p, 3, out);
+    assert_true(out[0] == FLT_MAX && out[1] == -FLT_MAX && out[2] == 0.0f);
+    p->l = 1e-40f; /* subnormal, ratio in range */
+    p->o[0] = 1e-41f;
+    skv_partial_output(p, 3, out);
+    assert_true(fabs(out[0] - (double)1e-41f / (double)1e-40f) < 1e-6);
+    free(p);
+}
+
 int main(void) {
     tu_suite_begin("test_numeric");
     const struct CMUnitTest tests[] = {
@@ -147,6 +166,7 @@ int main(void) {
         cmocka_unit_test(test_half_conversions_round_trip_and_round_to_nearest),
         cmocka_unit_test(test_crc32c_check_value),
         cmocka_unit_test(test_weighted_accumulator_matches_float64),
+        cmocka_unit_test(test_partial_output_saturates_instead_of_overflowing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
