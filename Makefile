@@ -328,7 +328,7 @@ fuzz: fuzz-build
 	    $(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=30 \
 	        -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crash-$$n- $(FUZZ_ARGS) \
 	        $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/seeds/$$n > $(FUZZ_DIR)/$$n.log 2>&1; rc=$$?; \
-	    done_line=$$(grep -E '^#[0-9]+ +DONE' $(FUZZ_DIR)/$$n.log | tail -n 1); \
+	    done_line=$$(grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/$$n.log | tail -n 1); \
 	    execs=$$(grep -E '^stat::number_of_executed_units' $(FUZZ_DIR)/$$n.log | awk '{print $$2}'); \
 	    if [ $$rc -eq 0 ]; then \
 	        printf 'fuzz %-12s ok    %9s execs  %s\n' $$n "$$execs" \

@@ -1,0 +1,227 @@
+/*
+ * fuzz_seeds.c — writes a few valid inputs for each fuzz harness (not a harness itself):
+ *
+ *   build/fuzz/fuzz-seeds DIR   ->  DIR/{sketch_load,table_load,request,frame,trace}/seed-*
+ *
+ * libFuzzer finds checksummed, nested formats slowly from nothing; starting from one real
+ * sketch of each policy and dtype, a worker checkpoint, each kind of request, framed
+ * requests and a small trace, it mutates structure it could not easily invent. Sizes stay
+ * small (head_dim 4, tens of tokens) so every seed is a few KiB. Deterministic.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sketch_table.h"
+#include "skv_frame.h"
+#include "skv_wire.h"
+#include "subkv.h"
+#include "subkv.pb-c.h"
+#include "synth.h"
+#include "trace.h"
+
+enum { D = 4, TOKENS = 48 };
+
+static const char *outdir;
+
+static void die(const char *what) {
+    fprintf(stderr, "fuzz-seeds: %s\n", what);
+    exit(1);
+}
+
+static void put(const char *harness, const char *name, const void *data, size_t len) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", outdir, harness);
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) die(path);
+    snprintf(path, sizeof path, "%s/%s/seed-%s", outdir, harness, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) die(path);
+}
+
+static void fill(synth_rng *r, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)synth_rng_normal(r);
+}
+
+typedef struct seed_case {
+    const char *name;
+    skv_policy_id policy;
+    skv_values_mode values;
+    skv_dtype dtype;
+} seed_case;
+
+static const seed_case CASES[] = {
+    {"exact-f32", SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_F32},
+    {"exact-f16", SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_F16},
+    {"sinkwin-bf16", SKV_POLICY_SINKWIN, SKV_VALUES_L2, SKV_DTYPE_BF16},
+    {"h2o-f16", SKV_POLICY_H2O, SKV_VALUES_L2, SKV_DTYPE_F16},
+    {"subgen-l2-f16", SKV_POLICY_SUBGEN, SKV_VALUES_L2, SKV_DTYPE_F16},
+    {"subgen-cluster-f32", SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER, SKV_DTYPE_F32},
+};
+#define NCASES (sizeof CASES / sizeof CASES[0])
+
+/* Small parameters so every structure fills, evicts and (subgen) merges clusters. */
+static skv_sketch *make_sketch(synth_rng *r, const seed_case *c) {
+    skv_config cfg;
+    skv_config_default(&cfg, c->policy, D);
+    cfg.dtype = c->dtype;
+    cfg.values = c->values;
+    cfg.seed = 7;
+    if (c->policy == SKV_POLICY_SINKWIN) cfg.sinks = 2, cfg.window = 8;
+    if (c->policy == SKV_POLICY_H2O) cfg.heavy = 6, cfg.window = 4;
+    if (c->policy == SKV_POLICY_SUBGEN)
+        cfg.sinks = 2, cfg.window = 4, cfg.samples = 2, cfg.value_slots = 6, cfg.max_clusters = 3;
+    skv_sketch *s;
+    skv_err e;
+    if (skv_sketch_create(&cfg, &s, &e) != SKV_OK) die(e.msg);
+    float K[TOKENS * D], V[TOKENS * D], Q[2 * D];
+    fill(r, K, TOKENS * D);
+    fill(r, V, TOKENS * D);
+    fill(r, Q, 2 * D);
+    float pbuf[2 * (2 + D)];
+    for (size_t t = 0; t < TOKENS; t += 16) {
+        if (skv_sketch_append(s, K + t * D, V + t * D, 16, D, &e) != SKV_OK) die(e.msg);
+        if (skv_sketch_attend(s, Q, 2, D, (skv_partial *)pbuf, &e) != SKV_OK) die(e.msg);
+    }
+    return s;
+}
+
+static void sketch_and_table_seeds(synth_rng *r) {
+    skv_table t;
+    skv_table_init(&t);
+    skv_err e;
+    for (size_t i = 0; i < NCASES; i++) {
+        skv_sketch *s = make_sketch(r, &CASES[i]);
+        skv_buf b = {0};
+        if (skv_sketch_save(s, &b, &e) != SKV_OK) die(e.msg);
+        put("sketch_load", CASES[i].name, b.data, b.len);
+        skv_buf_free(&b);
+        skv_item_key k = {.seq = 1 + i / 3, .layer = (uint32_t)(i % 3), .head = 1, .shard = 0};
+        if (i % 2 == 0) { /* every other sketch goes into the checkpoint */
+            if (skv_table_insert(&t, &k, s, &e) != SKV_OK) die(e.msg);
+        } else {
+            skv_sketch_destroy(s);
+        }
+    }
+    skv_buf b = {0};
+    if (skv_table_save(&t, 1, 2, &b, &e) != SKV_OK) die(e.msg);
+    put("table_load", "three", b.data, b.len);
+    skv_buf_free(&b);
+    skv_table_free(&t);
+    if (skv_table_save(&t, 1, 2, &b, &e) != SKV_OK) die(e.msg);
+    put("table_load", "empty", b.data, b.len);
+    skv_buf_free(&b);
+}
+
+/* Pack m into a malloc'd buffer; *len gets its size. */
+static uint8_t *pack(const Subkv__Request *m, size_t *len) {
+    *len = subkv__request__get_packed_size(m);
+    uint8_t *p = malloc(*len ? *len : 1);
+    if (!p) die("out of memory");
+    subkv__request__pack(m, p);
+    return p;
+}
+
+static void request_seeds(synth_rng *r) {
+    uint8_t *reqs[8];
+    size_t lens[8], n = 0;
+    /* create, one per policy, every field set */
+    for (size_t i = 0; i < NCASES; i += 2) {
+        skv_config cfg;
+        skv_config_default(&cfg, CASES[i].policy, D);
+        cfg.dtype = CASES[i].dtype;
+        cfg.values = CASES[i].values;
+        cfg.budget_bytes = i ? 4096 : 0;
+        skv_wire_policy w;
+        skv_wire_policy_from_config(&w, &cfg);
+        Subkv__ModelShape sh = SUBKV__MODEL_SHAPE__INIT;
+        sh.layers = 2, sh.q_heads = 4, sh.kv_heads = 2, sh.head_dim = D;
+        Subkv__CreateSequence c = SUBKV__CREATE_SEQUENCE__INIT;
+        c.shape = &sh, c.policy = &w.msg, c.context_shards = (uint32_t)i % 3;
+        Subkv__Request m = SUBKV__REQUEST__INIT;
+        m.id = i + 1, m.body_case = SUBKV__REQUEST__BODY_CREATE, m.create = &c;
+        reqs[n] = pack(&m, &lens[n]);
+        n++;
+    }
+    float k[3 * 2 * D], v[3 * 2 * D], q[2 * 4 * D];
+    fill(r, k, 3 * 2 * D);
+    fill(r, v, 3 * 2 * D);
+    fill(r, q, 2 * 4 * D);
+    uint32_t kd[3] = {3, 2, D}, sd[3] = {2, 2, D}, qd[3] = {2, 4, D};
+    Subkv__Tensor tk = SUBKV__TENSOR__INIT, tv = SUBKV__TENSOR__INIT, tq = SUBKV__TENSOR__INIT;
+    /* append: f32 k, f16 v (half the bytes: the f32 data reinterpreted, finite or not) */
+    skv_wire_tensor_view(&tk, kd, 3, k);
+    skv_wire_tensor_view(&tv, kd, 3, v);
+    uint16_t h[3 * 2 * D]; /* f16 values 1, 1 + 2^-10, ... */
+    for (size_t i = 0; i < 3 * 2 * D; i++) h[i] = (uint16_t)(0x3c00 + i);
+    tv.dtype = SUBKV__DTYPE__DTYPE_F16;
+    tv.data.data = (uint8_t *)h;
+    tv.data.len = sizeof h;
+    Subkv__Append a = SUBKV__APPEND__INIT;
+    a.seq_id = 1, a.layer = 1, a.k = &tk, a.v = &tv;
+    Subkv__Request m = SUBKV__REQUEST__INIT;
+    m.id = 10, m.body_case = SUBKV__REQUEST__BODY_APPEND, m.append = &a;
+    reqs[n] = pack(&m, &lens[n]);
+    n++;
+    /* step and attend of 2 sequences */
+    uint64_t ids[2] = {1, 2};
+    skv_wire_tensor_view(&tk, sd, 3, k);
+    skv_wire_tensor_view(&tv, sd, 3, k + 2 * D);
+    skv_wire_tensor_view(&tq, qd, 3, q);
+    Subkv__Step st = SUBKV__STEP__INIT;
+    st.layer = 0, st.n_seq_ids = 2, st.seq_ids = ids, st.q = &tq, st.k = &tk, st.v = &tv;
+    m.id = 11, m.body_case = SUBKV__REQUEST__BODY_STEP, m.step = &st;
+    reqs[n] = pack(&m, &lens[n]);
+    n++;
+    Subkv__Attend at = SUBKV__ATTEND__INIT;
+    at.layer = 1, at.n_seq_ids = 2, at.seq_ids = ids, at.q = &tq;
+    m.id = 12, m.body_case = SUBKV__REQUEST__BODY_ATTEND, m.attend = &at;
+    reqs[n] = pack(&m, &lens[n]);
+    n++;
+
+    static const char *names[8] = {"create-exact", "create-sinkwin", "create-subgen",
+                                   "append",       "step",           "attend"};
+    uint8_t frames[8192];
+    size_t flen = 0;
+    for (size_t i = 0; i < n; i++) {
+        put("request", names[i], reqs[i], lens[i]);
+        if (flen + 4 + lens[i] <= sizeof frames) { /* every request, framed, in one stream */
+            skv_frame_header(frames + flen, (uint32_t)lens[i]);
+            memcpy(frames + flen + 4, reqs[i], lens[i]);
+            flen += 4 + lens[i];
+        }
+        free(reqs[i]);
+    }
+    put("frame", "requests", frames, flen);
+    put("frame", "one", frames, 4 + lens[0]);
+    uint8_t empty[4];
+    skv_frame_header(empty, 0);
+    put("frame", "empty", empty, 4);
+}
+
+static void trace_seed(synth_rng *r) {
+    const trace_shape sh = {.layers = 2, .q_heads = 2, .kv_heads = 1, .head_dim = D, .n_tokens = 3};
+    uint8_t buf[TRACE_HEADER_BYTES + 2 * 3 * (2 + 2 * 1) * D * 4];
+    trace_header_encode(&sh, buf);
+    float x[(sizeof buf - TRACE_HEADER_BYTES) / 4];
+    fill(r, x, sizeof x / sizeof x[0]);
+    memcpy(buf + TRACE_HEADER_BYTES, x, sizeof x);
+    put("trace", "small", buf, sizeof buf);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    outdir = argv[1];
+    if (mkdir(outdir, 0777) != 0 && errno != EEXIST) die(outdir);
+    synth_rng r;
+    synth_rng_seed(&r, 20240501);
+    sketch_and_table_seeds(&r);
+    request_seeds(&r);
+    trace_seed(&r);
+    return 0;
+}
