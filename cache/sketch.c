@@ -297,6 +297,11 @@ subkv_status skv_sketch_save(const skv_sketch *s, skv_buf *out, skv_err *err) {
 
 subkv_status skv_sketch_load(const void *data, size_t len, skv_sketch **out, size_t *used,
                              skv_err *err) {
+    return skv_sketch_load_bounded(data, len, SIZE_MAX, out, used, err);
+}
+
+subkv_status skv_sketch_load_bounded(const void *data, size_t len, size_t max_bytes,
+                                     skv_sketch **out, size_t *used, skv_err *err) {
     if (!data || !out) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL data or out");
     *out = NULL;
     const uint8_t *p = data;
@@ -331,7 +336,17 @@ subkv_status skv_sketch_load(const void *data, size_t len, skv_sketch **out, siz
         return skv_set_error(err, SKV_ERR_CORRUPT, "header and body disagree on the policy");
     skv_sketch *s = NULL;
     skv_err inner;
-    subkv_status st = sketch_new(&cfg, &s, &inner);
+    skv_config rc;
+    subkv_status st = skv_config_resolve(&cfg, &rc, &inner);
+    if (st != SKV_OK)
+        return skv_set_error(err, SKV_ERR_CORRUPT, "stored config rejected: %s", inner.msg);
+    /* before allocating what the config asks for (a few bytes can ask for gigabytes); an
+     * unbounded exact cache allocates only the rows its body carries, checked in its load */
+    const size_t need = skv_config_max_bytes(&rc);
+    if (need != SIZE_MAX && need > max_bytes)
+        return skv_set_error(err, SKV_ERR_BUDGET,
+                             "stored sketch reserves %zu bytes, the limit is %zu", need, max_bytes);
+    st = sketch_new(&cfg, &s, &inner);
     if (st != SKV_OK)
         return skv_set_error(err, st == SKV_ERR_NOMEM ? st : SKV_ERR_CORRUPT,
                              "stored config rejected: %s", inner.msg);

@@ -229,6 +229,11 @@ subkv_status skv_sketch_save(const skv_sketch *s, skv_buf *out, skv_err *err);
  * Truncated or corrupted input fails with an error code, never crashes. */
 subkv_status skv_sketch_load(const void *data, size_t len, skv_sketch **out, size_t *used,
                              skv_err *err);
+/* The same, refusing with SKV_ERR_BUDGET (before allocating) a sketch whose configuration
+ * reserves more than max_bytes (skv_config_max_bytes): untrusted checkpoints cannot make the
+ * loader allocate more than its caller can hold. */
+subkv_status skv_sketch_load_bounded(const void *data, size_t len, size_t max_bytes,
+                                     skv_sketch **out, size_t *used, skv_err *err);
 
 #ifdef __cplusplus
 }

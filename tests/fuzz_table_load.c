@@ -17,6 +17,8 @@
 #include "skv_internal.h"
 
 enum { RANK = 1, NWORKERS = 2, TABLE_HEADER = 24, ENTRY_HEADER = 28, SKETCH_HEADER = 24 };
+/* The worker passes its budget: a checkpoint reserving more is refused before allocating. */
+#define FUZZ_LOAD_LIMIT ((size_t)64 << 20)
 
 /* A checkpoint's config sizes the sketch's pools before its body is read (sketch_new), so a
  * small input may ask for gigabytes. Allocations over 256 MiB fail (NULL) instead of tripping
@@ -37,7 +39,7 @@ const char *__asan_default_options(void) {
 static void try_load(const uint8_t *data, size_t size) {
     skv_table t;
     skv_err e;
-    if (skv_table_load(data, size, RANK, NWORKERS, &t, &e) != SKV_OK) {
+    if (skv_table_load(data, size, RANK, NWORKERS, FUZZ_LOAD_LIMIT, &t, &e) != SKV_OK) {
         if (t.count != 0 || t.cap != 0 || t.slots) FUZZ_FAIL("failed load left a non-empty table");
         skv_table_free(&t);
         return;
@@ -45,7 +47,7 @@ static void try_load(const uint8_t *data, size_t size) {
     skv_buf a = {0};
     if (skv_table_save(&t, RANK, NWORKERS, &a, &e) != SKV_OK) FUZZ_FAIL("save: %s", e.msg);
     skv_table t2;
-    if (skv_table_load(a.data, a.len, RANK, NWORKERS, &t2, &e) != SKV_OK)
+    if (skv_table_load(a.data, a.len, RANK, NWORKERS, FUZZ_LOAD_LIMIT, &t2, &e) != SKV_OK)
         FUZZ_FAIL("reload of a saved table: %s", e.msg);
     if (t2.count != t.count || skv_table_bytes(&t2) != skv_table_bytes(&t))
         FUZZ_FAIL("reload: %zu sketches / %zu bytes, saved %zu / %zu", t2.count,

@@ -290,9 +290,33 @@ static void test_serialize_future_version_is_refused(void **state) {
     }
 }
 
+/* A checkpoint's few bytes can ask for a big sketch: the bounded load refuses it before
+ * allocating, and loads it when the limit allows. */
+static void test_serialize_bounded_load_refuses_oversized_sketch(void **state) {
+    (void)state;
+    skv_config c;
+    skv_config_default(&c, SKV_POLICY_SUBGEN, 64);
+    c.budget_bytes = 4u << 20;
+    skv_sketch *s = tu_create(&c);
+    skv_buf b = {0};
+    skv_err err;
+    TU_OK(skv_sketch_save(s, &b, &err), &err);
+    skv_sketch *t = NULL;
+    assert_int_equal(skv_sketch_load_bounded(b.data, b.len, 1u << 20, &t, NULL, &err),
+                     SKV_ERR_BUDGET);
+    assert_null(t);
+    assert_true(strstr(err.msg, "limit") != NULL);
+    TU_OK(skv_sketch_load_bounded(b.data, b.len, skv_sketch_bytes(s), &t, NULL, &err), &err);
+    assert_int_equal(skv_sketch_bytes(t), skv_sketch_bytes(s));
+    skv_sketch_destroy(t);
+    skv_sketch_destroy(s);
+    skv_buf_free(&b);
+}
+
 int main(void) {
     tu_suite_begin("test_serialize");
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_serialize_bounded_load_refuses_oversized_sketch),
         cmocka_unit_test(test_serialize_round_trip_preserves_future_behaviour),
         cmocka_unit_test(test_serialize_concatenated_sketches_load_in_sequence),
         cmocka_unit_test(test_serialize_truncated_buffers_fail_cleanly),

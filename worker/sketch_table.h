@@ -52,8 +52,10 @@ size_t skv_table_bytes(const skv_table *t);
  */
 subkv_status skv_table_save(const skv_table *t, int rank, int nworkers, skv_buf *out, skv_err *err);
 /* Parse a checkpoint written by rank `rank` of a job of `nworkers` workers into a new
- * table *out (initialised here). Any damage fails with an error and leaves *out empty. */
+ * table *out (initialised here), its sketches together reserving at most max_bytes
+ * (SIZE_MAX: no limit), checked before each allocation. Any damage fails with an error and
+ * leaves *out empty. */
 subkv_status skv_table_load(const unsigned char *data, size_t len, int rank, int nworkers,
-                            skv_table *out, skv_err *err);
+                            size_t max_bytes, skv_table *out, skv_err *err);
 
 #endif /* SUBKV_SKETCH_TABLE_H */

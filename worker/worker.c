@@ -253,7 +253,9 @@ static subkv_status op_restore(worker *w, const Subkv__WorkerOp *op, skv_err *er
     size_t len = 0;
     SKV_CHECK(skv_file_read(path, (size_t)1 << 40, &data, &len, err));
     skv_table t;
-    subkv_status st = skv_table_load(data, len, w->rank, w->nworkers, &t, err);
+    subkv_status st =
+        skv_table_load(data, len, w->rank, w->nworkers,
+                       w->opts.budget_bytes ? w->opts.budget_bytes : SIZE_MAX, &t, err);
     free(data);
     if (st != SKV_OK) return st;
     if (w->opts.budget_bytes && reserved_bytes(&t) > w->opts.budget_bytes) {
