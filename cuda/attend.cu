@@ -22,6 +22,7 @@
 #include <cfloat>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "skv_check.h"
@@ -33,11 +34,14 @@ constexpr int kThreads = 128;
 
 struct skv_cuda_ctx_impl {
     cudaStream_t stream;
-    skv_cuda_job *djobs; /* device copy of the job array */
+    skv_cuda_job *djobs;     /* device copy of the job array */
+    skv_cuda_job *hjobs;     /* pinned staging of it: the copy is truly asynchronous */
+    cudaEvent_t jobs_copied; /* the last copy out of hjobs has completed */
     int jobs_cap;
     float *scratch; /* chunk partials */
     size_t scratch_cap;
     int sms;
+    int blocks_per_sm; /* split-K target: SUBKV_ATTEND_BLOCKS_PER_SM, default 4 */
 };
 
 __device__ __forceinline__ void to_float8(const uint4 &u, float *f, const __half *) {
@@ -243,6 +247,9 @@ subkv_status skv_cuda_ctx_create(skv_cuda_ctx **out, skv_err *err) {
     cudaError_t e = cudaGetDevice(&dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->jobs_copied, cudaEventDisableTiming);
+    const char *bps = getenv("SUBKV_ATTEND_BLOCKS_PER_SM"); /* a tuning knob, read once */
+    c->blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
     if (e != cudaSuccess) {
         free(c);
         return skv_set_error(err, SKV_ERR_DEVICE, "CUDA context: %s", cudaGetErrorString(e));
@@ -255,6 +262,8 @@ void skv_cuda_ctx_destroy(skv_cuda_ctx *c) {
     if (!c) return;
     cudaStreamSynchronize(c->stream);
     cudaFree(c->djobs);
+    cudaFreeHost(c->hjobs);
+    cudaEventDestroy(c->jobs_copied);
     cudaFree(c->scratch);
     cudaStreamDestroy(c->stream);
     free(c);
@@ -274,20 +283,24 @@ subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njob
                              "GPU attend stores keys and values as f16 or bf16");
     uint64_t total = 0, maxn = 1;
     for (int j = 0; j < njobs; j++) total += jobs[j].n, maxn = std::max(maxn, jobs[j].n);
-    if (chunk == 0) { /* about four blocks per multiprocessor, chunks of 256..16384 entries */
-        uint64_t want = (uint64_t)c->sms * 4;
+    if (chunk == 0) { /* blocks_per_sm blocks per multiprocessor, chunks of 128..16384 entries */
+        uint64_t want = (uint64_t)c->sms * (uint64_t)c->blocks_per_sm;
         chunk = (total + want - 1) / want;
-        chunk = std::min<uint64_t>(16384, std::max<uint64_t>(256, (chunk + 63) / 64 * 64));
+        chunk = std::min<uint64_t>(16384, std::max<uint64_t>(128, (chunk + 63) / 64 * 64));
     }
     const uint64_t mc = (maxn + chunk - 1) / chunk;
     if (mc > 65535u * 1024u) return skv_set_error(err, SKV_ERR_INVALID_ARG, "too many chunks");
     const int max_chunks = (int)mc;
     const size_t need = (size_t)njobs * max_chunks * g * (d + 2);
     if (njobs > c->jobs_cap) {
+        cudaStreamSynchronize(c->stream); /* nothing may still read the old arrays */
         cudaFree(c->djobs);
+        cudaFreeHost(c->hjobs);
         c->djobs = nullptr;
+        c->hjobs = nullptr;
         c->jobs_cap = 0;
         SKV_CUDA_CHECK(cudaMalloc(&c->djobs, (size_t)njobs * sizeof(skv_cuda_job)), err);
+        SKV_CUDA_CHECK(cudaMallocHost(&c->hjobs, (size_t)njobs * sizeof(skv_cuda_job)), err);
         c->jobs_cap = njobs;
     }
     if (need > c->scratch_cap) {
@@ -297,9 +310,13 @@ subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njob
         SKV_CUDA_CHECK(cudaMalloc(&c->scratch, need * sizeof(float)), err);
         c->scratch_cap = need;
     }
-    SKV_CUDA_CHECK(cudaMemcpyAsync(c->djobs, jobs, (size_t)njobs * sizeof(skv_cuda_job),
+    /* the previous launch's copy must be done reading the staging before it is overwritten */
+    SKV_CUDA_CHECK(cudaEventSynchronize(c->jobs_copied), err);
+    memcpy(c->hjobs, jobs, (size_t)njobs * sizeof(skv_cuda_job));
+    SKV_CUDA_CHECK(cudaMemcpyAsync(c->djobs, c->hjobs, (size_t)njobs * sizeof(skv_cuda_job),
                                    cudaMemcpyHostToDevice, c->stream),
                    err);
+    SKV_CUDA_CHECK(cudaEventRecord(c->jobs_copied, c->stream), err);
     cudaError_t e;
     if (dtype == SKV_DTYPE_F16)
         e = d == 64 ? launch_g<64, __half>(c, g, njobs, chunk, max_chunks)
