@@ -171,25 +171,54 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-/* One block per job: merge its chunks' partials (log-sum-exp) into job.out. */
+/*
+ * One block per job: merge its chunks' partials (log-sum-exp) into job.out. First each warp
+ * takes a query and finds the largest chunk maximum M (lanes stride over the chunks, then a
+ * shuffle reduction); then each thread owns an output coordinate and sums its chunks'
+ * e^(m_k - M)-weighted values, four chunks per iteration so several loads are in flight
+ * (consecutive threads read consecutive floats of a chunk's partial).
+ */
 template <int D, int G>
 __global__ void __launch_bounds__(kThreads)
     merge_chunks(const skv_cuda_job *__restrict__ jobs, uint64_t chunk,
                  const float *__restrict__ scratch, int max_chunks) {
     constexpr int PS = D + 2;
+    __shared__ float s_M[G];
     const skv_cuda_job job = jobs[blockIdx.x];
     const int nchunks = (int)((job.n + chunk - 1) / chunk);
     const float *base = scratch + (size_t)blockIdx.x * max_chunks * G * PS;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int gi = warp; gi < G; gi += kThreads / 32) {
+        float M = -INFINITY;
+        for (int k = lane; k < nchunks; k += 32) M = fmaxf(M, base[(size_t)k * G * PS + gi * PS]);
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+        if (lane == 0) s_M[gi] = M;
+    }
+    __syncthreads();
     for (int idx = threadIdx.x; idx < G * PS; idx += kThreads) {
         const int gi = idx / PS, c = idx % PS;
-        float M = -INFINITY;
-        for (int k = 0; k < nchunks; k++) M = fmaxf(M, base[(size_t)k * G * PS + gi * PS]);
+        const float M = s_M[gi];
         float acc = 0.0f;
-        if (M != -INFINITY)
-            for (int k = 0; k < nchunks; k++) {
-                const float mk = base[(size_t)k * G * PS + gi * PS];
-                if (mk != -INFINITY) acc += __expf(mk - M) * base[(size_t)k * G * PS + gi * PS + c];
+        if (c > 0 && M != -INFINITY) {
+            const float *col = base + gi * PS;
+            int k = 0;
+            for (; k + 4 <= nchunks; k += 4) {
+                float mk[4], vk[4];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    mk[u] = col[(size_t)(k + u) * G * PS];
+                    vk[u] = col[(size_t)(k + u) * G * PS + c];
+                }
+#pragma unroll
+                for (int u = 0; u < 4; u++)
+                    if (mk[u] != -INFINITY) acc += __expf(mk[u] - M) * vk[u];
             }
+            for (; k < nchunks; k++) {
+                const float mk = col[(size_t)k * G * PS];
+                if (mk != -INFINITY) acc += __expf(mk - M) * col[(size_t)k * G * PS + c];
+            }
+        }
         job.out[gi * PS + c] = c == 0 ? M : acc;
     }
 }
