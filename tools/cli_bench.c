@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy_eval.h"
 #include "subkv_cli.h"
 #include "subkv_client.h"
 #include "synth.h"
@@ -148,15 +149,7 @@ static int make_prefill(const bench_opts *o, float **K, float **V) {
     float *k = malloc(d * sizeof(float)), *v = malloc(d * sizeof(float));
     int rc = (*K && *V && k && v) ? 0 : -1;
     for (size_t h = 0; rc == 0 && h < kvh; h++) {
-        synth_stream_cfg sc = {.d = (int)d,
-                               .clusters = 32,
-                               .center_norm = 8.0f,
-                               .spread = 0.4f,
-                               .value_mean = 8.0f,
-                               .value_tail = 0.25f,
-                               .phase_len = 2048,
-                               .phase_clusters = 4,
-                               .seed = o->seed + 7919u * h};
+        synth_stream_cfg sc = eval_workload((int)d, 32, 2048, 0.0f, o->seed + 7919u * h);
         synth_stream *st = synth_stream_create(&sc);
         if (!st) {
             rc = -1;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy_eval.h"
 #include "synth.h"
 #include "trace.h"
 
@@ -42,17 +43,8 @@ static int synth_layer(const trace_shape *sh, uint32_t layer, uint64_t seed, flo
     const size_t d = sh->head_dim, n = (size_t)sh->n_tokens;
     const uint32_t g = sh->q_heads / sh->kv_heads;
     for (uint32_t kh = 0; kh < sh->kv_heads; kh++) {
-        synth_stream_cfg cfg = {.d = (int)d,
-                                .clusters = 32,
-                                .center_norm = 8.0f,
-                                .spread = 0.4f,
-                                .drift = 0.002f,
-                                .value_mean = 8.0f,
-                                .value_tail = 0.25f,
-                                .phase_len = 2048,
-                                .phase_clusters = 4,
-                                .seed =
-                                    seed ^ (0x9e3779b97f4a7c15ull * (1 + layer * 4099ull + kh))};
+        synth_stream_cfg cfg = eval_workload(
+            (int)d, 32, 2048, 0.002f, seed ^ (0x9e3779b97f4a7c15ull * (1 + layer * 4099ull + kh)));
         synth_stream *st = synth_stream_create(&cfg);
         if (!st) return -1;
         synth_rng rng;
