@@ -8,6 +8,17 @@
 
 #include "skv_internal.h"
 
+subkv_status skv_grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err) {
+    if (need <= *cap) return SKV_OK;
+    size_t cap2 = *cap ? *cap : 256;
+    while (cap2 < need) cap2 *= 2;
+    void *p = realloc(*buf, cap2 * elem);
+    if (!p) return skv_set_error(err, SKV_ERR_NOMEM, "buffer of %zu x %zu bytes", cap2, elem);
+    *buf = p;
+    *cap = cap2;
+    return SKV_OK;
+}
+
 void skv_buf_free(skv_buf *b) {
     if (!b) return;
     free(b->data);

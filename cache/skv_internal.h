@@ -153,6 +153,11 @@ void skv_entries_free(skv_entries *e);
 /* CPU attend of one pre-scaled query over entries (the reference for the GPU kernel). */
 void skv_entries_attend(const skv_entries *e, const float *qs, skv_partial *out);
 
+/* Grow *buf (an array of elements of elem bytes, capacity *cap) to hold at least need,
+ * doubling; contents kept. SKV_ERR_NOMEM leaves *buf and *cap as they were. The scratch
+ * buffers of the coordinator, the workers and the GPU staging all grow through this. */
+subkv_status skv_grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err);
+
 /* ---- serialization cursors ------------------------------------------------------------ */
 
 typedef struct skv_writer {

@@ -10,18 +10,6 @@
 
 #include "coord_internal.h"
 
-subkv_status coord_grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err) {
-    if (need <= *cap) return SKV_OK;
-    size_t cap2 = *cap ? *cap : 256;
-    while (cap2 < need) cap2 *= 2;
-    void *p = realloc(*buf, cap2 * elem);
-    if (!p)
-        return skv_set_error(err, SKV_ERR_NOMEM, "coordinator buffer of %zu x %zu B", cap2, elem);
-    *buf = p;
-    *cap = cap2;
-    return SKV_OK;
-}
-
 /* ---- sequences (sorted by id: ids only grow, so adding appends) ------------------------- */
 
 coord_seq *coord_seq_find(skv_coord *c, uint64_t id) {
@@ -39,7 +27,7 @@ coord_seq *coord_seq_find(skv_coord *c, uint64_t id) {
 subkv_status coord_seq_add(skv_coord *c, const coord_seq *s, skv_err *err) {
     if (c->nseq && c->seqs[c->nseq - 1].id >= s->id)
         return skv_set_error(err, SKV_ERR_INTERNAL, "sequence ids must increase");
-    SKV_CHECK(coord_grow((void **)&c->seqs, &c->cap_seq, c->nseq + 1, sizeof *c->seqs, err));
+    SKV_CHECK(skv_grow((void **)&c->seqs, &c->cap_seq, c->nseq + 1, sizeof *c->seqs, err));
     c->seqs[c->nseq++] = *s;
     return SKV_OK;
 }
@@ -76,10 +64,8 @@ void coord_jobs_all(skv_coord *c) {
 Subkv__WorkItem *coord_job_item(skv_coord *c, int rank, skv_err *err) {
     coord_job *j = &c->jobs[rank];
     size_t cap = j->cap;
-    if (coord_grow((void **)&j->items, &cap, j->n + 1, sizeof *j->items, err) != SKV_OK)
-        return NULL;
-    if (coord_grow((void **)&j->ptrs, &j->cap, j->n + 1, sizeof *j->ptrs, err) != SKV_OK)
-        return NULL;
+    if (skv_grow((void **)&j->items, &cap, j->n + 1, sizeof *j->items, err) != SKV_OK) return NULL;
+    if (skv_grow((void **)&j->ptrs, &j->cap, j->n + 1, sizeof *j->ptrs, err) != SKV_OK) return NULL;
     j->active = 1;
     Subkv__WorkItem *it = &j->items[j->n++];
     subkv__work_item__init(it);
@@ -88,7 +74,7 @@ Subkv__WorkItem *coord_job_item(skv_coord *c, int rank, skv_err *err) {
 
 float *coord_job_payload(skv_coord *c, int rank, size_t n, skv_err *err) {
     coord_job *j = &c->jobs[rank];
-    if (coord_grow((void **)&j->payload, &j->cap_fl, j->nfl + n, sizeof(float), err) != SKV_OK)
+    if (skv_grow((void **)&j->payload, &j->cap_fl, j->nfl + n, sizeof(float), err) != SKV_OK)
         return NULL;
     float *p = j->payload + j->nfl;
     j->nfl += n;
@@ -130,7 +116,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
             st = skv_set_error(err, SKV_ERR_INVALID_ARG, "op header too large (%zu B)", len);
             break;
         }
-        st = coord_grow((void **)&j->hdr, &j->hdr_cap, len + 1, 1, err);
+        st = skv_grow((void **)&j->hdr, &j->hdr_cap, len + 1, 1, err);
         if (st != SKV_OK) break;
         subkv__worker_op__pack(&op, j->hdr);
         if (MPI_Isend(j->hdr, (int)len, MPI_BYTE, r, SKV_TAG_HEADER, c->comm, &reqs[nreq++]) !=
@@ -175,7 +161,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
         snprintf(j->msg, sizeof j->msg, "%s", j->reply->message ? j->reply->message : "");
         size_t nout = (size_t)j->reply->payload_floats;
         if (nout) {
-            if (coord_grow((void **)&j->out, &j->cap_out, nout, sizeof(float), err) != SKV_OK ||
+            if (skv_grow((void **)&j->out, &j->cap_out, nout, sizeof(float), err) != SKV_OK ||
                 MPI_Recv(j->out, (int)nout, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm,
                          MPI_STATUS_IGNORE) != MPI_SUCCESS) {
                 st = first = skv_set_error(err, SKV_ERR_IO, "partials from worker %d lost", r);

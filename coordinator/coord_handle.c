@@ -62,7 +62,7 @@ static subkv_status h_stats(skv_coord *c, Subkv__StatsReply *sr, Subkv__WorkerSt
 static void pack_reply(const Subkv__Reply *rep, skv_buf *out) {
     size_t len = subkv__reply__get_packed_size(rep);
     skv_err e;
-    if (coord_grow((void **)&out->data, &out->cap, out->len + len, 1, &e) != SKV_OK) return;
+    if (skv_grow((void **)&out->data, &out->cap, out->len + len, 1, &e) != SKV_OK) return;
     subkv__reply__pack(rep, out->data + out->len);
     out->len += len;
 }

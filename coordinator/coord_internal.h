@@ -7,6 +7,7 @@
 #include "coord.h"
 #include "data_path_mpi.h"
 #include "skv_check.h"
+#include "skv_internal.h"
 #include "skv_wire.h"
 
 /* Limits a request is checked against before anything is allocated for it. */
@@ -68,9 +69,6 @@ typedef struct coord_loc {
     int rank;
     size_t offset; /* floats into that job's out */
 } coord_loc;
-
-/* Grow *buf (elements of elem bytes) to hold need; SKV_ERR_NOMEM otherwise. */
-subkv_status coord_grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err);
 
 coord_seq *coord_seq_find(skv_coord *c, uint64_t id);
 /* Insert (the table takes s->tokens); ids must increase. */

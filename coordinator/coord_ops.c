@@ -145,8 +145,8 @@ subkv_status coord_h_append(skv_coord *c, const Subkv__Append *m, skv_err *err) 
     SKV_CHECK(skv_wire_tensor_check(m->k, dims, 3, "k", err)); /* sizes match the data sent */
     SKV_CHECK(skv_wire_tensor_check(m->v, dims, 3, "v", err));
     SKV_CHECK(cap_check(s, m->layer, n, err));
-    SKV_CHECK(coord_grow((void **)&c->tk, &c->tk_cap, count, sizeof(float), err));
-    SKV_CHECK(coord_grow((void **)&c->tv, &c->tv_cap, count, sizeof(float), err));
+    SKV_CHECK(skv_grow((void **)&c->tk, &c->tk_cap, count, sizeof(float), err));
+    SKV_CHECK(skv_grow((void **)&c->tv, &c->tv_cap, count, sizeof(float), err));
     SKV_CHECK(skv_wire_tensor_read(m->k, dims, 3, c->tk, "k", err));
     SKV_CHECK(skv_wire_tensor_read(m->v, dims, 3, c->tv, "v", err));
 
@@ -241,17 +241,17 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
         for (size_t b = 0; b < B; b++)
             SKV_CHECK(cap_check(coord_seq_find(c, ids[b]), layer, 1, err));
     }
-    SKV_CHECK(coord_grow((void **)&c->tq, &c->tq_cap, (size_t)B * qh * d, sizeof(float), err));
+    SKV_CHECK(skv_grow((void **)&c->tq, &c->tq_cap, (size_t)B * qh * d, sizeof(float), err));
     SKV_CHECK(skv_wire_tensor_read(tq, qd, 3, c->tq, "q", err));
     if (is_step) {
-        SKV_CHECK(coord_grow((void **)&c->tk, &c->tk_cap, (size_t)B * kv * d, sizeof(float), err));
-        SKV_CHECK(coord_grow((void **)&c->tv, &c->tv_cap, (size_t)B * kv * d, sizeof(float), err));
+        SKV_CHECK(skv_grow((void **)&c->tk, &c->tk_cap, (size_t)B * kv * d, sizeof(float), err));
+        SKV_CHECK(skv_grow((void **)&c->tv, &c->tv_cap, (size_t)B * kv * d, sizeof(float), err));
         SKV_CHECK(skv_wire_tensor_read(tk, kd, 3, c->tk, "k", err));
         SKV_CHECK(skv_wire_tensor_read(tv, kd, 3, c->tv, "v", err));
     }
     size_t nloc = 0;
     for (size_t b = 0; b < B; b++) nloc += (size_t)kv * coord_seq_find(c, ids[b])->shards;
-    SKV_CHECK(coord_grow((void **)&c->loc, &c->loc_cap, nloc, sizeof *c->loc, err));
+    SKV_CHECK(skv_grow((void **)&c->loc, &c->loc_cap, nloc, sizeof *c->loc, err));
     size_t *outpos = calloc((size_t)c->nworkers + 1, sizeof *outpos);
     if (!outpos) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the gather map");
 
@@ -301,8 +301,8 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
     }
     /* merge each head's context shards in shard order, then o / l per query head */
     const size_t pstride = (size_t)d + 2, gsz = (size_t)g * pstride;
-    SKV_CHECK(coord_grow((void **)&c->outbuf, &c->out_cap, (size_t)B * qh * d, sizeof(float), err));
-    SKV_CHECK(coord_grow((void **)&c->pmerge, &c->pmerge_cap, gsz, sizeof(float), err));
+    SKV_CHECK(skv_grow((void **)&c->outbuf, &c->out_cap, (size_t)B * qh * d, sizeof(float), err));
+    SKV_CHECK(skv_grow((void **)&c->pmerge, &c->pmerge_cap, gsz, sizeof(float), err));
     li = 0;
     for (size_t b = 0; b < B; b++) {
         coord_seq *s = coord_seq_find(c, ids[b]);

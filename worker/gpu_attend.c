@@ -60,16 +60,6 @@ static subkv_status dev_grow(void **p, size_t keep, size_t bytes, skv_err *err) 
     return SKV_OK;
 }
 
-static subkv_status host_grow(void **p, size_t *cap, size_t need, size_t elem, skv_err *err) {
-    if (need <= *cap) return SKV_OK;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    void *n = realloc(*p, c * elem);
-    if (!n) return skv_set_error(err, SKV_ERR_NOMEM, "gpu staging of %zu elements", c);
-    *p = n, *cap = c;
-    return SKV_OK;
-}
-
 static subkv_status dev_buf(float **p, size_t *cap, size_t need, skv_err *err) {
     if (need <= *cap) return SKV_OK;
     size_t c = *cap ? *cap : 4096;
@@ -155,8 +145,8 @@ subkv_status skv_gpu_attend(skv_gpu *g, skv_gpu_item *items, size_t n, int d, in
                             skv_err *err) {
     if (n == 0) return SKV_OK;
     const size_t qn = (size_t)group * d, on = (size_t)group * (d + 2);
-    SKV_CHECK(host_grow((void **)&g->hq, &g->hq_cap, n * qn, sizeof(float), err));
-    SKV_CHECK(host_grow((void **)&g->jobs, &g->jobs_cap, n, sizeof(skv_cuda_job), err));
+    SKV_CHECK(skv_grow((void **)&g->hq, &g->hq_cap, n * qn, sizeof(float), err));
+    SKV_CHECK(skv_grow((void **)&g->jobs, &g->jobs_cap, n, sizeof(skv_cuda_job), err));
     SKV_CHECK(dev_buf(&g->dq, &g->dq_cap, n * qn, err));
     SKV_CHECK(dev_buf(&g->dout, &g->dout_cap, n * on, err));
     const float scale = 1.0f / sqrtf((float)d); /* as skv_sketch_attend scales */
@@ -178,11 +168,9 @@ subkv_status skv_gpu_attend(skv_gpu *g, skv_gpu_item *items, size_t n, int d, in
             SKV_CHECK(skv_cuda_attend(g->ctx, g->jobs, (int)nj, d, group, (skv_dtype)dt, 0, err));
     }
     SKV_CHECK(skv_cuda_sync(g->ctx, err));
-    float *host = g->hq; /* reuse as the download buffer when it is large enough */
-    if (g->hq_cap < n * on)
-        SKV_CHECK(host_grow((void **)&g->hq, &g->hq_cap, n * on, sizeof(float), err));
-    host = g->hq;
-    SKV_CHECK(skv_cuda_download(host, g->dout, n * on * sizeof(float), err));
-    for (size_t i = 0; i < n; i++) memcpy(items[i].out, host + i * on, on * sizeof(float));
+    /* the query staging, grown if need be, takes the partials back */
+    SKV_CHECK(skv_grow((void **)&g->hq, &g->hq_cap, n * on, sizeof(float), err));
+    SKV_CHECK(skv_cuda_download(g->hq, g->dout, n * on * sizeof(float), err));
+    for (size_t i = 0; i < n; i++) memcpy(items[i].out, g->hq + i * on, on * sizeof(float));
     return SKV_OK;
 }

@@ -38,17 +38,6 @@ typedef struct worker {
     skv_data_path dp; /* MPI or NCCL, agreed with the coordinator at start-up */
 } worker;
 
-static subkv_status grow(void **buf, size_t *cap, size_t need, size_t elem, skv_err *err) {
-    if (need <= *cap) return SKV_OK;
-    size_t cap2 = *cap ? *cap : 1024;
-    while (cap2 < need) cap2 *= 2;
-    void *p = realloc(*buf, cap2 * elem);
-    if (!p) return skv_set_error(err, SKV_ERR_NOMEM, "worker buffer of %zu elements", cap2);
-    *buf = p;
-    *cap = cap2;
-    return SKV_OK;
-}
-
 static skv_item_key item_key(const Subkv__WorkItem *it) {
     skv_item_key k = {it->seq_id, it->layer, it->kv_head, it->shard};
     return k;
@@ -80,6 +69,8 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
     if (!made) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for %zu sketches", op->n_items);
     subkv_status st = SKV_OK;
     size_t added = 0, need = 0;
+    /* what the table reserves already: one scan, not one per item */
+    const size_t held = w->opts.budget_bytes ? reserved_bytes(&w->table) : 0;
     for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
         const Subkv__WorkItem *it = op->items[i];
         skv_item_key k = item_key(it);
@@ -105,10 +96,10 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
                 break;
             }
             need += r;
-            if (reserved_bytes(&w->table) + need > w->opts.budget_bytes) {
+            if (held + need > w->opts.budget_bytes) {
                 st = skv_set_error(err, SKV_ERR_BUDGET,
                                    "worker %d budget: %zu B reserved + %zu B new > %zu B", w->rank,
-                                   reserved_bytes(&w->table), need, w->opts.budget_bytes);
+                                   held, need, w->opts.budget_bytes);
                 break;
             }
         }
@@ -177,7 +168,7 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
     if (st == SKV_OK && need_in != nin)
         st = skv_set_error(err, SKV_ERR_PROTOCOL, "payload of %zu floats, items need %zu", nin,
                            need_in);
-    if (st == SKV_OK) st = grow((void **)&w->out, &w->out_cap, need_out, sizeof(float), err);
+    if (st == SKV_OK) st = skv_grow((void **)&w->out, &w->out_cap, need_out, sizeof(float), err);
     /* appends first, then every attend (items are distinct sketches, so the order of an
      * item's append and another's attend does not matter); GPU-eligible attends batch into
      * one launch, the rest run on the CPU */
@@ -186,7 +177,7 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
     size_t ng = 0;
     int ggroup = 0;
     if (st == SKV_OK && w->gpu_on)
-        st = grow((void **)&w->gitems, &w->gitems_cap, op->n_items, sizeof *w->gitems, err);
+        st = skv_grow((void **)&w->gitems, &w->gitems_cap, op->n_items, sizeof *w->gitems, err);
     for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
         const Subkv__WorkItem *it = op->items[i];
         if (it->n_tokens) {
@@ -280,7 +271,7 @@ static int send_reply(worker *w, subkv_status st, const skv_err *err, size_t nou
     r.stats = ws;
     size_t len = subkv__worker_reply__get_packed_size(&r);
     skv_err e2;
-    if (grow((void **)&w->hdr, &w->hdr_cap, len + 1, 1, &e2) != SKV_OK) return -1;
+    if (skv_grow((void **)&w->hdr, &w->hdr_cap, len + 1, 1, &e2) != SKV_OK) return -1;
     subkv__worker_reply__pack(&r, w->hdr);
     if (MPI_Send(w->hdr, (int)len, MPI_BYTE, 0, SKV_TAG_HEADER, w->comm) != MPI_SUCCESS) return -1;
     if (nout && MPI_Send(w->out, (int)nout, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, w->comm) != MPI_SUCCESS)
@@ -339,7 +330,7 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         if (MPI_Probe(0, SKV_TAG_HEADER, comm, &ms) != MPI_SUCCESS) break;
         MPI_Get_count(&ms, MPI_BYTE, &len);
         skv_err err = {0};
-        if (grow((void **)&w.hdr, &w.hdr_cap, (size_t)len + 1, 1, &err) != SKV_OK) break;
+        if (skv_grow((void **)&w.hdr, &w.hdr_cap, (size_t)len + 1, 1, &err) != SKV_OK) break;
         if (MPI_Recv(w.hdr, len, MPI_BYTE, 0, SKV_TAG_HEADER, comm, MPI_STATUS_IGNORE) !=
             MPI_SUCCESS)
             break;
@@ -353,7 +344,7 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         size_t nin = (size_t)op->payload_floats, nout = 0;
         if (nin) {
             if (nin > (size_t)INT32_MAX) break; /* the coordinator never sends this */
-            if (grow((void **)&w.in, &w.in_cap, nin, sizeof(float), &err) != SKV_OK ||
+            if (skv_grow((void **)&w.in, &w.in_cap, nin, sizeof(float), &err) != SKV_OK ||
                 MPI_Recv(w.in, (int)nin, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, comm, MPI_STATUS_IGNORE) !=
                     MPI_SUCCESS) {
                 subkv__worker_op__free_unpacked(op, NULL);
