@@ -64,6 +64,7 @@ typedef enum skv_policy_id {
     SKV_POLICY_SINKWIN = 1, /* StreamingLLM: first S sinks + last W tokens        */
     SKV_POLICY_H2O = 2,     /* heavy hitters by accumulated attention + recent W  */
     SKV_POLICY_SUBGEN = 3,  /* SubGen sketch + exact sinks and window             */
+    SKV_POLICY_CSR = 5,     /* sparse codes over a learned dictionary + window    */
     SKV_POLICY_COUNT
 } skv_policy_id;
 
@@ -72,7 +73,7 @@ typedef enum skv_values_mode {
     SKV_VALUES_CLUSTER = 1, /* stratified: cluster reservoirs keep (k, v) pairs   */
 } skv_values_mode;
 
-/* Names: "exact", "sinkwin", "h2o", "subgen"; "f32", "f16", "bf16"; "l2", "cluster".
+/* Names: "exact", "sinkwin", "h2o", "subgen", "csr"; "f32", "f16", "bf16"; "l2", "cluster".
  * The parse functions return -1 for an unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
@@ -84,6 +85,10 @@ int skv_values_parse(const char *name);
 
 /* ---- configuration ------------------------------------------------------------------ */
 
+/* A CSR dictionary set (cache/csr_dict.h). */
+typedef struct skv_dict skv_dict;
+enum { SKV_DICT_PATH_MAX = 256 };
+
 /*
  * Parameters of one sketch. Start from skv_config_default(), which fills each policy's
  * defaults, then set what you need; a zero is taken literally (sinks = 0: no sinks).
@@ -94,10 +99,12 @@ int skv_values_parse(const char *name);
  *                 exceeds it; a budget too small for the fixed parts fails with
  *                 SKV_ERR_BUDGET.
  *  max_tokens     exact [derived]: most tokens held (0 = unlimited); appending past it
- *                 fails with SKV_ERR_BUDGET and stores nothing.
- *  sinks          sinkwin, subgen: first tokens kept exactly (default 4).
+ *                 fails with SKV_ERR_BUDGET and stores nothing. csr [derived]: the same
+ *                 for the coded tokens (sinks and window not counted).
+ *  sinks          sinkwin, subgen: first tokens kept exactly (default 4); csr (default 0).
  *  window         sinkwin [derived]: last tokens kept exactly (default 1024);
- *                 subgen: the same (default 64); h2o [derived]: recent tokens (512).
+ *                 subgen: the same (default 64); h2o [derived]: recent tokens (512);
+ *                 csr: the same (default 128).
  *  heavy          h2o [derived]: heavy-hitter slots (default 512; a budget splits
  *                 heavy = recent = half).
  *  samples        subgen t >= 1: uniform reservoir samples per cluster (default 8).
@@ -107,6 +114,15 @@ int skv_values_parse(const char *name);
  *  delta          subgen initial clustering radius; 0 = auto (a quarter of the norm of
  *                 the first key that enters the sketch).
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
+ *  sparsity       csr s: atoms per key and per value vector (s/2 per value half), even,
+ *                 2..head_dim (default 8); 32 s / head_dim bits per element.
+ *  atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when bound).
+ *  dict_path      csr: name of the dictionary set (a file path, or a name registered in an
+ *                 skv_dicts registry); what travels on the wire and in checkpoints.
+ *  dict           csr: the bound set (cache/csr_dict.h), borrowed: it must outlive the
+ *                 sketch. Required by create; resolve works without it (a coordinator can
+ *                 size csr sketches without loading dictionaries). Fill it with
+ *                 skv_config_bind_dict.
  *
  * Errors at create: head_dim outside [1, 1024] -> SKV_ERR_SHAPE; unknown policy or
  * dtype -> SKV_ERR_UNSUPPORTED; other bad values -> SKV_ERR_INVALID_ARG.
@@ -129,6 +145,10 @@ typedef struct skv_config {
     uint64_t seq_id;
     uint32_t layer;
     uint32_t head;
+    int sparsity;
+    int atoms;
+    char dict_path[SKV_DICT_PATH_MAX];
+    const struct skv_dict *dict;
 } skv_config;
 
 /* Fill *cfg with the defaults of `policy` at head dimension `head_dim`. */
@@ -234,6 +254,15 @@ subkv_status skv_sketch_load(const void *data, size_t len, skv_sketch **out, siz
  * loader allocate more than its caller can hold. */
 subkv_status skv_sketch_load_bounded(const void *data, size_t len, size_t max_bytes,
                                      skv_sketch **out, size_t *used, skv_err *err);
+
+/* The same for a checkpoint that may hold csr sketches: their dictionaries are looked up by
+ * the dict_path they were saved with in `dicts` (cache/csr_dict.h; loaded on first use) and
+ * must have the fingerprint they were saved with (else SKV_ERR_CORRUPT). Without a registry
+ * (dicts NULL, as in skv_sketch_load) a csr checkpoint fails with SKV_ERR_UNSUPPORTED. */
+struct skv_dicts;
+subkv_status skv_sketch_load_dicts(const void *data, size_t len, size_t max_bytes,
+                                   struct skv_dicts *dicts, skv_sketch **out, size_t *used,
+                                   skv_err *err);
 
 #ifdef __cplusplus
 }

@@ -19,24 +19,29 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
     w->msg.policy = w->policy;
     w->msg.dtype = w->dtype;
     w->msg.values = w->values;
-    const int64_t v[9] = {(int64_t)cfg->budget_bytes,
-                          (int64_t)cfg->max_tokens,
-                          cfg->sinks,
-                          cfg->window,
-                          cfg->heavy,
-                          cfg->samples,
-                          cfg->value_slots,
-                          cfg->max_clusters,
-                          (int64_t)cfg->seed};
-    Subkv__OptInt **dst[9] = {&w->msg.budget_bytes, &w->msg.max_tokens,   &w->msg.sinks,
-                              &w->msg.window,       &w->msg.heavy,        &w->msg.samples,
-                              &w->msg.value_slots,  &w->msg.max_clusters, &w->msg.seed};
-    for (int i = 0; i < 9; i++) {
+    const int64_t v[11] = {(int64_t)cfg->budget_bytes,
+                           (int64_t)cfg->max_tokens,
+                           cfg->sinks,
+                           cfg->window,
+                           cfg->heavy,
+                           cfg->samples,
+                           cfg->value_slots,
+                           cfg->max_clusters,
+                           (int64_t)cfg->seed,
+                           cfg->sparsity,
+                           cfg->atoms};
+    Subkv__OptInt **dst[11] = {&w->msg.budget_bytes, &w->msg.max_tokens,   &w->msg.sinks,
+                               &w->msg.window,       &w->msg.heavy,        &w->msg.samples,
+                               &w->msg.value_slots,  &w->msg.max_clusters, &w->msg.seed,
+                               &w->msg.sparsity,     &w->msg.atoms};
+    for (int i = 0; i < 11; i++) {
         w->ints[i].v = v[i];
         *dst[i] = &w->ints[i];
     }
     w->delta.v = cfg->delta;
     w->msg.delta = &w->delta;
+    snprintf(w->dict_path, sizeof w->dict_path, "%s", cfg->dict_path);
+    w->msg.dict_path = w->dict_path;
 }
 
 static subkv_status int_field(const Subkv__OptInt *o, int *dst, const char *name, skv_err *err) {
@@ -87,6 +92,14 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
         cfg->delta = p->delta->v;
     }
     if (p->seed) cfg->seed = (uint64_t)p->seed->v;
+    SKV_CHECK(int_field(p->sparsity, &cfg->sparsity, "sparsity", err));
+    SKV_CHECK(int_field(p->atoms, &cfg->atoms, "atoms", err));
+    if (p->dict_path && p->dict_path[0]) {
+        if (strlen(p->dict_path) >= sizeof cfg->dict_path)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "dict_path longer than %d bytes",
+                                 SKV_DICT_PATH_MAX - 1);
+        snprintf(cfg->dict_path, sizeof cfg->dict_path, "%s", p->dict_path);
+    }
     return SKV_OK;
 }
 

@@ -24,6 +24,7 @@ typedef struct skv_wire_policy {
     Subkv__OptInt ints[11];
     Subkv__OptFloat delta;
     char policy[16], dtype[8], values[8];
+    char dict_path[SKV_DICT_PATH_MAX];
 } skv_wire_policy;
 
 /* Fill w from cfg with every field set (the receiver reproduces cfg exactly). */

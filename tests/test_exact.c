@@ -189,6 +189,9 @@ static void test_max_bytes_bounds_every_policy(void **state) {
     assert_true(skv_sketch_bytes(s) >= n * 2 * d * 2);
     skv_sketch_destroy(s);
     for (int p = SKV_POLICY_SINKWIN; p < SKV_POLICY_COUNT; p++) {
+        /* ids not built in, and csr (it needs a dictionary: tests/test_csr.c) */
+        if (skv_policy_parse(skv_policy_name((skv_policy_id)p)) != p || p == SKV_POLICY_CSR)
+            continue;
         skv_config_default(&c, (skv_policy_id)p, d);
         c.budget_bytes = 20000;
         TU_OK(skv_config_resolve(&c, &rc, &err), &err);
