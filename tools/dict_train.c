@@ -20,6 +20,7 @@ void dict_train_defaults(dict_train_opts *o) {
     o->kmeans_iters = 5;
     o->incoherence = 0.02f;
     o->ridge = 1e-3f;
+    o->max_coherence = 0.95f;
     o->seed = 1;
 }
 
@@ -249,14 +250,22 @@ subkv_status dict_train_table(const float *X, size_t n, int dim, int s, const di
             for (int a = 0; a < N; a++) normalize(atoms + (size_t)a * dim, dim);
             incoherence_step(atoms, N, dim, o->incoherence, tmp);
         }
-        /* dead atoms (unused, or zero after the update) take the worst-coded samples */
+        /* dead atoms (unused, zero after the update, or a near copy of an earlier atom: the
+         * penalty step alone does not pull duplicates apart) take the worst-coded samples */
+        for (int a = 0; a < N; a++)
+            if (!normalize(atoms + (size_t)a * dim, dim)) used[a] = 0;
+        for (int a = 0; a < N && o->max_coherence < 1.0f; a++)
+            for (int b = 0; b < a && used[a]; b++)
+                if (used[b] && fabsf(dotf(atoms + (size_t)a * dim, atoms + (size_t)b * dim, dim)) >
+                                   o->max_coherence)
+                    used[a] = 0;
         for (size_t i = 0; i < n; i++) worst[i] = (worst_item){i, rel[i]};
         qsort(worst, n, sizeof *worst, cmp_worst);
         size_t w = 0;
         int reseeded = 0;
         for (int a = 0; a < N; a++) {
             float *row = atoms + (size_t)a * dim;
-            if (used[a] && normalize(row, dim)) continue;
+            if (used[a]) continue;
             memcpy(row, X + worst[w++ % n].i * (size_t)dim, (size_t)dim * sizeof(float));
             if (!normalize(row, dim)) row[a % dim] = 1.0f;
             reseeded++;

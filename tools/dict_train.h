@@ -10,7 +10,8 @@
  *      al.): A = (C^T C + eps I)^-1 C^T X with C the n x N sparse codes, solved by Cholesky;
  *   3. the paper's incoherence penalty mu ||A A^T - I||_F^2, as one gradient step of size
  *      `incoherence` on it (A <- A - incoherence (A A^T - I) A), then every atom renormalized;
- *      atoms no sample used are reseeded with the worst-coded sample's residual direction.
+ *      atoms no sample used, and atoms within max_coherence of an earlier atom, are reseeded
+ *      with the worst-coded samples (their directions).
  * The reported error is the mean over samples of ||x - x^|| / ||x|| of the codes of that
  * iteration (before its update); the final error is measured after the last update.
  */
@@ -23,12 +24,14 @@
 #include "subkv.h"
 
 typedef struct dict_train_opts {
-    int atoms;         /* N (default 1024)                                        */
-    int sparsity;      /* s used while training (default 8; values use s/2)        */
-    int iters;         /* MP + update rounds (default 8)                           */
-    int kmeans_iters;  /* spherical k-means rounds of the init (default 5)        */
-    float incoherence; /* step of the incoherence penalty (default 0.02; 0: none) */
-    float ridge;       /* eps of the least-squares update (default 1e-3)          */
+    int atoms;           /* N (default 1024)                                        */
+    int sparsity;        /* s used while training (default 8; values use s/2)        */
+    int iters;           /* MP + update rounds (default 8)                           */
+    int kmeans_iters;    /* spherical k-means rounds of the init (default 5)        */
+    float incoherence;   /* step of the incoherence penalty (default 0.02; 0: none) */
+    float ridge;         /* eps of the least-squares update (default 1e-3)          */
+    float max_coherence; /* an atom with |<a, b>| above this for an earlier b is   */
+                         /* reseeded (default 0.95; >= 1: never)                   */
     uint64_t seed;
     int verbose; /* print one line per iteration to stderr */
 } dict_train_opts;
@@ -52,5 +55,14 @@ subkv_status dict_train_table(const float *X, size_t n, int dim, int s, const di
 
 /* Mean relative reconstruction error of X[n][dim] coded with s MP steps over atoms[N][dim]. */
 double dict_code_error(const float *atoms, int N, int dim, const float *X, size_t n, int s);
+
+/*
+ * `subkv-dict eval` (tools/dict_eval.c): the set at dict_path measured on a trace, one table
+ * row per sparsity ss[i] (key / value reconstruction error, csr attention error against
+ * float64 exact with an exact window, sinkwin at the same bytes). Prints to stdout; returns
+ * the exit code (0 ok, 1 failure, the message on stderr).
+ */
+int dict_eval(const char *dict_path, const char *trace_path, const int *ss, int nss, int window,
+              int queries);
 
 #endif /* SUBKV_DICT_TRAIN_H */
