@@ -137,6 +137,14 @@ size_t skv_config_max_bytes(const skv_config *c) {
     return ops->create_bytes(c) + (size_t)c->max_tokens * row;
 }
 
+uint64_t skv_config_token_cap(const skv_config *c) {
+    if (!c->max_tokens) return 0;
+    if (c->policy == SKV_POLICY_EXACT) return c->max_tokens;
+    if (c->policy == SKV_POLICY_CSR) /* the codes' cap plus what stays exact */
+        return c->max_tokens + (uint64_t)c->sinks + (uint64_t)c->window;
+    return 0;
+}
+
 static subkv_status sketch_new(const skv_config *cfg, skv_sketch **out, skv_err *err) {
     skv_config c = *cfg;
     const skv_policy_ops *ops;

@@ -164,6 +164,11 @@ subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *
  * max_tokens; SIZE_MAX for an exact sketch without max_tokens. */
 size_t skv_config_max_bytes(const skv_config *c);
 
+/* The most tokens a sketch of resolved config `c` accepts in all (an append past it fails
+ * with SKV_ERR_BUDGET): exact max_tokens; csr max_tokens coded + sinks + window; 0 for no cap
+ * (every other policy, or max_tokens = 0). What the service checks before dispatching. */
+uint64_t skv_config_token_cap(const skv_config *c);
+
 /* ---- partials (DESIGN.md section 2) ------------------------------------------------- */
 
 /*

@@ -277,6 +277,7 @@ static void test_csr_budget_derives_capacity_and_refuses_past_it(void **state) {
     assert_true(skv_config_max_bytes(&rc) <= c.budget_bytes);
     skv_sketch *s = tu_create(&c);
     const size_t n = 2 + 8 + (size_t)rc.max_tokens;
+    assert_int_equal(skv_config_token_cap(&rc), n); /* what the service checks up front */
     float *K, *V;
     tu_make_random_kv(&r, n + 1, d, &K, &V);
     tu_append_chunked(s, K, V, n, d, 7);

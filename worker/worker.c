@@ -134,14 +134,13 @@ static subkv_status op_drop(worker *w, const Subkv__WorkerOp *op) {
 /* Would appending n tokens to s break its own cap? (The coordinator checks this before
  * dispatch; this is the worker's own guard.) */
 static subkv_status check_cap(skv_sketch *s, size_t n, skv_err *err) {
-    const skv_config *c = skv_sketch_config(s);
-    if (c->policy != SKV_POLICY_EXACT || !c->max_tokens) return SKV_OK;
+    const uint64_t cap = skv_config_token_cap(skv_sketch_config(s));
+    if (!cap) return SKV_OK;
     skv_stats st;
     skv_sketch_stats(s, &st);
-    if (st.tokens_held + n > c->max_tokens)
+    if (st.tokens_seen + n > cap)
         return skv_set_error(err, SKV_ERR_BUDGET, "sketch holds %llu of %llu tokens, +%zu exceeds",
-                             (unsigned long long)st.tokens_held, (unsigned long long)c->max_tokens,
-                             n);
+                             (unsigned long long)st.tokens_seen, (unsigned long long)cap, n);
     return SKV_OK;
 }
 
@@ -250,7 +249,7 @@ static subkv_status op_restore(worker *w, const Subkv__WorkerOp *op, skv_err *er
     skv_table t;
     subkv_status st =
         skv_table_load(data, len, w->rank, w->nworkers,
-                       w->opts.budget_bytes ? w->opts.budget_bytes : SIZE_MAX, &t, err);
+                       w->opts.budget_bytes ? w->opts.budget_bytes : SIZE_MAX, w->dicts, &t, err);
     free(data);
     if (st != SKV_OK) return st;
     if (w->opts.budget_bytes && reserved_bytes(&t) > w->opts.budget_bytes) {
