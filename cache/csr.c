@@ -22,13 +22,21 @@
  * counted nowhere (it is the caller's). With budget_bytes, the window and sinks are taken as
  * given and max_tokens (coded tokens) is derived: (budget - fixed) / (8 s).
  *
- * Keys are coded as given: post-rotary keys with a post-rotary dictionary. Pre-rotary coding
- * (the paper's choice: rotary spreads a key over all phases, which a fixed dictionary cannot
- * follow) needs, beyond a dictionary trained on pre-rotary keys (key_space = 1): the client
- * sending pre-rotary keys and their positions, a position per coded token (4 bytes), and attend
- * applying the rotary of each position to k^ before the dot product (or, equivalently, the
- * inverse rotation to q per position). Not implemented: create rejects a pre-rotary set.
+ * Keys, post- or pre-rotary. With rope_base = 0 keys are coded as given (post-rotary keys, a
+ * post-rotary dictionary). The paper codes keys before rotary: rotary turns a key's channel
+ * pairs by position-dependent angles, so post-rotary keys of one direction are spread over all
+ * phases, which a fixed dictionary must cover atom by atom. With rope_base > 0 (and a set
+ * trained on pre-rotary keys, key_space = 1) the client still sends post-rotary keys; the
+ * sketch undoes the rotation R(p) at the token's position p before coding and applies it to
+ * the decoded key: k^ = R(p) D c, so attention sees post-rotary keys either way. The position
+ * of coded row i is known without storing it: codes are in token order after the sinks, so
+ * p = sinks + i in the sketch's stream (the sequence position when the head is not context
+ * sharded; a shard's stream positions differ from the sequence's, which keeps the result exact
+ * but codes with the wrong phase: a sharded pre-rotary csr needs the positions on the wire).
+ * Values have no rotary and are coded as given either way.
  */
+#include <math.h>
+
 #include "csr_dict.h"
 #include "skv_internal.h"
 
@@ -37,6 +45,7 @@ typedef struct csr_impl {
     const float *dk;    /* key atoms [N][d] of this layer's group (borrowed)      */
     const float *dv[2]; /* value atoms [N][d/2] of each half (borrowed)          */
     int atoms, s;
+    double *inv_freq; /* rope_base > 0: base^(-2i/d) for each channel pair i, else NULL */
     uint64_t fingerprint;
     size_t n, cap;  /* coded tokens, rows allocated                              */
     uint16_t *idx;  /* [cap][2s]: s key indices, s/2 + s/2 value indices          */
@@ -45,8 +54,12 @@ typedef struct csr_impl {
 
 static size_t csr_token_bytes(const skv_config *cfg) { return 8 * (size_t)cfg->sparsity; }
 
+static size_t rope_bytes(const skv_config *cfg) {
+    return cfg->rope_base > 0.0f ? (size_t)cfg->head_dim / 2 * sizeof(double) : 0;
+}
+
 static size_t csr_fixed_bytes(const skv_config *cfg) {
-    return skv_sketch_base_bytes() + sizeof(csr_impl) +
+    return skv_sketch_base_bytes() + sizeof(csr_impl) + rope_bytes(cfg) +
            skv_sinkwin_bytes(cfg->dtype, cfg->head_dim, cfg->sinks, cfg->window);
 }
 
@@ -64,6 +77,10 @@ static subkv_status csr_resolve(skv_config *cfg, skv_err *err) {
                              SKV_DICT_MAX_ATOMS);
     if (memchr(cfg->dict_path, '\0', sizeof cfg->dict_path) == NULL)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "csr dict_path not terminated");
+    if (!isfinite(cfg->rope_base) || cfg->rope_base < 0.0f ||
+        (cfg->rope_base > 0.0f && cfg->rope_base < 1.0f))
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "csr rope_base %g: 0 or finite >= 1",
+                             (double)cfg->rope_base);
     if (cfg->dict) {
         const skv_dict *dc = cfg->dict;
         if (dc->d != d)
@@ -76,9 +93,12 @@ static subkv_status csr_resolve(skv_config *cfg, skv_err *err) {
             return skv_set_error(err, SKV_ERR_INVALID_ARG,
                                  "dictionary covers layers 0..%d, sketch is layer %u",
                                  dc->groups * dc->layers_per_group - 1, cfg->layer);
-        if (dc->key_space != SKV_KEYS_POST_ROTARY)
-            return skv_set_error(err, SKV_ERR_UNSUPPORTED,
-                                 "pre-rotary dictionaries are not supported yet");
+        const bool pre = cfg->rope_base > 0.0f;
+        if (pre != (dc->key_space == SKV_KEYS_PRE_ROTARY))
+            return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                                 "rope_base %g codes %s-rotary keys, the dictionary is %s-rotary",
+                                 (double)cfg->rope_base, pre ? "pre" : "post",
+                                 dc->key_space == SKV_KEYS_PRE_ROTARY ? "pre" : "post");
         cfg->atoms = dc->atoms;
     }
     if (cfg->budget_bytes) {
@@ -112,6 +132,12 @@ static subkv_status csr_init(skv_sketch *s, skv_err *err) {
     im->atoms = c->dict->atoms;
     im->s = c->sparsity;
     im->fingerprint = c->dict->fingerprint;
+    if (c->rope_base > 0.0f) {
+        im->inv_freq = skv_sketch_alloc(s, rope_bytes(c));
+        if (!im->inv_freq) return skv_set_error(err, SKV_ERR_NOMEM, "cannot allocate rope table");
+        for (int i = 0; i < c->head_dim / 2; i++)
+            im->inv_freq[i] = pow((double)c->rope_base, -2.0 * i / c->head_dim);
+    }
     return skv_sinkwin_init(s, &im->sw, c->sinks, c->window, err);
 }
 
@@ -125,6 +151,7 @@ static void csr_fini(skv_sketch *s) {
     skv_sinkwin_fini(s, &im->sw);
     skv_sketch_free(s, im->idx, codes_bytes(im, im->cap));
     skv_sketch_free(s, im->coef, codes_bytes(im, im->cap));
+    skv_sketch_free(s, im->inv_freq, rope_bytes(&s->cfg));
     skv_sketch_free(s, im, sizeof *im);
     s->impl = NULL;
 }
@@ -156,10 +183,30 @@ static subkv_status csr_reserve(skv_sketch *s, csr_impl *im, size_t need, skv_er
     return SKV_OK;
 }
 
+/* x <- R(p)^sign x: RoPE on channel pairs (2i, 2i+1) by angle sign * p * inv_freq[i]
+ * (angles in double: p * inv_freq reaches 1e5 rad at long context). */
+static void rope_rotate(const double *inv_freq, int d, uint64_t p, double sign, float *x) {
+    for (int i = 0; i < d / 2; i++) {
+        const double a = sign * (double)p * inv_freq[i], c = cos(a), sn = sin(a);
+        const double x0 = x[2 * i], x1 = x[2 * i + 1];
+        x[2 * i] = (float)(x0 * c - x1 * sn);
+        x[2 * i + 1] = (float)(x0 * sn + x1 * c);
+    }
+}
+
+/* Stream position of coded row `row`: codes follow the sinks in token order. */
+static uint64_t row_pos(const csr_impl *im, size_t row) { return (uint64_t)im->sw.sinks + row; }
+
 /* Code one token into row `row`: key with s atoms, each value half with s/2. */
 static void csr_encode(csr_impl *im, int d, const float *k, const float *v, size_t row) {
     const int s = im->s, h = d / 2;
     uint16_t *ix = im->idx + row * 2 * (size_t)s, *cf = im->coef + row * 2 * (size_t)s;
+    float kp[SKV_MAX_HEAD_DIM];
+    if (im->inv_freq) { /* code the pre-rotary key */
+        memcpy(kp, k, (size_t)d * sizeof(float));
+        rope_rotate(im->inv_freq, d, row_pos(im, row), -1.0, kp);
+        k = kp;
+    }
     skv_mp_encode(im->dk, im->atoms, d, k, s, ix, cf, NULL);
     skv_mp_encode(im->dv[0], im->atoms, h, v, s / 2, ix + s, cf + s, NULL);
     skv_mp_encode(im->dv[1], im->atoms, h, v + h, s / 2, ix + s + s / 2, cf + s + s / 2, NULL);
@@ -170,6 +217,7 @@ static void csr_decode(const csr_impl *im, int d, size_t row, float *k, float *v
     const int s = im->s, h = d / 2;
     const uint16_t *ix = im->idx + row * 2 * (size_t)s, *cf = im->coef + row * 2 * (size_t)s;
     skv_mp_decode(im->dk, d, ix, cf, s, k);
+    if (im->inv_freq) rope_rotate(im->inv_freq, d, row_pos(im, row), 1.0, k);
     skv_mp_decode(im->dv[0], h, ix + s, cf + s, s / 2, v);
     skv_mp_decode(im->dv[1], h, ix + s + s / 2, cf + s + s / 2, s / 2, v + h);
 }

@@ -283,6 +283,15 @@ void skv_mp_decode(const float *atoms, int dim, const uint16_t *idx, const uint1
     }
 }
 
+void skv_rope_apply(float *x, int d, uint64_t pos, double base, double sign) {
+    for (int i = 0; i < d / 2; i++) {
+        const double a = sign * (double)pos * pow(base, -2.0 * i / d), c = cos(a), sn = sin(a);
+        const double x0 = x[2 * i], x1 = x[2 * i + 1];
+        x[2 * i] = (float)(x0 * c - x1 * sn);
+        x[2 * i + 1] = (float)(x0 * sn + x1 * c);
+    }
+}
+
 /* ---- registry ------------------------------------------------------------------------------ */
 
 typedef struct dict_entry {

@@ -88,6 +88,11 @@ float skv_mp_coef(uint16_t coef);
 void skv_mp_decode(const float *atoms, int dim, const uint16_t *idx, const uint16_t *coef, int s,
                    float *out);
 
+/* x[d] <- R(pos)^sign x: RoPE of `base` on channel pairs (2i, 2i+1), angle
+ * sign * pos * base^(-2i/d) (sign -1 undoes it), in double: the rule csr's rope_base uses
+ * (cache/subkv.h), for tools that turn trace keys into pre-rotary keys. */
+void skv_rope_apply(float *x, int d, uint64_t pos, double base, double sign);
+
 /* ---- registry: dict_path -> loaded set ------------------------------------------------- */
 
 /*

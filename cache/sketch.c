@@ -255,6 +255,7 @@ static void write_config(skv_writer *w, const skv_config *c) {
         const size_t plen = strnlen(c->dict_path, SKV_DICT_PATH_MAX - 1);
         skv_w_u32(w, (uint32_t)c->sparsity);
         skv_w_u32(w, (uint32_t)c->atoms);
+        skv_w_f32(w, c->rope_base);
         skv_w_u32(w, (uint32_t)plen);
         skv_w_bytes(w, c->dict_path, plen);
     }
@@ -279,6 +280,7 @@ static void read_config(skv_reader *r, skv_config *c) {
     if (c->policy == SKV_POLICY_CSR) {
         c->sparsity = (int32_t)skv_r_u32(r);
         c->atoms = (int32_t)skv_r_u32(r);
+        c->rope_base = skv_r_f32(r);
         const uint32_t plen = skv_r_u32(r);
         if (plen >= SKV_DICT_PATH_MAX)
             r->failed = true;

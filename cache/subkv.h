@@ -117,6 +117,13 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *  sparsity       csr s: atoms per key and per value vector (s/2 per value half), even,
  *                 2..head_dim (default 8); 32 s / head_dim bits per element.
  *  atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when bound).
+ *  rope_base      csr: 0 codes keys as given (post-rotary, with a post-rotary dictionary);
+ *                 > 0 codes them before rotary (the paper's choice, a pre-rotary dictionary):
+ *                 the sketch undoes RoPE of this base (adjacent pairs (2i, 2i+1), GGUF
+ *                 llama order; angle p * base^(-2i/d)) at each token's position p before
+ *                 coding and redoes it when decoding. p is the token's index in the sketch's
+ *                 own stream: the sequence position for an unsharded sequence; a context
+ *                 shard sees other positions, which stays exact but codes less well.
  *  dict_path      csr: name of the dictionary set (a file path, or a name registered in an
  *                 skv_dicts registry); what travels on the wire and in checkpoints.
  *  dict           csr: the bound set (cache/csr_dict.h), borrowed: it must outlive the
@@ -147,6 +154,7 @@ typedef struct skv_config {
     uint32_t head;
     int sparsity;
     int atoms;
+    float rope_base;
     char dict_path[SKV_DICT_PATH_MAX];
     const struct skv_dict *dict;
 } skv_config;

@@ -13,6 +13,7 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
     subkv__policy_config__init(&w->msg);
     for (int i = 0; i < 11; i++) subkv__opt_int__init(&w->ints[i]);
     subkv__opt_float__init(&w->delta);
+    subkv__opt_float__init(&w->rope_base);
     snprintf(w->policy, sizeof w->policy, "%s", skv_policy_name(cfg->policy));
     snprintf(w->dtype, sizeof w->dtype, "%s", skv_dtype_name(cfg->dtype));
     snprintf(w->values, sizeof w->values, "%s", skv_values_name(cfg->values));
@@ -40,6 +41,8 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
     }
     w->delta.v = cfg->delta;
     w->msg.delta = &w->delta;
+    w->rope_base.v = cfg->rope_base;
+    w->msg.rope_base = &w->rope_base;
     snprintf(w->dict_path, sizeof w->dict_path, "%s", cfg->dict_path);
     w->msg.dict_path = w->dict_path;
 }
@@ -94,6 +97,11 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
     if (p->seed) cfg->seed = (uint64_t)p->seed->v;
     SKV_CHECK(int_field(p->sparsity, &cfg->sparsity, "sparsity", err));
     SKV_CHECK(int_field(p->atoms, &cfg->atoms, "atoms", err));
+    if (p->rope_base) {
+        if (!isfinite(p->rope_base->v) || p->rope_base->v < 0.0f)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "rope_base must be finite and >= 0");
+        cfg->rope_base = p->rope_base->v;
+    }
     if (p->dict_path && p->dict_path[0]) {
         if (strlen(p->dict_path) >= sizeof cfg->dict_path)
             return skv_set_error(err, SKV_ERR_INVALID_ARG, "dict_path longer than %d bytes",

@@ -22,7 +22,7 @@ enum { SKV_TAG_HEADER = 1, SKV_TAG_PAYLOAD = 2 };
 typedef struct skv_wire_policy {
     Subkv__PolicyConfig msg;
     Subkv__OptInt ints[11];
-    Subkv__OptFloat delta;
+    Subkv__OptFloat delta, rope_base;
     char policy[16], dtype[8], values[8];
     char dict_path[SKV_DICT_PATH_MAX];
 } skv_wire_policy;

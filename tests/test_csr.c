@@ -135,10 +135,8 @@ static void test_csr_mp_residual_never_increases(void **state) {
 /* s = d over an orthonormal basis: every coordinate is recovered, up to the float16 rounding
  * of the coefficients (relative 2^-11 each). Value halves need N = d atoms of dimension d/2:
  * an orthonormal basis of the half and its negation. */
-static void test_csr_orthonormal_dictionary_with_s_equal_d_reconstructs_exactly(void **state) {
-    (void)state;
-    synth_rng r;
-    tu_rng_for(&r, __func__);
+static void orthonormal_case(synth_rng *r0, int pre) {
+    synth_rng r = *r0;
     const int d = 32, h = 16;
     const size_t n = 300;
     skv_dict *dict = NULL;
@@ -150,8 +148,10 @@ static void test_csr_orthonormal_dictionary_with_s_equal_d_reconstructs_exactly(
         random_orthonormal(&r, v, h);
         for (int i = 0; i < h * h; i++) v[h * h + i] = -v[i];
     }
+    dict->key_space = pre ? SKV_KEYS_PRE_ROTARY : SKV_KEYS_POST_ROTARY;
     TU_OK(skv_dict_finish(dict, &err), &err);
     skv_config c = csr_config(dict, d, 0, 0);
+    c.rope_base = pre ? 10000.0f : 0.0f; /* pre: coded unrotated, decoded rotated back */
     skv_sketch *s = tu_create(&c);
     float *K, *V;
     tu_make_random_kv(&r, n, d, &K, &V);
@@ -170,12 +170,92 @@ static void test_csr_orthonormal_dictionary_with_s_equal_d_reconstructs_exactly(
     tu_attend_output(s, q, 4, d, out);
     for (int g = 0; g < 4; g++) {
         synth_ref_attention(q + g * d, K, V, n, d, ref);
-        TU_ASSERT_REL_CLOSE(out + g * d, ref, d, 2e-3, "head %d", g);
+        TU_ASSERT_REL_CLOSE(out + g * d, ref, d, 2e-3, "head %d, pre-rotary %d", g, pre);
     }
     skv_entries_free(&e);
     skv_sketch_destroy(s);
     skv_dict_free(dict);
     free(K), free(V);
+}
+
+static void test_csr_orthonormal_dictionary_with_s_equal_d_reconstructs_exactly(void **state) {
+    (void)state;
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    orthonormal_case(&r, 0);
+    orthonormal_case(&r, 1);
+}
+
+/* RoPE on adjacent pairs, the test's own copy of the rule in csr.c (subkv.h, rope_base). */
+static void ref_rope(float *x, int d, double pos, double base, double sign) {
+    for (int i = 0; i < d / 2; i++) {
+        const double a = sign * pos * pow(base, -2.0 * i / d);
+        const double x0 = x[2 * i], x1 = x[2 * i + 1];
+        x[2 * i] = (float)(x0 * cos(a) - x1 * sin(a));
+        x[2 * i + 1] = (float)(x0 * sin(a) + x1 * cos(a));
+    }
+}
+
+/* Pre-rotary coding: token t's key is un-rotated by R(t), coded, decoded and rotated back;
+ * the sketch equals float64 attention over exactly that, and a post-rotary set (or the other
+ * way round) is refused. */
+static void test_csr_pre_rotary_codes_unrotated_keys(void **state) {
+    (void)state;
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    const int d = 16, N = 40, S = 6, sinks = 2, W = 7;
+    const size_t n = 130;
+    const double base = 500.0;
+    skv_dict *dict = random_dict(&r, d, N, 1, 1), *post = random_dict(&r, d, N, 1, 1);
+    skv_err err = {0};
+    dict->key_space = SKV_KEYS_PRE_ROTARY;
+    TU_OK(skv_dict_finish(dict, &err), &err);
+    skv_config c = csr_config(dict, S, sinks, W);
+    c.rope_base = (float)base;
+    skv_sketch *s = tu_create(&c);
+    float *K, *V;
+    tu_make_random_kv(&r, n, d, &K, &V);
+    tu_append_chunked(s, K, V, n, d, 11);
+    float *Kh = tu_malloc(n * d * sizeof *Kh);
+    memcpy(Kh, K, n * d * sizeof *K);
+    uint16_t idx[16], coef[16];
+    for (size_t t = sinks; t < n - W; t++) {
+        float kp[16];
+        memcpy(kp, K + t * d, sizeof kp);
+        ref_rope(kp, d, (double)t, base, -1.0);
+        skv_mp_encode(skv_dict_keys(dict, 0), N, d, kp, S, idx, coef, NULL);
+        skv_mp_decode(skv_dict_keys(dict, 0), d, idx, coef, S, Kh + t * d);
+        ref_rope(Kh + t * d, d, (double)t, base, 1.0);
+    }
+    float Q[3 * 16], out[3 * 16], *Vh = tu_malloc(n * d * sizeof *Vh);
+    memcpy(Vh, V, n * d * sizeof *V);
+    for (size_t t = sinks; t < n - W; t++)
+        for (int p = 0; p < 2; p++) {
+            const float *A = skv_dict_values(dict, 0, p);
+            skv_mp_encode(A, N, d / 2, V + t * d + p * d / 2, S / 2, idx, coef, NULL);
+            skv_mp_decode(A, d / 2, idx, coef, S / 2, Vh + t * d + p * d / 2);
+        }
+    double ref[16];
+    synth_fill_normal(&r, Q, 3 * 16, 2.0f);
+    tu_attend_output(s, Q, 3, d, out);
+    for (int g = 0; g < 3; g++) {
+        synth_ref_attention(Q + g * d, Kh, Vh, n, d, ref);
+        TU_ASSERT_REL_CLOSE(out + g * d, ref, d, 1e-4, "head %d", g);
+    }
+    skv_sketch *x = NULL;
+    c.dict = post; /* a post-rotary set with rope_base > 0 */
+    assert_int_equal(skv_sketch_create(&c, &x, &err), SKV_ERR_INVALID_ARG);
+    c.dict = dict, c.rope_base = 0.0f; /* a pre-rotary set without rope */
+    assert_int_equal(skv_sketch_create(&c, &x, &err), SKV_ERR_INVALID_ARG);
+    c.rope_base = 0.5f;
+    assert_int_equal(skv_sketch_create(&c, &x, &err), SKV_ERR_INVALID_ARG);
+    c.rope_base = NAN;
+    assert_int_equal(skv_sketch_create(&c, &x, &err), SKV_ERR_INVALID_ARG);
+    assert_null(x);
+    free(K), free(V), free(Kh), free(Vh);
+    skv_sketch_destroy(s);
+    skv_dict_free(dict);
+    skv_dict_free(post);
 }
 
 /* ---- the policy ---------------------------------------------------------------------------- */
@@ -349,9 +429,15 @@ static void test_csr_save_load_is_bit_identical_and_needs_its_dictionary(void **
     TU_OK(skv_dicts_new(&reg, &err), &err);
     TU_OK(skv_dicts_new(&wrong, &err), &err);
     skv_dict *dict = random_dict(&r, d, 48, 2, 1);
+    dict->key_space = SKV_KEYS_PRE_ROTARY; /* and the config tail carries rope_base */
+    TU_OK(skv_dict_finish(dict, &err), &err);
     TU_OK(skv_dicts_add(reg, "test-dict", dict, &err), &err);
-    TU_OK(skv_dicts_add(wrong, "test-dict", random_dict(&r, d, 48, 2, 1), &err), &err);
+    skv_dict *other = random_dict(&r, d, 48, 2, 1);
+    other->key_space = SKV_KEYS_PRE_ROTARY;
+    TU_OK(skv_dict_finish(other, &err), &err);
+    TU_OK(skv_dicts_add(wrong, "test-dict", other, &err), &err);
     skv_config c = csr_config(dict, 6, 2, 10);
+    c.rope_base = 10000.0f;
     c.dict = NULL;
     snprintf(c.dict_path, sizeof c.dict_path, "test-dict");
     c.layer = 1;
@@ -487,6 +573,7 @@ int main(void) {
         cmocka_unit_test(test_csr_orthonormal_dictionary_with_s_equal_d_reconstructs_exactly),
         cmocka_unit_test(test_csr_attention_error_falls_as_sparsity_grows),
         cmocka_unit_test(test_csr_window_tokens_exact_and_older_tokens_decoded),
+        cmocka_unit_test(test_csr_pre_rotary_codes_unrotated_keys),
         cmocka_unit_test(test_csr_budget_derives_capacity_and_refuses_past_it),
         cmocka_unit_test(test_csr_rejects_bad_parameters),
         cmocka_unit_test(test_csr_save_load_is_bit_identical_and_needs_its_dictionary),

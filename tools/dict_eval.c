@@ -53,14 +53,15 @@ static subkv_status attend1(skv_sketch *s, const float *q, int d, skv_partial *p
 
 /* One (layer, kv head): Kh, Vh [n][d]; Qg [n][g][d] the group's queries. */
 static subkv_status eval_head(const skv_dict *dict, uint32_t layer, int s, int window, int queries,
-                              const float *Kh, const float *Vh, const float *Qg, size_t n, int d,
-                              int g, eval_acc *acc, skv_err *err) {
+                              double rope_base, const float *Kh, const float *Vh, const float *Qg,
+                              size_t n, int d, int g, eval_acc *acc, skv_err *err) {
     skv_config c;
     skv_config_default(&c, SKV_POLICY_CSR, d);
     c.sparsity = s;
     c.window = window;
     c.dict = dict;
     c.layer = layer;
+    c.rope_base = (float)rope_base;
     skv_sketch *sk = NULL, *sw = NULL;
     skv_entries e = {0};
     skv_partial *p = malloc(skv_partial_stride(d));
@@ -112,7 +113,7 @@ done:
 }
 
 int dict_eval(const char *dict_path, const char *trace_path, const int *ss, int nss, int window,
-              int queries) {
+              int queries, double rope_base) {
     skv_err err = {0};
     skv_dict *dict = NULL;
     trace_reader *rd = NULL;
@@ -139,9 +140,9 @@ int dict_eval(const char *dict_path, const char *trace_path, const int *ss, int 
         goto done;
     }
     printf("# dict %s (%d atoms, fingerprint %016llx) on %s: %u layers x %d kv heads, n %zu, "
-           "d %d, window %d, %d queries per q head\n",
+           "d %d, window %d, %d queries per q head, keys %s-rotary\n",
            dict_path, dict->atoms, (unsigned long long)dict->fingerprint, trace_path, sh->layers,
-           kvh, n, d, window, queries);
+           kvh, n, d, window, queries, rope_base > 0.0 ? "pre" : "post");
     printf("# %4s %6s %10s %10s %10s %10s %12s %12s %12s\n", "s", "bits", "key_err", "value_err",
            "attn_err", "attn_max", "sinkwin_err", "bytes/head", "encode_us");
     for (int si = 0; si < nss; si++) {
@@ -163,8 +164,8 @@ int dict_eval(const char *dict_path, const char *trace_path, const int *ss, int 
                     memcpy(Qg + t * (size_t)g * d, Q + (t * sh->q_heads + (size_t)h * g) * d,
                            (size_t)g * d * 4);
                 }
-                if (eval_head(dict, l, ss[si], window, queries, Kh, Vh, Qg, n, d, g, &acc, &err) !=
-                    SKV_OK) {
+                if (eval_head(dict, l, ss[si], window, queries, rope_base, Kh, Vh, Qg, n, d, g,
+                              &acc, &err) != SKV_OK) {
                     fprintf(stderr, "subkv-dict eval: %s: %s\n", subkv_status_name(err.code),
                             err.msg);
                     goto done;

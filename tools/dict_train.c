@@ -236,16 +236,23 @@ subkv_status dict_train_table(const float *X, size_t n, int dim, int s, const di
     double *G = malloc((size_t)N * N * sizeof *G), *B = malloc((size_t)N * dim * sizeof *B);
     int *used = malloc((size_t)N * sizeof *used);
     float *rel = malloc(n * sizeof *rel), *tmp = malloc((size_t)N * dim * sizeof *tmp);
+    float *best = malloc((size_t)N * dim * sizeof *best);
     worst_item *worst = malloc(n * sizeof *worst);
     subkv_status st = SKV_OK;
-    if (!G || !B || !used || !rel || !tmp || !worst) {
+    if (!G || !B || !used || !rel || !tmp || !best || !worst) {
         st = skv_set_error(err, SKV_ERR_NOMEM, "no memory to train %d atoms", N);
         goto done;
     }
     SKV_CHECK_GOTO(kmeans_init(X, n, dim, N, o->kmeans_iters, &rng, atoms, err), st, done);
+    double best_err = HUGE_VAL;
     for (int it = 0; it < o->iters; it++) {
+        memcpy(tmp, atoms, (size_t)N * dim * sizeof(float)); /* the set e measures */
         const double e = mod_round(X, n, dim, N, s, o->ridge, atoms, G, B, used, rel);
         if (it == 0) rep->init_error = e;
+        if (e < best_err) {
+            best_err = e;
+            memcpy(best, tmp, (size_t)N * dim * sizeof(float));
+        }
         if (o->incoherence > 0.0f) {
             for (int a = 0; a < N; a++) normalize(atoms + (size_t)a * dim, dim);
             incoherence_step(atoms, N, dim, o->incoherence, tmp);
@@ -281,6 +288,10 @@ subkv_status dict_train_table(const float *X, size_t n, int dim, int s, const di
             atoms[(size_t)a * dim + (size_t)(a % dim)] = 1.0f;
     if (o->iters == 0) rep->init_error = dict_code_error(atoms, N, dim, X, n, s);
     rep->final_error = dict_code_error(atoms, N, dim, X, n, s);
+    if (rep->final_error > best_err) { /* a later round did worse: keep the best set seen */
+        memcpy(atoms, best, (size_t)N * dim * sizeof(float));
+        rep->final_error = best_err;
+    }
     double mc = 0.0;
     for (int i = 0; i < N; i++)
         for (int j = 0; j < i; j++) {
@@ -294,6 +305,7 @@ done:
     free(used);
     free(rel);
     free(tmp);
+    free(best);
     free(worst);
     return st;
 }

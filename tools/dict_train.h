@@ -13,7 +13,9 @@
  *      atoms no sample used, and atoms within max_coherence of an earlier atom, are reseeded
  *      with the worst-coded samples (their directions).
  * The reported error is the mean over samples of ||x - x^|| / ||x|| of the codes of that
- * iteration (before its update); the final error is measured after the last update.
+ * iteration (before its update); the final error is measured after the last update, and
+ * when an earlier round's set (the init included) coded better, that set is kept: reseeding
+ * can make a round worse (many atoms in few dimensions), never the result.
  */
 #ifndef SUBKV_DICT_TRAIN_H
 #define SUBKV_DICT_TRAIN_H
@@ -59,10 +61,11 @@ double dict_code_error(const float *atoms, int N, int dim, const float *X, size_
 /*
  * `subkv-dict eval` (tools/dict_eval.c): the set at dict_path measured on a trace, one table
  * row per sparsity ss[i] (key / value reconstruction error, csr attention error against
- * float64 exact with an exact window, sinkwin at the same bytes). Prints to stdout; returns
+ * float64 exact with an exact window, sinkwin at the same bytes); rope_base > 0 codes keys
+ * pre-rotary (csr rope_base, a pre-rotary set). Prints to stdout; returns
  * the exit code (0 ok, 1 failure, the message on stderr).
  */
 int dict_eval(const char *dict_path, const char *trace_path, const int *ss, int nss, int window,
-              int queries);
+              int queries, double rope_base);
 
 #endif /* SUBKV_DICT_TRAIN_H */

@@ -25,19 +25,22 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: subkv-dict train TRACE... -o DICT [--atoms N] [--layers-per-dict G]\n"
             "                  [--sparsity S] [--iters I] [--kmeans-iters K] [--samples M]\n"
-            "                  [--incoherence L] [--seed X] [--quiet]\n"
+            "                  [--incoherence L] [--rope-base B] [--seed X] [--quiet]\n"
             "       subkv-dict info DICT\n"
             "       subkv-dict eval DICT TRACE [--sparsity LIST] [--window W] [--queries Q]\n"
+            "                  [--rope-base B]\n"
             "train  learns one dictionary set per group of G layers from the traces' keys and\n"
             "       value halves (k-means init, matching pursuit + least-squares update with an\n"
             "       incoherence step) and writes DICT. Defaults: --atoms 1024\n"
             "       --layers-per-dict 1 --sparsity 8 --iters 8 --kmeans-iters 5 --samples 16384\n"
-            "       --incoherence 0.02 --seed 1.\n"
+            "       --incoherence 0.02 --seed 1. --rope-base B > 0 learns pre-rotary keys: each\n"
+            "       trace key is un-rotated (RoPE of base B, adjacent pairs) at its token index.\n"
             "info   prints a set's shape, fingerprint and bits per element by sparsity.\n"
             "eval   per sparsity s: key / value reconstruction relative error and the relative\n"
             "       error of csr attention (exact window of W) against float64 exact attention,\n"
             "       for the queries of the last Q tokens of every query head. Defaults:\n"
-            "       --sparsity 4,6,8,16 --window 64 --queries 16.\n");
+            "       --sparsity 4,6,8,16 --window 64 --queries 16. --rope-base B: code keys\n"
+            "       pre-rotary (csr rope_base; DICT must have been trained with it).\n");
 }
 
 static double now_s(void) {
@@ -101,6 +104,7 @@ static int cmd_train(int argc, char **argv) {
     const char *out = NULL;
     const char *traces[256];
     int ntr = 0, lpg = 1, samples = 16384, quiet = 0;
+    double rope = 0.0;
     dict_train_opts o;
     dict_train_defaults(&o);
     for (int i = 1; i < argc; i++) {
@@ -122,6 +126,8 @@ static int cmd_train(int argc, char **argv) {
             bad = parse_int(v, 1, 1 << 26, &samples);
         else if (!strcmp(a, "--incoherence"))
             bad = !v || (o.incoherence = strtof(v, NULL)) < 0.0f || o.incoherence > 1.0f;
+        else if (!strcmp(a, "--rope-base"))
+            bad = !v || !((rope = strtod(v, NULL)) >= 1.0) || rope > 1e12;
         else if (!strcmp(a, "--seed")) {
             int sd = 0;
             bad = parse_int(v, 0, 2147483647L, &sd);
@@ -198,6 +204,8 @@ static int cmd_train(int argc, char **argv) {
                     rc = fail(traces[t], &err);
                     goto done;
                 }
+                for (size_t r = 0; r < kn / d && rope > 0.0; r++) /* row r: token r / kv */
+                    skv_rope_apply(K + r * d, (int)d, r / sh->kv_heads, rope, -1.0);
                 for (size_t r = 0; r < kn / d; r++)
                     if (buf_push(&kb, K + r * d) || buf_push(&vb[0], V + r * d) ||
                         buf_push(&vb[1], V + r * d + d / 2)) {
@@ -228,6 +236,7 @@ static int cmd_train(int argc, char **argv) {
                    rep.reseeded, now_s() - t1);
         }
     }
+    dict->key_space = rope > 0.0 ? SKV_KEYS_PRE_ROTARY : SKV_KEYS_POST_ROTARY;
     if (skv_dict_finish(dict, &err) != SKV_OK || skv_dict_save_file(dict, out, &err) != SKV_OK) {
         rc = fail(out, &err);
         goto done;
@@ -272,6 +281,7 @@ static int cmd_info(int argc, char **argv) {
 static int cmd_eval(int argc, char **argv) {
     const char *pos[2] = {NULL, NULL};
     int np = 0, window = 64, queries = 16, ss[16], nss = 0;
+    double rope = 0.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -279,6 +289,8 @@ static int cmd_eval(int argc, char **argv) {
             bad = parse_int(v, 0, 1 << 24, &window), i++;
         else if (!strcmp(a, "--queries"))
             bad = parse_int(v, 1, 1 << 20, &queries), i++;
+        else if (!strcmp(a, "--rope-base"))
+            bad = !v || !((rope = strtod(v, NULL)) >= 1.0) || rope > 1e12, i++;
         else if (!strcmp(a, "--sparsity")) {
             char list[256];
             snprintf(list, sizeof list, "%s", v ? v : "");
@@ -305,7 +317,7 @@ static int cmd_eval(int argc, char **argv) {
         memcpy(ss, def, sizeof def);
         nss = 4;
     }
-    return dict_eval(pos[0], pos[1], ss, nss, window, queries);
+    return dict_eval(pos[0], pos[1], ss, nss, window, queries, rope);
 }
 
 int main(int argc, char **argv) {
