@@ -8,8 +8,9 @@
  *   2. for each iteration: code every sample with s steps of matching pursuit (float16
  *      coefficients, skv_mp_encode), then the least-squares dictionary update (MOD, Engan et
  *      al.): A = (C^T C + eps I)^-1 C^T X with C the n x N sparse codes, solved by Cholesky;
- *   3. the paper's incoherence penalty mu ||A A^T - I||_F^2, as one gradient step of size
- *      `incoherence` on it (A <- A - incoherence (A A^T - I) A), then every atom renormalized;
+ *   3. the paper's incoherence penalty mu ||A A^T - I||_F^2, as one gradient step on it,
+ *      A <- A - eta (A A^T - I) A with eta = incoherence / ||A A^T|| (stable, see the .c),
+ *      then every atom renormalized;
  *      atoms no sample used, and atoms within max_coherence of an earlier atom, are reseeded
  *      with the worst-coded samples (their directions).
  * The reported error is the mean over samples of ||x - x^|| / ||x|| of the codes of that
@@ -30,10 +31,10 @@ typedef struct dict_train_opts {
     int sparsity;        /* s used while training (default 8; values use s/2)        */
     int iters;           /* MP + update rounds (default 8)                           */
     int kmeans_iters;    /* spherical k-means rounds of the init (default 5)        */
-    float incoherence;   /* step of the incoherence penalty (default 0.02; 0: none) */
+    float incoherence;   /* incoherence step, a fraction of 1/norm(A A^T) (0.1; 0: none) */
     float ridge;         /* eps of the least-squares update (default 1e-3)          */
     float max_coherence; /* an atom with |<a, b>| above this for an earlier b is   */
-                         /* reseeded (default 0.95; >= 1: never)                   */
+                         /* reseeded (default 0.99; >= 1: never)                   */
     uint64_t seed;
     int verbose; /* print one line per iteration to stderr */
 } dict_train_opts;

@@ -25,7 +25,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: subkv-dict train TRACE... -o DICT [--atoms N] [--layers-per-dict G]\n"
             "                  [--sparsity S] [--iters I] [--kmeans-iters K] [--samples M]\n"
-            "                  [--incoherence L] [--rope-base B] [--seed X] [--quiet]\n"
+            "                  [--incoherence L] [--max-coherence C] [--rope-base B]\n"
+            "                  [--seed X] [--quiet]\n"
             "       subkv-dict info DICT\n"
             "       subkv-dict eval DICT TRACE [--sparsity LIST] [--window W] [--queries Q]\n"
             "                  [--rope-base B]\n"
@@ -33,7 +34,9 @@ static void usage(FILE *f) {
             "       value halves (k-means init, matching pursuit + least-squares update with an\n"
             "       incoherence step) and writes DICT. Defaults: --atoms 1024\n"
             "       --layers-per-dict 1 --sparsity 8 --iters 8 --kmeans-iters 5 --samples 16384\n"
-            "       --incoherence 0.02 --seed 1. --rope-base B > 0 learns pre-rotary keys: each\n"
+            "       --incoherence 0.1 --max-coherence 0.99 (atoms closer than this to an earlier\n"
+            "       atom are reseeded; 1: never) --seed 1. --rope-base B > 0 learns pre-rotary "
+            "keys: each\n"
             "       trace key is un-rotated (RoPE of base B, adjacent pairs) at its token index.\n"
             "info   prints a set's shape, fingerprint and bits per element by sparsity.\n"
             "eval   per sparsity s: key / value reconstruction relative error and the relative\n"
@@ -128,6 +131,8 @@ static int cmd_train(int argc, char **argv) {
             bad = !v || (o.incoherence = strtof(v, NULL)) < 0.0f || o.incoherence > 1.0f;
         else if (!strcmp(a, "--rope-base"))
             bad = !v || !((rope = strtod(v, NULL)) >= 1.0) || rope > 1e12;
+        else if (!strcmp(a, "--max-coherence"))
+            bad = !v || !((o.max_coherence = strtof(v, NULL)) > 0.0f) || o.max_coherence > 1.0f;
         else if (!strcmp(a, "--seed")) {
             int sd = 0;
             bad = parse_int(v, 0, 2147483647L, &sd);
