@@ -94,9 +94,9 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
             size_t r = skv_config_max_bytes(&rc);
             if (r == SIZE_MAX) {
                 st = skv_set_error(err, SKV_ERR_BUDGET,
-                                   "worker %d has a memory budget: an exact cache needs "
-                                   "max_tokens or budget_bytes",
-                                   w->rank);
+                                   "worker %d has a memory budget: a growing sketch (%s) "
+                                   "needs max_tokens or budget_bytes",
+                                   w->rank, skv_policy_name(c.policy));
                 break;
             }
             need += r;
