@@ -4,7 +4,8 @@
  *
  * A key k in R^d becomes s pairs (u16 atom index, f16 coefficient) by matching pursuit over
  * the N key atoms of its layer's group; a value becomes s/2 pairs for channels [0, d/2) and
- * s/2 for [d/2, d) over the two value tables (the paper codes value halves separately). So a
+ * s/2 for [d/2, d) over the two value tables (the paper codes value halves separately; an odd
+ * s gives the first half the extra atom, so d = 64 has 1.5 bits at s = 3). So a
  * token costs 2 * s * 4 = 8 s bytes, 32 s / d bits per element: CSR-16/8/6/4 at d = 128 are
  * 4 / 2 / 1.5 / 1 bit. The first `sinks` and the last `window` tokens stay exact (skv_sinkwin).
  *
@@ -48,7 +49,7 @@ typedef struct csr_impl {
     double *inv_freq; /* rope_base > 0: base^(-2i/d) for each channel pair i, else NULL */
     uint64_t fingerprint;
     size_t n, cap;  /* coded tokens, rows allocated                              */
-    uint16_t *idx;  /* [cap][2s]: s key indices, s/2 + s/2 value indices          */
+    uint16_t *idx;  /* [cap][2s]: s key indices, ceil(s/2) + floor(s/2) value ones */
     uint16_t *coef; /* [cap][2s]: the float16 coefficients, same layout           */
 } csr_impl;
 
@@ -68,9 +69,8 @@ static subkv_status csr_resolve(skv_config *cfg, skv_err *err) {
     if (d % 2 != 0)
         return skv_set_error(err, SKV_ERR_SHAPE,
                              "csr needs an even head_dim (value halves), got %d", d);
-    if (cfg->sparsity < 2 || cfg->sparsity > d || cfg->sparsity % 2 != 0)
-        return skv_set_error(err, SKV_ERR_INVALID_ARG,
-                             "csr sparsity %d: must be even and in [2, head_dim = %d]",
+    if (cfg->sparsity < 2 || cfg->sparsity > d)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "csr sparsity %d outside [2, head_dim = %d]",
                              cfg->sparsity, d);
     if (cfg->atoms < 0 || cfg->atoms > SKV_DICT_MAX_ATOMS)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "csr atoms %d outside [0, %d]", cfg->atoms,
@@ -197,7 +197,10 @@ static void rope_rotate(const double *inv_freq, int d, uint64_t p, double sign, 
 /* Stream position of coded row `row`: codes follow the sinks in token order. */
 static uint64_t row_pos(const csr_impl *im, size_t row) { return (uint64_t)im->sw.sinks + row; }
 
-/* Code one token into row `row`: key with s atoms, each value half with s/2. */
+/* Atoms of value half 0 and 1: ceil(s/2) and floor(s/2). */
+static int half_atoms(int s, int half) { return half == 0 ? (s + 1) / 2 : s / 2; }
+
+/* Code one token into row `row`: key with s atoms, the value halves with ceil/floor(s/2). */
 static void csr_encode(csr_impl *im, int d, const float *k, const float *v, size_t row) {
     const int s = im->s, h = d / 2;
     uint16_t *ix = im->idx + row * 2 * (size_t)s, *cf = im->coef + row * 2 * (size_t)s;
@@ -208,8 +211,9 @@ static void csr_encode(csr_impl *im, int d, const float *k, const float *v, size
         k = kp;
     }
     skv_mp_encode(im->dk, im->atoms, d, k, s, ix, cf, NULL);
-    skv_mp_encode(im->dv[0], im->atoms, h, v, s / 2, ix + s, cf + s, NULL);
-    skv_mp_encode(im->dv[1], im->atoms, h, v + h, s / 2, ix + s + s / 2, cf + s + s / 2, NULL);
+    const int s0 = half_atoms(s, 0), s1 = half_atoms(s, 1);
+    skv_mp_encode(im->dv[0], im->atoms, h, v, s0, ix + s, cf + s, NULL);
+    skv_mp_encode(im->dv[1], im->atoms, h, v + h, s1, ix + s + s0, cf + s + s0, NULL);
 }
 
 /* The reconstruction of coded row `row`: k[d], v[d] (float32). */
@@ -218,8 +222,9 @@ static void csr_decode(const csr_impl *im, int d, size_t row, float *k, float *v
     const uint16_t *ix = im->idx + row * 2 * (size_t)s, *cf = im->coef + row * 2 * (size_t)s;
     skv_mp_decode(im->dk, d, ix, cf, s, k);
     if (im->inv_freq) rope_rotate(im->inv_freq, d, row_pos(im, row), 1.0, k);
-    skv_mp_decode(im->dv[0], h, ix + s, cf + s, s / 2, v);
-    skv_mp_decode(im->dv[1], h, ix + s + s / 2, cf + s + s / 2, s / 2, v + h);
+    const int s0 = half_atoms(s, 0), s1 = half_atoms(s, 1);
+    skv_mp_decode(im->dv[0], h, ix + s, cf + s, s0, v);
+    skv_mp_decode(im->dv[1], h, ix + s + s0, cf + s + s0, s1, v + h);
 }
 
 static subkv_status csr_append(skv_sketch *s, const float *K, const float *V, size_t n,

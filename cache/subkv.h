@@ -114,10 +114,10 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *  delta          subgen initial clustering radius; 0 = auto (a quarter of the norm of
  *                 the first key that enters the sketch).
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
- *  sparsity       csr s: atoms per key and per value vector (s/2 per value half), even,
- *                 2..head_dim (default 8); 32 s / head_dim bits per element.
- *  atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when bound).
- *  rope_base      csr: 0 codes keys as given (post-rotary, with a post-rotary dictionary);
+ *  sparsity       csr s: atoms per key and per value vector (ceil(s/2) for value channels
+ *                 [0, d/2), floor(s/2) for [d/2, d)), 2..head_dim (default 8); 32 s / head_dim bits
+ * per element. atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when
+ * bound). rope_base      csr: 0 codes keys as given (post-rotary, with a post-rotary dictionary);
  *                 > 0 codes them before rotary (the paper's choice, a pre-rotary dictionary):
  *                 the sketch undoes RoPE of this base (adjacent pairs (2i, 2i+1), GGUF
  *                 llama order; angle p * base^(-2i/d)) at each token's position p before

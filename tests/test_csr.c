@@ -299,7 +299,7 @@ static void test_csr_window_tokens_exact_and_older_tokens_decoded(void **state) 
     (void)state;
     synth_rng r;
     tu_rng_for(&r, __func__);
-    const int d = 16, N = 40, S = 4, sinks = 3, W = 20;
+    const int d = 16, N = 40, S = 5, sinks = 3, W = 20; /* odd: value halves get 3 + 2 */
     const size_t n = 150;
     skv_dict *dict = random_dict(&r, d, N, 1, 1);
     skv_config c = csr_config(dict, S, sinks, W);
@@ -321,8 +321,9 @@ static void test_csr_window_tokens_exact_and_older_tokens_decoded(void **state) 
         skv_mp_decode(skv_dict_keys(dict, 0), d, idx, coef, S, Kh + i * d);
         for (int p = 0; p < 2; p++) {
             const float *A = skv_dict_values(dict, 0, p);
-            skv_mp_encode(A, N, d / 2, V + i * d + p * d / 2, S / 2, idx, coef, NULL);
-            skv_mp_decode(A, d / 2, idx, coef, S / 2, Vh + i * d + p * d / 2);
+            const int sp = p == 0 ? (S + 1) / 2 : S / 2;
+            skv_mp_encode(A, N, d / 2, V + i * d + p * d / 2, sp, idx, coef, NULL);
+            skv_mp_decode(A, d / 2, idx, coef, sp, Vh + i * d + p * d / 2);
         }
     }
     skv_stats st;
@@ -388,7 +389,7 @@ static void test_csr_rejects_bad_parameters(void **state) {
         const skv_dict *dict;
         subkv_status want;
     } cases[] = {
-        {3, 0, 0, dict, SKV_ERR_INVALID_ARG},  {0, 0, 0, dict, SKV_ERR_INVALID_ARG},
+        {1, 0, 0, dict, SKV_ERR_INVALID_ARG},  {0, 0, 0, dict, SKV_ERR_INVALID_ARG},
         {18, 0, 0, dict, SKV_ERR_INVALID_ARG}, {-2, 0, 0, dict, SKV_ERR_INVALID_ARG},
         {4, 31, 0, dict, SKV_ERR_INVALID_ARG}, {4, -1, 0, dict, SKV_ERR_INVALID_ARG},
         {4, 0, 6, dict, SKV_ERR_INVALID_ARG},  {4, 0, 0, other, SKV_ERR_SHAPE},

@@ -148,8 +148,8 @@ int dict_eval(const char *dict_path, const char *trace_path, const int *ss, int 
     for (int si = 0; si < nss; si++) {
         eval_acc acc = {0};
         size_t bytes = 0;
-        if (ss[si] % 2 || ss[si] > d) {
-            fprintf(stderr, "subkv-dict eval: sparsity %d must be even and <= %d\n", ss[si], d);
+        if (ss[si] > d) {
+            fprintf(stderr, "subkv-dict eval: sparsity %d must be <= %d\n", ss[si], d);
             goto done;
         }
         for (uint32_t l = 0; l < sh->layers; l++) {

@@ -28,7 +28,7 @@
 
 typedef struct dict_train_opts {
     int atoms;           /* N (default 1024)                                        */
-    int sparsity;        /* s used while training (default 8; values use s/2)        */
+    int sparsity;        /* s for keys (default 8); value halves ceil/floor(s/2)   */
     int iters;           /* MP + update rounds (default 8)                           */
     int kmeans_iters;    /* spherical k-means rounds of the init (default 5)        */
     float incoherence;   /* incoherence step, a fraction of 1/norm(A A^T) (0.1; 0: none) */

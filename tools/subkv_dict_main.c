@@ -120,7 +120,7 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--layers-per-dict"))
             bad = parse_int(v, 1, SKV_DICT_MAX_GROUPS, &lpg);
         else if (!strcmp(a, "--sparsity"))
-            bad = parse_int(v, 2, 1024, &o.sparsity) || o.sparsity % 2;
+            bad = parse_int(v, 2, 1024, &o.sparsity);
         else if (!strcmp(a, "--iters"))
             bad = parse_int(v, 0, 1000, &o.iters);
         else if (!strcmp(a, "--kmeans-iters"))
@@ -224,7 +224,7 @@ static int cmd_train(int argc, char **argv) {
         for (int tb = 0; tb < 3; tb++) {
             buf_subsample(bufs[tb], (size_t)samples, &rng);
             float *atoms = tb == 0 ? skv_dict_keys(dict, g) : skv_dict_values(dict, g, tb - 1);
-            const int s = tb == 0 ? o.sparsity : o.sparsity / 2;
+            const int s = tb == 0 ? o.sparsity : tb == 1 ? (o.sparsity + 1) / 2 : o.sparsity / 2;
             dict_train_report rep;
             const double t1 = now_s();
             if (!quiet)
