@@ -10,4 +10,11 @@ int bench_parse_sizes(const char *s, size_t *out, int max);
 /* bench/gpu.c: `subkv-bench gpu` */
 int bench_gpu(int argc, char **argv);
 
+/* bench/gpu_append.c: SubGen's append on the device vs the CPU, one table (part of `gpu`).
+ * ctx is a skv_cuda_ctx. */
+#include <stdio.h>
+typedef struct skv_cuda_ctx skv_cuda_ctx;
+int bench_gpu_append(skv_cuda_ctx *ctx, const size_t *batches, int nb, size_t context,
+                     size_t prefill, FILE *csv);
+
 #endif /* SUBKV_BENCH_H */

@@ -161,8 +161,13 @@ subkv_status skv_gpu_attend(skv_gpu *g, skv_gpu_item *items, size_t n, int d, in
         for (size_t i = 0; i < n; i++) {
             const skv_mirror *m = items[i].entry->mirror;
             if ((int)m->dtype != dt) continue;
-            g->jobs[nj++] =
-                (skv_cuda_job){m->k, m->v, m->a, m->b, m->n, g->dq + i * qn, g->dout + i * on};
+            g->jobs[nj++] = (skv_cuda_job){.k = m->k,
+                                           .v = m->v,
+                                           .a = m->a,
+                                           .b = m->b,
+                                           .n = m->n,
+                                           .q = g->dq + i * qn,
+                                           .out = g->dout + i * on};
         }
         if (nj)
             SKV_CHECK(skv_cuda_attend(g->ctx, g->jobs, (int)nj, d, group, (skv_dtype)dt, 0, err));
