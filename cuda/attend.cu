@@ -261,6 +261,7 @@ cudaError_t launch_g(skv_cuda_ctx_impl *c, int g, int njobs, uint64_t chunk, int
     switch (g) {
     case 1: return launch<D, 1, T>(c, njobs, chunk, max_chunks);
     case 2: return launch<D, 2, T>(c, njobs, chunk, max_chunks);
+    case 3: return launch<D, 3, T>(c, njobs, chunk, max_chunks); /* e.g. SmolLM2: 9 q / 3 kv */
     case 4: return launch<D, 4, T>(c, njobs, chunk, max_chunks);
     case 8: return launch<D, 8, T>(c, njobs, chunk, max_chunks);
     default: return cudaErrorInvalidValue;
@@ -360,9 +361,9 @@ subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njob
     if (d != 64 && d != 128)
         return skv_set_error(err, SKV_ERR_UNSUPPORTED,
                              "GPU attend supports head_dim 64 and 128, not %d", d);
-    if (g != 1 && g != 2 && g != 4 && g != 8)
+    if (g != 1 && g != 2 && g != 3 && g != 4 && g != 8)
         return skv_set_error(err, SKV_ERR_UNSUPPORTED,
-                             "GPU attend supports groups of 1, 2, 4, 8, not %d", g);
+                             "GPU attend supports groups of 1, 2, 3, 4, 8, not %d", g);
     if (dtype != SKV_DTYPE_F16 && dtype != SKV_DTYPE_BF16)
         return skv_set_error(err, SKV_ERR_UNSUPPORTED,
                              "GPU attend stores keys and values as f16 or bf16");
@@ -536,6 +537,12 @@ subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, 
 subkv_status skv_cuda_download_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
                                      skv_err *err) {
     SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), err);
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_copy_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                 skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream), err);
     return SKV_OK;
 }
 

@@ -9,7 +9,7 @@
  * bfloat16, read 16 bytes per thread; math is float32.
  *
  * Built by nvcc when present (cuda/attend.cu); without nvcc every call returns
- * SKV_ERR_UNSUPPORTED (cuda/attend_cpu.c). Supported: head_dim 64 or 128, g in 1..8.
+ * SKV_ERR_UNSUPPORTED (cuda/attend_cpu.c). Supported: head_dim 64 or 128, g in {1, 2, 3, 4, 8}.
  */
 #ifndef SUBKV_CUDA_H
 #define SUBKV_CUDA_H
@@ -96,6 +96,9 @@ subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, 
 /* Queue a device -> host copy (dst pinned for it to be asynchronous). */
 subkv_status skv_cuda_download_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
                                      skv_err *err);
+/* Queue a device -> device copy on the context's stream. */
+subkv_status skv_cuda_copy_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                 skv_err *err);
 /* Queue a memset of device memory on the context's stream. */
 subkv_status skv_cuda_memset_async(skv_cuda_ctx *c, void *p, int value, size_t bytes, skv_err *err);
 

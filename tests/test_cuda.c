@@ -183,6 +183,7 @@ static void test_cuda_exact_matches_cpu(void **state) {
     conformance(SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_F16, 128, 4, "exact f16 d128 g4");
     conformance(SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_BF16, 64, 1, "exact bf16 d64 g1");
     conformance(SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_F16, 64, 8, "exact f16 d64 g8");
+    conformance(SKV_POLICY_EXACT, SKV_VALUES_L2, SKV_DTYPE_F16, 64, 3, "exact f16 d64 g3");
 }
 
 static void test_cuda_window_policies_match_cpu(void **state) {
@@ -349,7 +350,7 @@ static void test_cuda_rejects_unsupported_shapes(void **state) {
     skv_err err;
     assert_int_equal(skv_cuda_attend(g_ctx, &job, 1, 96, 4, SKV_DTYPE_F16, 0, &err),
                      SKV_ERR_UNSUPPORTED);
-    assert_int_equal(skv_cuda_attend(g_ctx, &job, 1, 128, 3, SKV_DTYPE_F16, 0, &err),
+    assert_int_equal(skv_cuda_attend(g_ctx, &job, 1, 128, 5, SKV_DTYPE_F16, 0, &err),
                      SKV_ERR_UNSUPPORTED);
     assert_int_equal(skv_cuda_attend(g_ctx, &job, 1, 128, 4, SKV_DTYPE_F32, 0, &err),
                      SKV_ERR_UNSUPPORTED);
