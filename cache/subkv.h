@@ -148,6 +148,12 @@ typedef struct skv_config {
     uint32_t head;
 } skv_config;
 
+/* Does max_tokens cap the tokens a sketch of this policy stores (exact, refreshkv's full
+ * store)? The service checks such caps before an append reaches any worker. */
+static inline int skv_capped_policy(skv_policy_id p) {
+    return p == SKV_POLICY_EXACT || p == SKV_POLICY_REFRESHKV;
+}
+
 /* Fill *cfg with the defaults of `policy` at head dimension `head_dim`. */
 void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
 

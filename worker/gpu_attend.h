@@ -4,7 +4,9 @@
  * the last step; other policies, whose entries change in place, re-upload theirs, at most
  * their budget); every attend of a request then runs in one batched launch per storage type
  * (cuda/skv_cuda.h). The CPU sketch stays the authority (appends, checkpoints); h2o, float32
- * storage and unsupported shapes attend on the CPU.
+ * storage and unsupported shapes attend on the CPU. refreshkv: the worker first runs
+ * skv_sketch_attend_begin on the CPU (its decision, and a full step over the host-side full
+ * store); only partial steps come here, attending the partial cache's mirror.
  */
 #ifndef SUBKV_GPU_ATTEND_H
 #define SUBKV_GPU_ATTEND_H

@@ -131,12 +131,12 @@ static subkv_status op_drop(worker *w, const Subkv__WorkerOp *op) {
  * dispatch; this is the worker's own guard.) */
 static subkv_status check_cap(skv_sketch *s, size_t n, skv_err *err) {
     const skv_config *c = skv_sketch_config(s);
-    if (c->policy != SKV_POLICY_EXACT || !c->max_tokens) return SKV_OK;
+    if (!skv_capped_policy(c->policy) || !c->max_tokens) return SKV_OK;
     skv_stats st;
     skv_sketch_stats(s, &st);
-    if (st.tokens_held + n > c->max_tokens)
+    if (st.tokens_seen + n > c->max_tokens)
         return skv_set_error(err, SKV_ERR_BUDGET, "sketch holds %llu of %llu tokens, +%zu exceeds",
-                             (unsigned long long)st.tokens_held, (unsigned long long)c->max_tokens,
+                             (unsigned long long)st.tokens_seen, (unsigned long long)c->max_tokens,
                              n);
     return SKV_OK;
 }
@@ -188,7 +188,13 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
         if (st == SKV_OK && it->group) {
             const int on_gpu = w->gpu_on && skv_gpu_eligible(sk[i], (int)it->group) &&
                                (ng == 0 || ggroup == (int)it->group);
-            if (on_gpu) {
+            int done = 0;
+            if (on_gpu) /* the policy's CPU part first: a refreshkv full step answers here */
+                st = skv_sketch_attend_begin(sk[i], p, (int)it->group, (int)d, (skv_partial *)o,
+                                             &done, err);
+            if (st != SKV_OK || done) {
+                /* answered (or failed) on the CPU */
+            } else if (on_gpu) {
                 skv_item_key k = item_key(it);
                 w->gitems[ng++] = (skv_gpu_item){skv_table_find_entry(&w->table, &k), p, o};
                 ggroup = (int)it->group;
