@@ -8,6 +8,8 @@
  *                        refreshkv's full-step fraction and bytes read per step, and the
  *                        paper's equal-time comparison: h2o and sinkwin holding what
  *                        refreshkv reads per step on average.
+ *   subkv-bench refresh  refreshkv's refresh decision per GQA group vs per layer
+ *                        (bench/refresh.c).
  *   subkv-bench gpu      the GPU attend (bench/gpu.c): exact vs copy bandwidth, SubGen's
  *                        attend at 8x/16x/64x less memory, accuracy at equal memory.
  */
@@ -210,6 +212,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "sketch")) return bench_sketch(argc - 2, argv + 2);
     if (!strcmp(argv[1], "gpu")) return bench_gpu(argc - 2, argv + 2);
-    fprintf(stderr, "subkv-bench: unknown benchmark '%s' (known: sketch, gpu)\n", argv[1]);
+    if (!strcmp(argv[1], "refresh")) return bench_refresh(argc - 2, argv + 2);
+    fprintf(stderr, "subkv-bench: unknown benchmark '%s' (known: sketch, gpu, refresh)\n", argv[1]);
     return 2;
 }

@@ -250,6 +250,15 @@ subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_
     return SKV_OK;
 }
 
+subkv_status skv_sketch_refresh(skv_sketch *s, skv_err *err) {
+    if (!s) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL sketch");
+    if (!s->ops->refresh)
+        return skv_set_error(err, SKV_ERR_UNSUPPORTED, "policy %s has no refresh",
+                             skv_policy_name(s->cfg.policy));
+    s->ops->refresh(s);
+    return SKV_OK;
+}
+
 size_t skv_sketch_bytes(const skv_sketch *s) { return s ? s->heap_bytes : 0; }
 
 void skv_sketch_stats(const skv_sketch *s, skv_stats *out) {

@@ -223,6 +223,8 @@ struct skv_policy_ops {
      * g validated, unscaled queries Q[g][d]; sets *done (1: out written). NULL: nothing. */
     subkv_status (*attend_begin)(skv_sketch *s, const float *Q, int g, skv_partial *out, int *done,
                                  skv_err *err);
+    /* Optional: make the next attend a full step (refreshkv). */
+    void (*refresh)(skv_sketch *s);
     void (*stats)(const skv_sketch *s, skv_stats *st);
     void (*save)(const skv_sketch *s, skv_writer *w);
     subkv_status (*load)(skv_sketch *s, skv_reader *r, skv_err *err);

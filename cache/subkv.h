@@ -243,6 +243,15 @@ subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_
 subkv_status skv_sketch_attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
                                      int *done, skv_err *err);
 
+/*
+ * Ask for a full step at the next attend (refreshkv; other policies: SKV_ERR_UNSUPPORTED).
+ * The hook for a decision made above one sketch: the paper refreshes a whole layer when the
+ * mean query of all its heads moved, which no single (layer, kv-head) sketch can see; a
+ * caller that sees the layer sets threshold = -1 (sketches never decide alone) and calls
+ * this on every sketch of the layer when its rule fires. Saved with the sketch.
+ */
+subkv_status skv_sketch_refresh(skv_sketch *s, skv_err *err);
+
 /* Exact heap bytes the sketch owns (struct and every buffer). */
 size_t skv_sketch_bytes(const skv_sketch *s);
 void skv_sketch_stats(const skv_sketch *s, skv_stats *out);

@@ -454,6 +454,51 @@ static void test_refreshkv_attend_begin_splits_full_and_partial_steps(void **sta
     free(K), free(V);
 }
 
+/* skv_sketch_refresh: the next attend is a full step, whatever the rule says; the request
+ * survives a checkpoint; policies without refresh refuse it. */
+static void test_refreshkv_refresh_request_forces_a_full_step(void **state) {
+    (void)state;
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    const int d = 16, g = 2;
+    float *K, *V;
+    tu_make_random_kv(&r, 200, d, &K, &V);
+    skv_config c = rkv_cfg(d, 8, 1, -1.0f); /* checks every attend, never refreshes alone */
+    skv_sketch *s = tu_create(&c);
+    tu_append(s, K, V, 200, d);
+    float Q[2 * 16], out[2 * 16];
+    double ref[16];
+    skv_err err;
+    for (int t = 0; t < 6; t++) {
+        random_queries(&r, Q, g, d);
+        if (t == 3) {
+            TU_OK(skv_sketch_refresh(s, &err), &err);
+            skv_buf b = tu_save(s); /* the request travels with the checkpoint */
+            skv_sketch *l = NULL;
+            TU_OK(skv_sketch_load(b.data, b.len, &l, NULL, &err), &err);
+            skv_sketch_destroy(s);
+            s = l;
+            skv_buf_free(&b);
+        }
+        tu_attend_output(s, Q, g, d, out);
+        skv_stats st;
+        skv_sketch_stats(s, &st);
+        assert_int_equal(st.full_steps, t < 3 ? 1 : 2);
+        if (t == 3) /* the forced step is exact */
+            for (int h = 0; h < g; h++) {
+                synth_ref_attention(Q + h * d, K, V, 200, d, ref);
+                TU_ASSERT_REL_CLOSE(out + h * d, ref, d, 1e-5, "forced step head %d", h);
+            }
+    }
+    skv_sketch_destroy(s);
+    skv_config e;
+    skv_config_default(&e, SKV_POLICY_EXACT, d);
+    s = tu_create(&e);
+    assert_int_equal(skv_sketch_refresh(s, &err), SKV_ERR_UNSUPPORTED);
+    skv_sketch_destroy(s);
+    free(K), free(V);
+}
+
 int main(void) {
     tu_suite_begin("test_refreshkv");
     const struct CMUnitTest tests[] = {
@@ -465,6 +510,7 @@ int main(void) {
         cmocka_unit_test(test_refreshkv_save_load_is_bit_identical),
         cmocka_unit_test(test_refreshkv_bad_params_rejected),
         cmocka_unit_test(test_refreshkv_attend_begin_splits_full_and_partial_steps),
+        cmocka_unit_test(test_refreshkv_refresh_request_forces_a_full_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
