@@ -37,7 +37,7 @@ static void usage(FILE *f) {
         "(its full store is host memory on top); exact holds everything. With refreshkv in the\n"
         "run, h2o@eq-read and sinkwin@eq-read hold what refreshkv reads per step (equal time\n"
         "for a bandwidth-bound decode, the paper's comparison).\n");
-    eval_cli_usage(f);
+    eval_cli_usage(f, 1);
 }
 
 int bench_parse_sizes(const char *s, size_t *out, int max) {

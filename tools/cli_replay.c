@@ -31,8 +31,8 @@ static void replay_usage(FILE *f) {
                "then the bytes the service holds. The sequence is dropped at the end.\n"
                "Defaults: --policy subgen, --budget 0 (the policy's raw defaults), --dtype and\n"
                "--values from the policy's defaults, --decode 64, --shards 1.\n"
-               "Policies: exact, sinkwin, h2o, subgen, refreshkv. For refreshkv:\n");
-    eval_cli_usage(f);
+               "Policies: exact, sinkwin, h2o, subgen, refreshkv.\n");
+    eval_cli_usage(f, 0);
 }
 
 typedef struct replay_opts {

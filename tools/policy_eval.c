@@ -79,11 +79,12 @@ int eval_cli_option(eval_cli *c, const char *opt, const char *val) {
     return 0;
 }
 
-void eval_cli_usage(FILE *f) {
+void eval_cli_usage(FILE *f, int lineup) {
+    if (lineup)
+        fprintf(f, "  --policy NAME[,NAME...]  run only these (exact, sinkwin, h2o, subgen-l2,\n"
+                   "                           subgen-cluster, refreshkv; a policy name keeps all\n"
+                   "                           its entries)\n");
     fprintf(f,
-            "  --policy NAME[,NAME...]  run only these (exact, sinkwin, h2o, subgen-l2,\n"
-            "                           subgen-cluster, refreshkv; a policy name keeps all its\n"
-            "                           entries)\n"
             "  refreshkv: --partial-tokens K (default: derived from --budget), --stride S (10),\n"
             "             --threshold T in [-1, 1] (0.9; 1: a full step every S), --pool-kernel\n"
             "             P (odd, 7)\n");

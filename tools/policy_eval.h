@@ -77,8 +77,8 @@ typedef struct eval_cli {
 void eval_cli_init(eval_cli *c);
 /* 1: `opt val` was one of these options (consumed), 0: not one of them, -1: bad value. */
 int eval_cli_option(eval_cli *c, const char *opt, const char *val);
-/* Usage lines of these options. */
-void eval_cli_usage(FILE *f);
+/* Usage lines of these options (lineup = 0: only the refreshkv knobs). */
+void eval_cli_usage(FILE *f, int lineup);
 /* Apply the refreshkv knobs to cfg (a no-op for other policies). */
 void eval_cli_knobs(const eval_cli *c, skv_config *cfg);
 /* Filter cfgs/labels[np] in place by --policy and apply the knobs; returns the new count

@@ -18,7 +18,7 @@ static void usage(FILE *f) {
            "(refreshkv: its partial cache; its full store is host memory on top), then\n"
            "prints bytes held, speed, and relative error against float64 exact attention.\n"
            "Defaults: --n 32768 --d 128 --budget 262144 --dtype f16.\n");
-    eval_cli_usage(f);
+    eval_cli_usage(f, 1);
 }
 
 int main(int argc, char **argv) {
