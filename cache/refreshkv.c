@@ -24,6 +24,9 @@
  *    partial cache becomes the top K by pooled score (ties: the later token), ascending.
  *  - partial step: attention over the partial cache only (no side effect but counters, so
  *    the GPU can run it over skv_sketch_entries).
+ *  - an append of n > 1 tokens after the selection is a new prefill chunk (a decode step
+ *    appends one): its tokens are stored as below and the next attend is a full step, so a
+ *    long new prompt is scored instead of flushing the selection out by recency.
  *  - append after the selection: the token joins the queue and the partial cache, evicting
  *    the lowest-score entry when K are held. Its score is 1 + its token index: above every
  *    attention probability (<= 1) and above every earlier new token. The paper grows the
@@ -261,6 +264,7 @@ static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, si
         im->nq++;
         rkv_partial_push(im, k, v, 1.0 + (double)t, t);
     }
+    if (n > 1) im->forced = 1;
     return SKV_OK;
 }
 

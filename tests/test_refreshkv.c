@@ -455,7 +455,8 @@ static void test_refreshkv_attend_begin_splits_full_and_partial_steps(void **sta
 }
 
 /* skv_sketch_refresh: the next attend is a full step, whatever the rule says; the request
- * survives a checkpoint; policies without refresh refuse it. */
+ * survives a checkpoint; policies without refresh refuse it. A prefill chunk (an append of
+ * more than one token) after the selection requests a full step too. */
 static void test_refreshkv_refresh_request_forces_a_full_step(void **state) {
     (void)state;
     synth_rng r;
@@ -490,6 +491,16 @@ static void test_refreshkv_refresh_request_forces_a_full_step(void **state) {
                 TU_ASSERT_REL_CLOSE(out + h * d, ref, d, 1e-5, "forced step head %d", h);
             }
     }
+    /* a prefill chunk (more than one token in one append) makes the next attend full */
+    tu_append(s, K, V, 1, d);
+    tu_attend_output(s, Q, g, d, out);
+    skv_stats st;
+    skv_sketch_stats(s, &st);
+    assert_int_equal(st.full_steps, 2);
+    tu_append(s, K, V, 40, d);
+    tu_attend_output(s, Q, g, d, out);
+    skv_sketch_stats(s, &st);
+    assert_int_equal(st.full_steps, 3);
     skv_sketch_destroy(s);
     skv_config e;
     skv_config_default(&e, SKV_POLICY_EXACT, d);
