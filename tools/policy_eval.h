@@ -54,7 +54,7 @@ int eval_run(const eval_opts *o, const skv_config *cfgs, const char *const *labe
 synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float drift, uint64_t seed);
 
 /* Room the callers of eval_standard_lineup reserve. */
-enum { EVAL_MAX_LINEUP = 8 };
+enum { EVAL_MAX_LINEUP = 10 }; /* the line-up, more policies, and bench rows */
 
 /* The standard line-up at one budget: exact, sinkwin, h2o, subgen (l2), subgen (cluster),
  * refreshkv (the budget sizes its partial cache: equal device memory; its full store is
