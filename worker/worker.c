@@ -90,9 +90,10 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
             size_t r = skv_config_max_bytes(&rc);
             if (r == SIZE_MAX) {
                 st = skv_set_error(err, SKV_ERR_BUDGET,
-                                   "worker %d has a memory budget: an exact cache needs "
-                                   "max_tokens or budget_bytes",
-                                   w->rank);
+                                   "worker %d has a memory budget: a %s sketch needs max_tokens"
+                                   "%s",
+                                   w->rank, skv_policy_name(rc.policy),
+                                   rc.policy == SKV_POLICY_EXACT ? " or budget_bytes" : "");
                 break;
             }
             need += r;
