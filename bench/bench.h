@@ -7,6 +7,9 @@
 /* "4096,32K,1M" into out[max] (K and M are powers of 1024); the count, or -1 when malformed. */
 int bench_parse_sizes(const char *s, size_t *out, int max);
 
+/* bench/refresh.c: `subkv-bench refresh` (refreshkv's per-group vs per-layer decision) */
+int bench_refresh(int argc, char **argv);
+
 /* bench/gpu.c: `subkv-bench gpu` */
 int bench_gpu(int argc, char **argv);
 

@@ -16,6 +16,7 @@ static const skv_policy_ops *policy_ops(skv_policy_id id) {
     case SKV_POLICY_SINKWIN: return &skv_policy_sinkwin_ops;
     case SKV_POLICY_H2O: return &skv_policy_h2o_ops;
     case SKV_POLICY_SUBGEN: return &skv_policy_subgen_ops;
+    case SKV_POLICY_REFRESHKV: return &skv_policy_refreshkv_ops;
     default: return NULL;
     }
 }
@@ -41,6 +42,12 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim) {
         cfg->samples = 8;
         cfg->value_slots = 256;
         cfg->max_clusters = 256;
+        break;
+    case SKV_POLICY_REFRESHKV:
+        cfg->partial_tokens = 256;
+        cfg->stride = 10;
+        cfg->threshold = 0.9f;
+        cfg->pool_kernel = 7;
         break;
     default: break;
     }
@@ -102,10 +109,13 @@ static subkv_status resolve_config(skv_config *cfg, const skv_policy_ops **ops, 
     if ((unsigned)cfg->values > SKV_VALUES_CLUSTER)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown values mode %d", (int)cfg->values);
     if (cfg->sinks < 0 || cfg->window < 0 || cfg->heavy < 0 || cfg->samples < 0 ||
-        cfg->value_slots < 0 || cfg->max_clusters < 0)
+        cfg->value_slots < 0 || cfg->max_clusters < 0 || cfg->partial_tokens < 0 ||
+        cfg->stride < 0 || cfg->pool_kernel < 0)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "negative size parameter");
     if (!isfinite(cfg->delta) || cfg->delta < 0.0f)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "delta must be finite and >= 0");
+    if (!isfinite(cfg->threshold))
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
     if (cfg->budget_bytes && cfg->budget_bytes < skv_sketch_base_bytes())
         return skv_set_error(err, SKV_ERR_BUDGET, "budget %zu B below the sketch header (%zu B)",
                              cfg->budget_bytes, skv_sketch_base_bytes());
@@ -124,9 +134,12 @@ subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *
 size_t skv_config_max_bytes(const skv_config *c) {
     const skv_policy_ops *ops = policy_ops(c->policy);
     if (!ops) return SIZE_MAX;
-    if (c->policy != SKV_POLICY_EXACT) return ops->create_bytes(c);
+    if (c->policy != SKV_POLICY_EXACT && c->policy != SKV_POLICY_REFRESHKV)
+        return ops->create_bytes(c);
     if (!c->max_tokens) return SIZE_MAX;
-    const size_t row = 2 * skv_rows_bytes(c->dtype, c->head_dim, 1);
+    /* a refreshkv full-store token also has two floats of full-step scratch */
+    const size_t row = 2 * skv_rows_bytes(c->dtype, c->head_dim, 1) +
+                       (c->policy == SKV_POLICY_REFRESHKV ? 2 * sizeof(float) : 0);
     if (c->max_tokens > (SIZE_MAX - ops->create_bytes(c)) / row) return SIZE_MAX;
     return ops->create_bytes(c) + (size_t)c->max_tokens * row;
 }
@@ -185,8 +198,8 @@ subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, si
     return SKV_OK;
 }
 
-subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
-                               skv_err *err) {
+static subkv_status check_attend(const skv_sketch *s, const float *Q, int g, int d,
+                                 const skv_partial *out, skv_err *err) {
     enum { MAX_GROUP = 64 };
     if (!s || !Q || !out) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL sketch, Q or out");
     if (g < 1 || g > MAX_GROUP)
@@ -194,17 +207,55 @@ subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_
                              MAX_GROUP);
     if (d != s->cfg.head_dim)
         return skv_set_error(err, SKV_ERR_SHAPE, "head_dim %d, sketch has %d", d, s->cfg.head_dim);
-    SKV_CHECK(check_finite(Q, (size_t)g * (size_t)d, "Q", err));
+    return check_finite(Q, (size_t)g * (size_t)d, "Q", err);
+}
+
+/* The CPU work of an attend: the policy's group hook, else a side-effecting per-head
+ * attend (h2o) runs whole here; else nothing, the entries answer. */
+static subkv_status attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                                 int *done, skv_err *err) {
+    *done = 0;
+    if (s->ops->attend_begin) return s->ops->attend_begin(s, Q, g, out, done, err);
+    if (!s->ops->attend) return SKV_OK;
     float qs[SKV_MAX_HEAD_DIM];
     const float scale = 1.0f / sqrtf((float)d);
     for (int i = 0; i < g; i++) {
         for (int j = 0; j < d; j++) qs[j] = Q[(size_t)i * (size_t)d + (size_t)j] * scale;
-        skv_partial *p = skv_partial_at(out, d, (size_t)i);
-        if (s->ops->attend)
-            SKV_CHECK(s->ops->attend(s, qs, p, err));
-        else
-            skv_attend_segments(s, qs, p);
+        SKV_CHECK(s->ops->attend(s, qs, skv_partial_at(out, d, (size_t)i), err));
     }
+    *done = 1;
+    return SKV_OK;
+}
+
+subkv_status skv_sketch_attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                                     int *done, skv_err *err) {
+    if (!done) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL done");
+    *done = 0;
+    SKV_CHECK(check_attend(s, Q, g, d, out, err));
+    return attend_begin(s, Q, g, d, out, done, err);
+}
+
+subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                               skv_err *err) {
+    SKV_CHECK(check_attend(s, Q, g, d, out, err));
+    int done = 0;
+    SKV_CHECK(attend_begin(s, Q, g, d, out, &done, err));
+    if (done) return SKV_OK;
+    float qs[SKV_MAX_HEAD_DIM];
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int i = 0; i < g; i++) {
+        for (int j = 0; j < d; j++) qs[j] = Q[(size_t)i * (size_t)d + (size_t)j] * scale;
+        skv_attend_segments(s, qs, skv_partial_at(out, d, (size_t)i));
+    }
+    return SKV_OK;
+}
+
+subkv_status skv_sketch_refresh(skv_sketch *s, skv_err *err) {
+    if (!s) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL sketch");
+    if (!s->ops->refresh)
+        return skv_set_error(err, SKV_ERR_UNSUPPORTED, "policy %s has no refresh",
+                             skv_policy_name(s->cfg.policy));
+    s->ops->refresh(s);
     return SKV_OK;
 }
 
@@ -237,6 +288,13 @@ static void write_config(skv_writer *w, const skv_config *c) {
     skv_w_u64(w, c->seq_id);
     skv_w_u32(w, c->layer);
     skv_w_u32(w, c->head);
+    /* fields of newer policies follow only for them: older policies' bytes stay as in v1 */
+    if (c->policy == SKV_POLICY_REFRESHKV) {
+        skv_w_u32(w, (uint32_t)c->partial_tokens);
+        skv_w_u32(w, (uint32_t)c->stride);
+        skv_w_f32(w, c->threshold);
+        skv_w_u32(w, (uint32_t)c->pool_kernel);
+    }
 }
 
 static void read_config(skv_reader *r, skv_config *c) {
@@ -255,6 +313,12 @@ static void read_config(skv_reader *r, skv_config *c) {
     c->seq_id = skv_r_u64(r);
     c->layer = skv_r_u32(r);
     c->head = skv_r_u32(r);
+    if (c->policy == SKV_POLICY_REFRESHKV) {
+        c->partial_tokens = (int32_t)skv_r_u32(r);
+        c->stride = (int32_t)skv_r_u32(r);
+        c->threshold = skv_r_f32(r);
+        c->pool_kernel = (int32_t)skv_r_u32(r);
+    }
 }
 
 /* Field-wise equality through the serialized form (struct padding is not compared). */

@@ -213,6 +213,12 @@ struct skv_policy_ops {
     /* Optional: attend with side effects (h2o's scores). NULL: the generic attend over the
      * segments. One validated query, already scaled by 1/sqrt(d). */
     subkv_status (*attend)(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err);
+    /* Optional: the per-attend CPU work over the whole group (see skv_sketch_attend_begin):
+     * g validated, unscaled queries Q[g][d]; sets *done (1: out written). NULL: nothing. */
+    subkv_status (*attend_begin)(skv_sketch *s, const float *Q, int g, skv_partial *out, int *done,
+                                 skv_err *err);
+    /* Optional: make the next attend a full step (refreshkv). */
+    void (*refresh)(skv_sketch *s);
     void (*stats)(const skv_sketch *s, skv_stats *st);
     void (*save)(const skv_sketch *s, skv_writer *w);
     subkv_status (*load)(skv_sketch *s, skv_reader *r, skv_err *err);
@@ -222,6 +228,7 @@ extern const skv_policy_ops skv_policy_exact_ops;
 extern const skv_policy_ops skv_policy_sinkwin_ops;
 extern const skv_policy_ops skv_policy_h2o_ops;
 extern const skv_policy_ops skv_policy_subgen_ops;
+extern const skv_policy_ops skv_policy_refreshkv_ops;
 
 /* Allocation accounted in s->heap_bytes (zeroed). NULL on failure. */
 void *skv_sketch_alloc(skv_sketch *s, size_t bytes);

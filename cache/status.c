@@ -47,7 +47,8 @@ static int parse_name(const char *name, const char *const *names, int count) {
     return -1;
 }
 
-static const char *const policy_names[SKV_POLICY_COUNT] = {"exact", "sinkwin", "h2o", "subgen"};
+static const char *const policy_names[SKV_POLICY_COUNT] = {"exact", "sinkwin", "h2o", "subgen",
+                                                           "refreshkv"};
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const values_names[] = {"l2", "cluster"};
 

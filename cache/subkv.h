@@ -60,10 +60,11 @@ typedef struct skv_err {
 typedef enum skv_dtype { SKV_DTYPE_F32 = 0, SKV_DTYPE_F16 = 1, SKV_DTYPE_BF16 = 2 } skv_dtype;
 
 typedef enum skv_policy_id {
-    SKV_POLICY_EXACT = 0,   /* every token, exact attention                       */
-    SKV_POLICY_SINKWIN = 1, /* StreamingLLM: first S sinks + last W tokens        */
-    SKV_POLICY_H2O = 2,     /* heavy hitters by accumulated attention + recent W  */
-    SKV_POLICY_SUBGEN = 3,  /* SubGen sketch + exact sinks and window             */
+    SKV_POLICY_EXACT = 0,     /* every token, exact attention                       */
+    SKV_POLICY_SINKWIN = 1,   /* StreamingLLM: first S sinks + last W tokens        */
+    SKV_POLICY_H2O = 2,       /* heavy hitters by accumulated attention + recent W  */
+    SKV_POLICY_SUBGEN = 3,    /* SubGen sketch + exact sinks and window             */
+    SKV_POLICY_REFRESHKV = 4, /* RefreshKV: full store + refreshed top-K partial  */
     SKV_POLICY_COUNT
 } skv_policy_id;
 
@@ -72,7 +73,7 @@ typedef enum skv_values_mode {
     SKV_VALUES_CLUSTER = 1, /* stratified: cluster reservoirs keep (k, v) pairs   */
 } skv_values_mode;
 
-/* Names: "exact", "sinkwin", "h2o", "subgen"; "f32", "f16", "bf16"; "l2", "cluster".
+/* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv"; "f32", "f16", "bf16"; "l2", "cluster".
  * The parse functions return -1 for an unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
@@ -93,8 +94,14 @@ int skv_values_parse(const char *name);
  *                 the parameters marked [derived] so that skv_sketch_bytes() never
  *                 exceeds it; a budget too small for the fixed parts fails with
  *                 SKV_ERR_BUDGET.
+ *                 refreshkv: the budget bounds only the partial cache (the device side:
+ *                 partial_tokens [derived], its scores, the queue); the full store holds
+ *                 every token in host memory and is bounded by max_tokens alone, so
+ *                 skv_sketch_bytes() of a refreshkv sketch exceeds the budget by the full
+ *                 store (skv_stats.full_bytes / partial_bytes split the two).
  *  max_tokens     exact [derived]: most tokens held (0 = unlimited); appending past it
- *                 fails with SKV_ERR_BUDGET and stores nothing.
+ *                 fails with SKV_ERR_BUDGET and stores nothing. refreshkv: the same cap on
+ *                 its full store (never derived from the budget).
  *  sinks          sinkwin, subgen: first tokens kept exactly (default 4).
  *  window         sinkwin [derived]: last tokens kept exactly (default 1024);
  *                 subgen: the same (default 64); h2o [derived]: recent tokens (512).
@@ -106,6 +113,12 @@ int skv_values_parse(const char *name);
  *                 delta and merges clusters.
  *  delta          subgen initial clustering radius; 0 = auto (a quarter of the norm of
  *                 the first key that enters the sketch).
+ *  partial_tokens refreshkv K [derived] >= 1: tokens of the partial cache (default 256).
+ *  stride         refreshkv S >= 1: attends between query-similarity checks (default 10).
+ *  threshold      refreshkv, in [-1, 1]: a check whose cosine similarity (group-mean query
+ *                 now vs at the last full step) is below it runs a full step (default
+ *                 0.9); 1.0 makes every check a full step (the paper's fixed stride).
+ *  pool_kernel    refreshkv, odd >= 1: max-pool width over token scores (default 7).
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
  *
  * Errors at create: head_dim outside [1, 1024] -> SKV_ERR_SHAPE; unknown policy or
@@ -125,11 +138,21 @@ typedef struct skv_config {
     int value_slots;
     int max_clusters;
     float delta;
+    int partial_tokens;
+    int stride;
+    float threshold;
+    int pool_kernel;
     uint64_t seed;
     uint64_t seq_id;
     uint32_t layer;
     uint32_t head;
 } skv_config;
+
+/* Does max_tokens cap the tokens a sketch of this policy stores (exact, refreshkv's full
+ * store)? The service checks such caps before an append reaches any worker. */
+static inline int skv_capped_policy(skv_policy_id p) {
+    return p == SKV_POLICY_EXACT || p == SKV_POLICY_REFRESHKV;
+}
 
 /* Fill *cfg with the defaults of `policy` at head dimension `head_dim`. */
 void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
@@ -140,8 +163,8 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
 subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *err);
 
 /* The most heap bytes a sketch of resolved config `c` can ever hold (what a memory budget
- * must reserve for it): fixed for every policy but exact, whose rows are bounded only by
- * max_tokens; SIZE_MAX for an exact sketch without max_tokens. */
+ * must reserve for it): fixed for every policy but exact and refreshkv (its full store),
+ * whose rows are bounded only by max_tokens; SIZE_MAX for those without max_tokens. */
 size_t skv_config_max_bytes(const skv_config *c);
 
 /* ---- partials (DESIGN.md section 2) ------------------------------------------------- */
@@ -185,6 +208,11 @@ typedef struct skv_stats {
     int merges;             /* subgen: delta doublings so far                     */
     float delta;            /* subgen: current radius                             */
     double value_mass;      /* subgen l2: mu = sum ||v||^2 of sketched tokens      */
+    uint64_t attends;       /* refreshkv: attend calls (decode steps) so far      */
+    uint64_t full_steps;    /* refreshkv: attends answered by full attention      */
+    uint64_t bytes_read;    /* refreshkv: key + value bytes all attends read      */
+    size_t partial_bytes;   /* refreshkv: partial cache + queue + state (device)  */
+    size_t full_bytes;      /* refreshkv: full store + its scratch (host)         */
 } skv_stats;
 
 /* Create a sketch. *out is owned by the caller (skv_sketch_destroy). */
@@ -202,6 +230,27 @@ subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, si
  */
 subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
                                skv_err *err);
+
+/*
+ * The CPU half of an attend, for a backend that runs attention elsewhere (the worker's GPU
+ * path). Validates like skv_sketch_attend and does everything the policy must do on the
+ * CPU for this attend. *done = 1: the attend is answered (out written; h2o's scoring
+ * attend, a refreshkv full step over its host store). *done = 0: out is untouched and the
+ * answer is plain attention over skv_sketch_entries() as they are after this call (the
+ * caller runs it); the sketch's entry list changed only if skv_stats tokens_seen or
+ * full_steps did. skv_sketch_attend == this call, then (when !*done) that attention.
+ */
+subkv_status skv_sketch_attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                                     int *done, skv_err *err);
+
+/*
+ * Ask for a full step at the next attend (refreshkv; other policies: SKV_ERR_UNSUPPORTED).
+ * The hook for a decision made above one sketch: the paper refreshes a whole layer when the
+ * mean query of all its heads moved, which no single (layer, kv-head) sketch can see; a
+ * caller that sees the layer sets threshold = -1 (sketches never decide alone) and calls
+ * this on every sketch of the layer when its rule fires. Saved with the sketch.
+ */
+subkv_status skv_sketch_refresh(skv_sketch *s, skv_err *err);
 
 /* Exact heap bytes the sketch owns (struct and every buffer). */
 size_t skv_sketch_bytes(const skv_sketch *s);

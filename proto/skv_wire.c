@@ -37,6 +37,18 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
     }
     w->delta.v = cfg->delta;
     w->msg.delta = &w->delta;
+    if (cfg->policy == SKV_POLICY_REFRESHKV) { /* others' messages stay as they were */
+        const int rv[3] = {cfg->partial_tokens, cfg->stride, cfg->pool_kernel};
+        Subkv__OptInt **rdst[3] = {&w->msg.partial_tokens, &w->msg.stride, &w->msg.pool_kernel};
+        for (int i = 0; i < 3; i++) {
+            subkv__opt_int__init(&w->rkv_ints[i]);
+            w->rkv_ints[i].v = rv[i];
+            *rdst[i] = &w->rkv_ints[i];
+        }
+        subkv__opt_float__init(&w->threshold);
+        w->threshold.v = cfg->threshold;
+        w->msg.threshold = &w->threshold;
+    }
 }
 
 static subkv_status int_field(const Subkv__OptInt *o, int *dst, const char *name, skv_err *err) {
@@ -87,6 +99,14 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
         cfg->delta = p->delta->v;
     }
     if (p->seed) cfg->seed = (uint64_t)p->seed->v;
+    SKV_CHECK(int_field(p->partial_tokens, &cfg->partial_tokens, "partial_tokens", err));
+    SKV_CHECK(int_field(p->stride, &cfg->stride, "stride", err));
+    SKV_CHECK(int_field(p->pool_kernel, &cfg->pool_kernel, "pool_kernel", err));
+    if (p->threshold) {
+        if (!isfinite(p->threshold->v))
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
+        cfg->threshold = p->threshold->v;
+    }
     return SKV_OK;
 }
 

@@ -23,6 +23,8 @@ typedef struct skv_wire_policy {
     Subkv__PolicyConfig msg;
     Subkv__OptInt ints[11];
     Subkv__OptFloat delta;
+    Subkv__OptInt rkv_ints[3]; /* refreshkv: partial_tokens, stride, pool_kernel */
+    Subkv__OptFloat threshold;
     char policy[16], dtype[8], values[8];
 } skv_wire_policy;
 

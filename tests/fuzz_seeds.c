@@ -59,6 +59,7 @@ static const seed_case CASES[] = {
     {"h2o-f16", SKV_POLICY_H2O, SKV_VALUES_L2, SKV_DTYPE_F16},
     {"subgen-l2-f16", SKV_POLICY_SUBGEN, SKV_VALUES_L2, SKV_DTYPE_F16},
     {"subgen-cluster-f32", SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER, SKV_DTYPE_F32},
+    {"refreshkv-bf16", SKV_POLICY_REFRESHKV, SKV_VALUES_L2, SKV_DTYPE_BF16},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
@@ -73,6 +74,7 @@ static skv_sketch *make_sketch(synth_rng *r, const seed_case *c) {
     if (c->policy == SKV_POLICY_H2O) cfg.heavy = 6, cfg.window = 4;
     if (c->policy == SKV_POLICY_SUBGEN)
         cfg.sinks = 2, cfg.window = 4, cfg.samples = 2, cfg.value_slots = 6, cfg.max_clusters = 3;
+    if (c->policy == SKV_POLICY_REFRESHKV) cfg.partial_tokens = 6, cfg.stride = 3;
     skv_sketch *s;
     skv_err e;
     if (skv_sketch_create(&cfg, &s, &e) != SKV_OK) die(e.msg);

@@ -103,6 +103,22 @@ static void conformance(skv_policy_id pol, skv_values_mode vm, skv_dtype dt, int
         synth_stream_next(st, K, V, ns[j]);
         if (ns[j]) tu_append_chunked(s, K, V, ns[j], d, 1024);
         for (int h = 0; h < g; h++) synth_stream_query(st, h % 8, 1.0f, 0.3f, q + h * d);
+        if (pol == SKV_POLICY_REFRESHKV) {
+            /* the prefill attend selects the partial cache; one decode token then evicts the
+             * lowest entry (the ring wraps when full); the next attend is a partial step,
+             * the one the GPU serves */
+            skv_partial *p0 = tu_partials_new(g, d);
+            tu_attend(s, q, g, d, p0);
+            free(p0);
+            synth_stream_next(st, K + ns[j] * d, V + ns[j] * d, 1);
+            tu_append(s, K + ns[j] * d, V + ns[j] * d, 1, d);
+            int done = -1;
+            skv_err e0;
+            skv_partial *p1 = tu_partials_new(g, d);
+            TU_OK(skv_sketch_attend_begin(s, q, g, d, p1, &done, &e0), &e0);
+            assert_int_equal(done, 0);
+            free(p1);
+        }
         for (int i = 0; i < g * d; i++) qs[i] = q[i] / sqrtf((float)d);
         skv_err err;
         TU_OK(skv_sketch_entries(s, &e, &err), &err);
@@ -343,6 +359,15 @@ static void test_cuda_subgen_append_equals_cpu(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) dsub_conformance(&cases[i]);
 }
 
+static void test_cuda_refreshkv_partial_step_matches_cpu(void **state) {
+    (void)state;
+    NEED_GPU();
+    conformance(SKV_POLICY_REFRESHKV, SKV_VALUES_L2, SKV_DTYPE_F16, 128, 4,
+                "refreshkv f16 d128 g4");
+    conformance(SKV_POLICY_REFRESHKV, SKV_VALUES_L2, SKV_DTYPE_BF16, 64, 8,
+                "refreshkv bf16 d64 g8");
+}
+
 static void test_cuda_rejects_unsupported_shapes(void **state) {
     (void)state;
     NEED_GPU();
@@ -365,6 +390,7 @@ int main(void) {
         cmocka_unit_test(test_cuda_window_policies_match_cpu),
         cmocka_unit_test(test_cuda_subgen_matches_cpu),
         cmocka_unit_test(test_cuda_subgen_append_equals_cpu),
+        cmocka_unit_test(test_cuda_refreshkv_partial_step_matches_cpu),
         cmocka_unit_test(test_cuda_rejects_unsupported_shapes),
     };
     return cmocka_run_group_tests(tests, gpu_setup, gpu_teardown);

@@ -44,8 +44,9 @@ static float *rand_floats(synth_rng *r, size_t n) {
 }
 
 /* The policies under test, each with a fresh RNG seed; small parameters so that sinkwin and
- * h2o evict and subgen samples (its budget holds a handful of clusters and value slots). */
-enum { NPOL = 5 };
+ * h2o evict, subgen samples (its budget holds a handful of clusters and value slots) and
+ * refreshkv evicts from its partial cache and refreshes it. */
+enum { NPOL = 6 };
 static void make_policies(synth_rng *r, int d, skv_config cfg[NPOL], const char *label[NPOL]) {
     skv_config_default(&cfg[0], SKV_POLICY_EXACT, d);
     label[0] = "exact";
@@ -63,6 +64,10 @@ static void make_policies(synth_rng *r, int d, skv_config cfg[NPOL], const char 
     skv_config_default(&cfg[4], SKV_POLICY_H2O, d);
     cfg[4].heavy = 24, cfg[4].window = 24;
     label[4] = "h2o";
+    skv_config_default(&cfg[5], SKV_POLICY_REFRESHKV, d);
+    cfg[5].partial_tokens = 40, cfg[5].stride = 3, cfg[5].threshold = 0.95f;
+    cfg[5].dtype = SKV_DTYPE_F16;
+    label[5] = "refreshkv";
     for (int i = 0; i < NPOL; i++) cfg[i].seed = synth_rng_u64(r) >> 1;
 }
 
@@ -601,7 +606,7 @@ static void test_bad_create_past_worker_budget(void **state) {
 
 /* ---- 3. checkpoint / restore --------------------------------------------------------------- */
 
-enum { CK_SEQS = 3, CK_STEPS = 8 };
+enum { CK_SEQS = 4, CK_STEPS = 8 };
 
 typedef struct ck_run {
     skv_model_shape sh;
@@ -644,8 +649,8 @@ static void test_checkpoint_restore_continues_bit_identical(void **state) {
     skv_config cfg[NPOL];
     const char *label[NPOL];
     make_policies(&rng, 32, cfg, label);
-    const int pick[CK_SEQS] = {1, 4, 2}; /* subgen-l2, h2o, subgen-cluster */
-    const uint32_t shards[CK_SEQS] = {2, 1, 3};
+    const int pick[CK_SEQS] = {1, 4, 2, 5}; /* subgen-l2, h2o, subgen-cluster, refreshkv */
+    const uint32_t shards[CK_SEQS] = {2, 1, 3, 2};
     skv_err err = {0};
 
     /* job A: create, prefill, steps, checkpoint, steps, checkpoint again, K recorded steps */
@@ -766,7 +771,7 @@ static void test_sigterm_to_coordinator_stops_job_cleanly(void **state) {
 
 /* `steps` decode steps of every layer for the NS sequences, the service against the replica
  * (1e-3 relative); returns the worst relative error. */
-enum { GPU_NS = 4 };
+enum { GPU_NS = 5 };
 static double gpu_steps(skv_client *c, const skv_model_shape *sh, svc_replica *rep,
                         const uint64_t *ids, const skv_policy_id *pol, synth_rng *rng, int steps) {
     const size_t kn = (size_t)sh->kv_heads * sh->head_dim, qn = (size_t)sh->q_heads * sh->head_dim;
@@ -807,10 +812,11 @@ static double gpu_steps(skv_client *c, const skv_model_shape *sh, svc_replica *r
 /*
  * Workers with --backend cuda (2 workers sharing one GPU) answer like the CPU replica within
  * 1e-3 relative (f16/bf16 storage, float32 GPU math): exact with context shards (only the new
- * tail is uploaded each step), sinkwin (re-uploaded each step), and subgen l2 and cluster,
- * whose state lives on the GPU (appended there). A checkpoint then writes the device state
- * (pulled into the CPU shadows): a job restored from it, again on the GPU, goes on matching
- * the replica. Skipped without a GPU, saying why.
+ * tail is uploaded each step), sinkwin (re-uploaded each step), subgen l2 and cluster,
+ * whose state lives on the GPU (appended there), and refreshkv (full steps on the worker's
+ * CPU, partial steps on the GPU over its re-uploaded partial cache). A checkpoint then writes
+ * the device state (pulled into the CPU shadows): a job restored from it, again on the GPU,
+ * goes on matching the replica. Skipped without a GPU, saying why.
  */
 static void test_service_gpu_attend_matches_replica(void **state) {
     svc_fixture *fx = *state;
@@ -828,8 +834,8 @@ static void test_service_gpu_attend_matches_replica(void **state) {
     const skv_model_shape sh = {2, 8, 2, 64};
     skv_config cfg[GPU_NS];
     const skv_policy_id pol[GPU_NS] = {SKV_POLICY_EXACT, SKV_POLICY_SUBGEN, SKV_POLICY_SINKWIN,
-                                       SKV_POLICY_SUBGEN};
-    const uint32_t shards[GPU_NS] = {2, 1, 1, 2};
+                                       SKV_POLICY_SUBGEN, SKV_POLICY_REFRESHKV};
+    const uint32_t shards[GPU_NS] = {2, 1, 1, 2, 1};
     svc_replica rep[GPU_NS];
     uint64_t ids[GPU_NS];
     skv_err err = {0};
@@ -839,6 +845,7 @@ static void test_service_gpu_attend_matches_replica(void **state) {
         cfg[i].values = i == 3 ? SKV_VALUES_CLUSTER : SKV_VALUES_L2;
         cfg[i].seed = synth_rng_u64(&rng) >> 1;
         if (pol[i] != SKV_POLICY_EXACT) cfg[i].budget_bytes = 48 << 10;
+        if (pol[i] == SKV_POLICY_REFRESHKV) cfg[i].stride = 4; /* full steps 1, 5, 9 */
         SVC_OK(skv_client_create_sequence(c, &sh, &cfg[i], shards[i], 64, &ids[i], &err), &err);
         SVC_OK(svc_replica_init(&rep[i], &sh, &cfg[i], ids[i], shards[i], 64, &err), &err);
     }

@@ -21,7 +21,7 @@ typedef struct policy_case {
 static const policy_case CASES[] = {
     {SKV_POLICY_EXACT, SKV_VALUES_L2},       {SKV_POLICY_SINKWIN, SKV_VALUES_L2},
     {SKV_POLICY_H2O, SKV_VALUES_L2},         {SKV_POLICY_SUBGEN, SKV_VALUES_L2},
-    {SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER},
+    {SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER}, {SKV_POLICY_REFRESHKV, SKV_VALUES_L2},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
@@ -41,6 +41,7 @@ static void fixture_init(fixture *f, synth_rng *r, const policy_case *pc) {
     if (pc->policy == SKV_POLICY_SINKWIN || pc->policy == SKV_POLICY_SUBGEN)
         c.sinks = 2, c.window = 8;
     if (pc->policy == SKV_POLICY_H2O) c.heavy = 8, c.window = 4;
+    if (pc->policy == SKV_POLICY_REFRESHKV) c.partial_tokens = 8, c.stride = 3;
     f->s = tu_create(&c);
     f->policy = skv_policy_name(pc->policy);
     synth_fill_normal(r, f->K, NTOK * D, 1.0f);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy_eval.h"
 #include "subkv_cli.h"
 #include "subkv_client.h"
 #include "synth.h"
@@ -29,7 +30,9 @@ static void replay_usage(FILE *f) {
                "Prints per layer: mean / max relative error, step latency p50 / p99 (ms);\n"
                "then the bytes the service holds. The sequence is dropped at the end.\n"
                "Defaults: --policy subgen, --budget 0 (the policy's raw defaults), --dtype and\n"
-               "--values from the policy's defaults, --decode 64, --shards 1.\n");
+               "--values from the policy's defaults, --decode 64, --shards 1.\n"
+               "Policies: exact, sinkwin, h2o, subgen, refreshkv.\n");
+    eval_cli_usage(f, 0);
 }
 
 typedef struct replay_opts {
@@ -37,15 +40,17 @@ typedef struct replay_opts {
     skv_policy_id policy;
     int dtype, values; /* -1: policy default */
     uint64_t budget, decode, shards;
+    eval_cli knobs; /* refreshkv's */
 } replay_opts;
 
 /* Parse replay's arguments; 0, or 2 after printing the problem (1 never). */
 static int replay_parse(int argc, char **argv, replay_opts *o) {
     *o = (replay_opts){
         .policy = SKV_POLICY_SUBGEN, .dtype = -1, .values = -1, .decode = 64, .shards = 1};
+    eval_cli_init(&o->knobs);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = 0;
+        int bad = 0, eo = 0;
         if (a[0] != '-') {
             if (o->trace) bad = 1;
             o->trace = a;
@@ -65,6 +70,8 @@ static int replay_parse(int argc, char **argv, replay_opts *o) {
             bad = cli_parse_size(v, &o->decode) != 0 || o->decode < 1;
         } else if (!strcmp(a, "--shards")) {
             bad = cli_parse_size(v, &o->shards) != 0 || o->shards < 1 || o->shards > 4096;
+        } else if ((eo = eval_cli_option(&o->knobs, a, v)) != 0) {
+            bad = eo < 0;
         } else {
             bad = 1;
         }
@@ -240,6 +247,7 @@ int cli_replay(const cli_target *t, int argc, char **argv) {
     if (o.dtype >= 0) cfg.dtype = (skv_dtype)o.dtype;
     if (o.values >= 0) cfg.values = (skv_values_mode)o.values;
     cfg.budget_bytes = (size_t)o.budget;
+    eval_cli_knobs(&o.knobs, &cfg);
     err_sum = calloc(s->layers, sizeof *err_sum);
     err_max = calloc(s->layers, sizeof *err_max);
     if (!err_sum || !err_max || replay_bufs_alloc(&b, s, M) != 0) {

@@ -10,7 +10,7 @@ struct skv_mirror {
     void *k, *v;
     float *a, *b;
     size_t n, cap;    /* entries uploaded, rows allocated */
-    uint64_t version; /* tokens_seen of the sketch when uploaded */
+    uint64_t version; /* tokens_seen + full_steps of the sketch when uploaded */
     skv_dtype dtype;
     /* resident sketches (subgen): the device image; stale = the CPU shadow is behind it */
     skv_dsub *dsub;
@@ -60,7 +60,9 @@ int skv_gpu_resident(const skv_sketch *s) { return skv_dsub_eligible(s); }
 
 int skv_gpu_eligible(const skv_sketch *s, int g) {
     const skv_config *c = skv_sketch_config(s);
-    return c->policy != SKV_POLICY_H2O /* its attend also updates eviction scores */ &&
+    /* h2o's attend updates eviction scores over every entry: all CPU. refreshkv runs its
+     * full steps on the CPU (skv_sketch_attend_begin) and its partial steps here. */
+    return c->policy != SKV_POLICY_H2O &&
            (c->dtype == SKV_DTYPE_F16 || c->dtype == SKV_DTYPE_BF16) &&
            (c->head_dim == 64 || c->head_dim == 128) &&
            (g == 1 || g == 2 || g == 3 || g == 4 || g == 8);
@@ -150,7 +152,10 @@ static subkv_status mirror_refresh(skv_gpu *g, skv_table_entry *te, skv_err *err
     skv_stats st;
     skv_sketch_stats(te->sketch, &st);
     const skv_config *c = skv_sketch_config(te->sketch);
-    if (m->cap && m->version == st.tokens_seen) return SKV_OK;
+    /* entries change only with tokens_seen or (refreshkv) a full step; both only grow, so
+     * their sum changes whenever either does */
+    const uint64_t version = st.tokens_seen + st.full_steps;
+    if (m->cap && m->version == version) return SKV_OK;
     /* an exact cache only grows: upload its new tail; anything else changes in place */
     const size_t first = c->policy == SKV_POLICY_EXACT ? m->n : 0;
     SKV_CHECK(skv_sketch_entries_from(te->sketch, &g->e, first, err));
@@ -176,7 +181,7 @@ static subkv_status mirror_refresh(skv_gpu *g, skv_table_entry *te, skv_err *err
         }
     }
     m->n = total;
-    m->version = st.tokens_seen;
+    m->version = version;
     return SKV_OK;
 }
 

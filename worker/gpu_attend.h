@@ -11,6 +11,9 @@
  * Every device buffer comes from the context's stream-ordered pool (reserved at start-up),
  * uploads are queued from a pinned arena, appends then attends go out as one launch each per
  * request, and the request syncs once at its end. h2o and float32 storage stay on the CPU.
+ *   refreshkv: the worker first runs skv_sketch_attend_begin on the CPU (its decision, and a
+ *   full step over the host-side full store); only partial steps come here, attending the
+ *   partial cache's mirror.
  */
 #ifndef SUBKV_GPU_ATTEND_H
 #define SUBKV_GPU_ATTEND_H

@@ -90,9 +90,10 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
             size_t r = skv_config_max_bytes(&rc);
             if (r == SIZE_MAX) {
                 st = skv_set_error(err, SKV_ERR_BUDGET,
-                                   "worker %d has a memory budget: an exact cache needs "
-                                   "max_tokens or budget_bytes",
-                                   w->rank);
+                                   "worker %d has a memory budget: a %s sketch needs max_tokens"
+                                   "%s",
+                                   w->rank, skv_policy_name(rc.policy),
+                                   rc.policy == SKV_POLICY_EXACT ? " or budget_bytes" : "");
                 break;
             }
             need += r;
@@ -131,12 +132,12 @@ static subkv_status op_drop(worker *w, const Subkv__WorkerOp *op) {
  * dispatch; this is the worker's own guard.) */
 static subkv_status check_cap(skv_sketch *s, size_t n, skv_err *err) {
     const skv_config *c = skv_sketch_config(s);
-    if (c->policy != SKV_POLICY_EXACT || !c->max_tokens) return SKV_OK;
+    if (!skv_capped_policy(c->policy) || !c->max_tokens) return SKV_OK;
     skv_stats st;
     skv_sketch_stats(s, &st);
-    if (st.tokens_held + n > c->max_tokens)
+    if (st.tokens_seen + n > c->max_tokens)
         return skv_set_error(err, SKV_ERR_BUDGET, "sketch holds %llu of %llu tokens, +%zu exceeds",
-                             (unsigned long long)st.tokens_held, (unsigned long long)c->max_tokens,
+                             (unsigned long long)st.tokens_seen, (unsigned long long)c->max_tokens,
                              n);
     return SKV_OK;
 }
@@ -209,7 +210,13 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
         skv_item_key k = item_key(it);
         const int on_gpu = w->gpu_on && skv_gpu_eligible(sk[i], (int)it->group) &&
                            (ng == 0 || ggroup == (int)it->group);
-        if (on_gpu) {
+        int done = 0;
+        if (on_gpu) /* the policy's CPU part first: a refreshkv full step answers here */
+            st = skv_sketch_attend_begin(sk[i], qp[i], (int)it->group, (int)d, (skv_partial *)o,
+                                         &done, err);
+        if (st != SKV_OK || done) {
+            /* answered (or failed) on the CPU */
+        } else if (on_gpu) {
             w->gitems[ng++] = (skv_gpu_item){skv_table_find_entry(&w->table, &k), qp[i], o};
             ggroup = (int)it->group;
         } else {
