@@ -6,10 +6,12 @@
  * llm_tokenizer_bpe): the piece's bytes become symbols in a doubly linked list; every
  * adjacent pair with a merge rule goes into a min-heap keyed (rank, position of the left
  * symbol). Popping the top merges the two symbols into the left one and queues the pairs
- * the new symbol forms with its neighbours. An entry whose symbols changed since it was
- * queued is stale and skipped: it records the ids it saw, and a symbol's id only changes
- * when it absorbs its right neighbour (to a strictly longer token), while a symbol dies only
- * into its left neighbour, so "left still has id a and its next still has id b" is exact.
+ * the new symbol forms with its neighbours. An entry is only (rank, left position): popped,
+ * it is current when the pair now at that position has a rule of that same rank, since a
+ * rank names one rule (left id, right id). It cannot be an old copy of a pair that came back:
+ * a symbol's id changes only when it absorbs its right neighbour, to a strictly longer token,
+ * and its right neighbour changes only then, so a (position, ids) pair never recurs. Eight
+ * bytes an entry keep a long piece's heap (at most 3 entries a byte) small.
  * Equal ranks pop leftmost first, which is what repeated "merge the best pair, leftmost"
  * gives on a text like "aaa" -> "aa" "a".
  */
@@ -21,9 +23,9 @@
 #include "skv_check.h"
 #include "skv_internal.h"
 
-/* A queued pair: symbols pos and sym[pos].next, ids left and right, merge into id at rank. */
+/* A queued pair: the symbol at pos and its right neighbour, under the rule of this rank. */
 typedef struct bpe_qitem {
-    int32_t rank, pos, left, right, id;
+    int32_t rank, pos;
 } bpe_qitem;
 
 /* A symbol of the current piece: its token id (-1 once merged into its left neighbour) and
@@ -59,7 +61,7 @@ static void queue_pair(bpe_work *w, int32_t pos) {
     if (r < 0) return;
     const bpe_merge_slot *m = bpe_pair_find(w->b, w->sym[pos].id, w->sym[r].id);
     if (!m) return;
-    bpe_qitem it = {m->rank, pos, w->sym[pos].id, w->sym[r].id, m->id};
+    bpe_qitem it = {m->rank, pos};
     size_t i = w->heap_n++;
     while (i > 0 && qless(&it, &w->heap[(i - 1) / 2])) {
         w->heap[i] = w->heap[(i - 1) / 2];
@@ -120,9 +122,11 @@ static subkv_status encode_piece(bpe_work *w, const char *p, size_t len, skv_err
     while (w->heap_n > 0) {
         bpe_qitem q = pop_pair(w);
         bpe_sym *l = &w->sym[q.pos];
-        if (l->id != q.left || l->next < 0 || w->sym[l->next].id != q.right) continue; /* stale */
+        if (l->id < 0 || l->next < 0) continue; /* stale: merged away, or now last */
         bpe_sym *r = &w->sym[l->next];
-        l->id = q.id;
+        const bpe_merge_slot *m = bpe_pair_find(w->b, l->id, r->id);
+        if (!m || m->rank != q.rank) continue; /* stale: another pair there now */
+        l->id = m->id;
         l->next = r->next;
         if (r->next >= 0) w->sym[r->next].prev = q.pos;
         r->id = -1;
