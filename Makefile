@@ -159,7 +159,8 @@ LIB_CLIENT := $(BUILD)/libsubkv.a
 LIBS       := $(LIB_TOOLS) $(LIB_CACHE) $(LIB_CUDA) $(LIB_PROTO) $(LIB_COORD) $(LIB_WORKER) \
               $(LIB_CLIENT)
 # The group lets the libraries reference each other in any direction (cuda -> cache, tools -> cache).
-LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group $(MPI_LDLIBS) -lprotobuf-c -lm \
+# -lpcre2-8: the tokenizer's pre-tokenizer (tools/bpe*.c); cache/ itself needs only libc + libm.
+LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group $(MPI_LDLIBS) -lprotobuf-c -lpcre2-8 -lm \
              $(CUDA_LDLIBS) $(LDLIBS)
 
 tool_bin   = $(BUILD)/$(subst _,-,$(patsubst %_main.c,%,$(notdir $(1))))
@@ -282,7 +283,8 @@ FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_NAMES))
 FUZZ_SEEDS   := $(FUZZ_DIR)/fuzz-seeds
 # What the harnesses parse (an archive: each binary takes only the members it needs).
 FUZZ_LIB_SRC := $(CACHE_SRC) $(PROTO_SRC) worker/sketch_table.c worker/table_ckpt.c \
-                worker/gpu_attend.c tools/trace.c tools/synth.c cuda/attend_cpu.c cuda/backend.c \
+                worker/gpu_attend.c tools/trace.c tools/synth.c tools/bpe.c tools/bpe_encode.c \
+                cuda/attend_cpu.c cuda/backend.c \
                 cuda/backend_cpu.c
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_OBJDIR)/%.o,$(FUZZ_LIB_SRC)) $(FUZZ_OBJDIR)/gen/subkv.pb-c.o
 FUZZ_LIB     := $(FUZZ_DIR)/libsubkv-fuzz.a
@@ -311,11 +313,11 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_OBJDIR)/tests/fuzz_%.o $(FUZZ_LIB)
-	$(CC_FUZZ) $(FUZZ_SAN) $< $(FUZZ_LIB) -lprotobuf-c -lm -o $@
+	$(CC_FUZZ) $(FUZZ_SAN) $< $(FUZZ_LIB) -lprotobuf-c -lpcre2-8 -lm -o $@
 
 # The seed writer has its own main: instrumented like the rest, without libFuzzer's main.
 $(FUZZ_SEEDS): $(FUZZ_OBJDIR)/tests/fuzz_seeds.o $(FUZZ_LIB)
-	$(CC_FUZZ) $(subst fuzzer,fuzzer-no-link,$(FUZZ_SAN)) $< $(FUZZ_LIB) -lprotobuf-c -lm -o $@
+	$(CC_FUZZ) $(subst fuzzer,fuzzer-no-link,$(FUZZ_SAN)) $< $(FUZZ_LIB) -lprotobuf-c -lpcre2-8 -lm -o $@
 
 fuzz-build:
 	@command -v $(CC_FUZZ) >/dev/null 2>&1 || { echo "make fuzz: $(CC_FUZZ) not found (Debian: apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# device-debs.sh — bring protobuf-c and cmocka to a GPU machine that has neither and no internet
+# device-debs.sh — protobuf-c, cmocka and libpcre2-dev for a GPU machine without them or internet
 # (Ubuntu 24.04 with CUDA), as Debian 12 .deb files unpacked into a private prefix.
 #
 #   deploy/device-debs.sh fetch [DIR]            here (Debian 12, online): apt-get download into
@@ -12,6 +12,8 @@
 # Why these packages: the -dev packages carry headers and the unversioned .so link; the runtime
 # packages carry the .so.N; protoc-c (protobuf-c-compiler) links libprotoc.so.32 and
 # libprotobuf.so.32, which Ubuntu 24.04 only has if libprotobuf-dev happens to be installed.
+# libpcre2-dev's libpcre2-8.so is a relative link to libpcre2-8.so.0, so libpcre2-8-0 comes too
+# (the host's copy lives in another directory).
 # Debian 12 binaries run on Ubuntu 24.04 (older glibc/libstdc++ than the host's).
 # The device run tool carries ignored paths only on request: pass carry [".debs"].
 set -euo pipefail
@@ -19,12 +21,13 @@ set -euo pipefail
 PACKAGES=(
     libprotobuf-c1 libprotobuf-c-dev protobuf-c-compiler libprotoc32 libprotobuf32
     libcmocka0 libcmocka-dev
+    libpcre2-8-0 libpcre2-dev
 )
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 

@@ -1,12 +1,12 @@
 /*
  * fuzz_seeds.c — writes a few valid inputs for each fuzz harness (not a harness itself):
  *
- *   build/fuzz/fuzz-seeds DIR   ->  DIR/{sketch_load,table_load,request,frame,trace}/seed-*
+ *   build/fuzz/fuzz-seeds DIR   ->  DIR/{sketch_load,table_load,request,frame,trace,bpe}/seed-*
  *
  * libFuzzer finds checksummed, nested formats slowly from nothing; starting from one real
  * sketch of each policy and dtype, a worker checkpoint, each kind of request, framed
- * requests and a small trace, it mutates structure it could not easily invent. Sizes stay
- * small (head_dim 4, tens of tokens) so every seed is a few KiB. Deterministic.
+ * requests, a small trace and tokenizer text, it mutates structure it could not easily invent.
+ * Sizes stay small (head_dim 4, tens of tokens) so every seed is a few KiB. Deterministic.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -213,6 +213,23 @@ static void trace_seed(synth_rng *r) {
     put("trace", "small", buf, sizeof buf);
 }
 
+/* Tokenizer inputs: a mode byte (bit 0 parse specials, bit 1 pre-type gpt2), then text with
+ * the tiny vocabulary's merges, its special tokens, digits, contractions, whitespace runs,
+ * U+0085, other scripts, a byte 0x04 and bytes that are not UTF-8. */
+static void bpe_seeds(void) {
+    static const char text[] = "the thing's  in\n\n    aaaa 1234 <|x|>[U]<|x| caf\xc3\xa9 "
+                               "\xc2\x85!\xc2\x85 \xd0\x9f\xe4\xbd\xa0\xf0\x9f\x98\x80 "
+                               "\x04!\x04! \xff\xfe\xc3 it'S   ";
+    char buf[sizeof text];
+    for (unsigned mode = 0; mode < 4; mode++) {
+        char name[16];
+        buf[0] = (char)mode;
+        memcpy(buf + 1, text, sizeof text - 1);
+        snprintf(name, sizeof name, "mode%u", mode);
+        put("bpe", name, buf, sizeof text);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -225,5 +242,6 @@ int main(int argc, char **argv) {
     sketch_and_table_seeds(&r);
     request_seeds(&r);
     trace_seed(&r);
+    bpe_seeds();
     return 0;
 }
