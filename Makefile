@@ -293,7 +293,7 @@ FUZZ_SEEDS   := $(FUZZ_DIR)/fuzz-seeds
 # What the harnesses parse (an archive: each binary takes only the members it needs).
 FUZZ_LIB_SRC := $(CACHE_SRC) $(PROTO_SRC) worker/sketch_table.c worker/table_ckpt.c \
                 worker/gpu_attend.c tools/trace.c tools/synth.c cuda/attend_cpu.c cuda/backend.c \
-                cuda/backend_cpu.c
+                cuda/backend_cpu.c tools/gguf.c tools/gguf_meta.c tools/gguf_quant.c tools/gguf_build.c
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_OBJDIR)/%.o,$(FUZZ_LIB_SRC)) $(FUZZ_OBJDIR)/gen/subkv.pb-c.o
 FUZZ_LIB     := $(FUZZ_DIR)/libsubkv-fuzz.a
 FUZZ_STAMP   := $(FUZZ_OBJDIR)/flags.stamp
