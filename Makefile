@@ -160,8 +160,11 @@ LIB_CLIENT := $(BUILD)/libsubkv.a
 LIBS       := $(LIB_TOOLS) $(LIB_CACHE) $(LIB_CUDA) $(LIB_PROTO) $(LIB_COORD) $(LIB_WORKER) \
               $(LIB_CLIENT)
 # The group lets the libraries reference each other in any direction (cuda -> cache, tools -> cache).
-LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group $(MPI_LDLIBS) -lprotobuf-c -lm \
-             $(CUDA_LDLIBS) $(LDLIBS)
+# CBLAS (OpenBLAS) for the model runner's matrix products (tools/llama.c): programs and tests
+# link it; the libraries of cache/ stay libc + libm.
+BLAS_LDLIBS ?= -lopenblas
+LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group $(MPI_LDLIBS) -lprotobuf-c $(BLAS_LDLIBS) \
+             -lm $(CUDA_LDLIBS) $(LDLIBS)
 
 tool_bin   = $(BUILD)/$(subst _,-,$(patsubst %_main.c,%,$(notdir $(1))))
 TOOL_BINS  := $(foreach m,$(TOOLS_MAINS) $(SVC_MAINS),$(call tool_bin,$(m)))
