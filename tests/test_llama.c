@@ -11,7 +11,9 @@
  *  - a prefill of N tokens then a decode step equals a prefill of N + 1 (last logits, 1e-4
  *    relative), and a prefill in two chunks (the second merging the stored context's partials)
  *    equals one prefill;
- *  - sinkwin, h2o and subgen with a budget that holds every token give exact's logits.
+ *  - sinkwin, h2o and subgen with a budget that holds every token give exact's logits;
+ *  - the GGUF's tokenizer (when this build has tools/bpe.h) encodes as Hugging Face's
+ *    tokenizer for the same GGUF does (ids recorded from transformers 5.23).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +27,7 @@
 
 #include "gguf_build.h"
 #include "llama.h"
+#include "llama_tok.h"
 #include "svc_harness.h"
 #include "test_util.h"
 
@@ -496,6 +499,43 @@ static void test_llama_budget_that_holds_everything_matches_exact(void **state) 
     free(got);
 }
 
+static void test_llama_gguf_tokenizer_matches_hugging_face(void **state) {
+    suite *su = *state;
+    NEED_MODEL(su);
+    if (!llama_tok_available()) {
+        printf("# skipped: this build has no tokenizer (tools/bpe.h not in the tree yet)\n");
+        skip();
+    }
+    static const struct {
+        const char *text;
+        int32_t ids[24];
+        size_t n;
+    } cases[] = {
+        {"The capital of France is", {504, 3575, 282, 4649, 314}, 5},
+        {"<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+         {1, 4093, 198, 1780, 314, 216, 34, 27, 34, 47, 2, 198, 1, 520, 9531, 198},
+         16},
+        {"  na\xc3\xafve caf\xc3\xa9, 12345 d\xc3\xa9j\xc3\xa0-vu!\n\tTabs",
+         {216,   15486, 46494, 37366, 28,  216, 33, 34,  35,  36, 37,
+          32564, 90,    16739, 29,    102, 101, 17, 198, 197, 68, 7366},
+         22},
+    };
+    llama_tok *tok = NULL;
+    skv_err err = {0};
+    TU_OK(llama_tok_open(llama_model_gguf(su->real), &tok, &err), &err);
+    assert_int_equal(llama_tok_eos(tok), 2);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        TU_OK(llama_tok_encode(tok, cases[c].text, strlen(cases[c].text), 1, 1, &ids, &n, &err),
+              &err);
+        assert_int_equal(n, cases[c].n);
+        assert_memory_equal(ids, cases[c].ids, n * sizeof *ids);
+        free(ids);
+    }
+    llama_tok_free(tok);
+}
+
 int main(void) {
     tu_suite_begin("llama");
     const struct CMUnitTest tests[] = {
@@ -504,6 +544,7 @@ int main(void) {
         cmocka_unit_test(test_llama_local_and_service_exact_are_identical),
         cmocka_unit_test(test_llama_decode_step_equals_longer_prefill),
         cmocka_unit_test(test_llama_budget_that_holds_everything_matches_exact),
+        cmocka_unit_test(test_llama_gguf_tokenizer_matches_hugging_face),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "llama_cli.h"
+#include "llama_tok.h"
 #include "subkv_cli.h"
 #include "subkv_client.h"
 
@@ -236,4 +237,63 @@ void lcli_write_token(const gguf_file *g, int32_t id, FILE *f) {
             fwrite(p, 1, (size_t)(q - p), f); /* not byte-level: the piece as it is */
         p = q;
     }
+}
+
+/* The whole file into a malloc'd buffer (NUL-terminated); NULL with a message. */
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n < 2) {
+            char *b = realloc(buf, cap *= 2);
+            if (!b) free(buf);
+            buf = b;
+        }
+    }
+    fclose(f);
+    if (!buf) {
+        fprintf(stderr, "out of memory reading %s\n", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+int lcli_input(const lcli_opts *o, const lcli_run *r, const char *text, int is_file, int special,
+               int32_t **ids, size_t *n) {
+    if (o->tokens) return lcli_parse_tokens(o->tokens, ids, n);
+    if (!text) {
+        fprintf(stderr, "no input: give %s or --tokens\n", is_file ? "FILE" : "PROMPT");
+        return -1;
+    }
+    llama_tok *tok = NULL;
+    skv_err err = {0};
+    if (llama_tok_open(llama_model_gguf(r->model), &tok, &err) != SKV_OK) {
+        cli_fail("tokenizer", &err);
+        return -1;
+    }
+    size_t len = strlen(text);
+    char *owned = NULL;
+    if (is_file && !(owned = read_file(text, &len))) {
+        llama_tok_free(tok);
+        return -1;
+    }
+    subkv_status st = llama_tok_encode(tok, owned ? owned : text, len, special, 1, ids, n, &err);
+    free(owned);
+    llama_tok_free(tok);
+    if (st != SKV_OK) return cli_fail("tokenize", &err) ? -1 : -1;
+    if (*n == 0) {
+        free(*ids);
+        fprintf(stderr, "the input has no tokens\n");
+        return -1;
+    }
+    return 0;
 }

@@ -55,6 +55,15 @@ int lcli_open(const lcli_opts *o, lcli_run *r);
 int lcli_reset(const lcli_opts *o, lcli_run *r);
 void lcli_close(lcli_run *r);
 
+/*
+ * The input's token ids: --tokens when given; else `text` (is_file: the path of a file whose
+ * bytes are the text) through the model's tokenizer (llama_tok.h), with control tokens written
+ * in the text parsed when `special`. 0, or -1 with the reason printed (no tokenizer in this
+ * build, an unreadable file, no tokens).
+ */
+int lcli_input(const lcli_opts *o, const lcli_run *r, const char *text, int is_file, int special,
+               int32_t **ids, size_t *n);
+
 /* Write the bytes of token `id` (the GGUF vocabulary's piece, GPT-2 byte-level decoded) to f;
  * control tokens are written as their piece text. */
 void lcli_write_token(const gguf_file *g, int32_t id, FILE *f);

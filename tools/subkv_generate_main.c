@@ -1,7 +1,8 @@
 /*
  * subkv-generate — greedy generation with the C llama runner, attention through subkv.
  *
- *   subkv-generate --tokens 1,9690,314 [--max-tokens 32] [--chat] [--policy P --budget B]
+ *   subkv-generate "PROMPT" [--max-tokens 32] [--chat] [--policy P --budget B]
+ *   (or --tokens 1,9690,314: token ids instead of text)
  *
  * Prefills the prompt in one batch, then decodes one token at a time (each step's attention
  * goes through the backend: in-process sketches or the service), printing the text as it
@@ -27,13 +28,13 @@ static void usage(FILE *f) {
     lcli_usage_common(f);
 }
 
-/* <|im_start|>user\n PROMPT <|im_end|>\n<|im_start|>assistant\n needs the text "assistant\n"
- * tokenized, so --chat works on text prompts (with the tokenizer) only. */
-static int chat_wrap(const gguf_file *g, int32_t **ids, size_t *n) {
-    (void)g, (void)ids, (void)n;
-    fprintf(stderr, "subkv-generate: --chat needs a text prompt and the tokenizer; with --tokens, "
-                    "give the chat template's ids yourself\n");
-    return -1;
+/* One user turn of the chat template (ChatML), ready for the assistant's answer. */
+static char *chat_text(const char *prompt) {
+    static const char pre[] = "<|im_start|>user\n", post[] = "<|im_end|>\n<|im_start|>assistant\n";
+    const size_t n = strlen(prompt);
+    char *t = malloc(sizeof pre + n + sizeof post);
+    if (t) snprintf(t, sizeof pre + n + sizeof post, "%s%s%s", pre, prompt, post);
+    return t;
 }
 
 int main(int argc, char **argv) {
@@ -68,15 +69,14 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (o.tokens) {
-        if (lcli_parse_tokens(o.tokens, &ids, &n) != 0) return 2;
-    } else {
-        fprintf(stderr, "subkv-generate: %s; give --tokens (text input needs the tokenizer)\n",
-                prompt ? "text prompts are not supported yet" : "no prompt");
+    if (chat && o.tokens) {
+        fprintf(stderr, "subkv-generate: --chat wraps a text PROMPT; with --tokens give the "
+                        "template's ids yourself\n");
         return 2;
     }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    char *wrapped = NULL;
     lcli_run run = {0};
     int rc = 1;
     float *logits = NULL;
@@ -84,7 +84,11 @@ int main(int argc, char **argv) {
     if (lcli_open(&o, &run) != 0) goto done;
     const llama_hparams *hp = llama_model_hparams(run.model);
     const gguf_file *g = llama_model_gguf(run.model);
-    if (chat && chat_wrap(g, &ids, &n) != 0) goto done;
+    if (chat && prompt && !(wrapped = chat_text(prompt))) goto done;
+    if (lcli_input(&o, &run, wrapped ? wrapped : prompt, 0, 1, &ids, &n) != 0) {
+        rc = 2;
+        goto done;
+    }
     uint32_t eos = UINT32_MAX;
     skv_err err = {0};
     if (gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &eos, &err) != SKV_OK) eos = UINT32_MAX;
@@ -132,6 +136,7 @@ int main(int argc, char **argv) {
            skv_policy_name((skv_policy_id)o.policy), run.attn->ops->bytes(run.attn));
     rc = 0;
 done:
+    free(wrapped);
     free(logits);
     free(out);
     free(ids);

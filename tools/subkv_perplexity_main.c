@@ -2,7 +2,8 @@
  * subkv-perplexity — the model's per-token negative log-likelihood over the tail of a window
  * of a token stream, with the stored context answered by a subkv policy.
  *
- *   subkv-perplexity --tokens @ids.txt [--window 1024] [--tail 128] [--policy P --budget B]
+ *   subkv-perplexity FILE [--window 1024] [--tail 128] [--policy P --budget B]
+ *   (FILE: text, tokenized with the model's tokenizer; --tokens @ids.txt for token ids)
  *
  * The first window - tail tokens are prefilled in one batch (their causal attention exact);
  * the tail is then decoded teacher-forced, one token per step, every step's attention over
@@ -57,26 +58,22 @@ int main(int argc, char **argv) {
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    if (!o.tokens) {
-        fprintf(stderr,
-                "subkv-perplexity: %s; give --tokens @FILE of ids (text needs the "
-                "tokenizer)\n",
-                file ? "text files are not supported yet" : "no input");
-        return 2;
-    }
-    if (lcli_parse_tokens(o.tokens, &ids, &n) != 0) return 2;
-    if (n > window) n = (size_t)window;
-    if (n < tail + 1) {
-        fprintf(stderr, "subkv-perplexity: %zu tokens: need more than --tail %llu\n", n,
-                (unsigned long long)tail);
-        free(ids);
-        return 2;
-    }
     lcli_run run = {0};
     int rc = 1;
     float *logits = NULL;
     FILE *cf = NULL;
     if (lcli_open(&o, &run) != 0) goto done;
+    if (lcli_input(&o, &run, file, 1, 0, &ids, &n) != 0) {
+        rc = 2;
+        goto done;
+    }
+    if (n > window) n = (size_t)window;
+    if (n < tail + 1) {
+        fprintf(stderr, "subkv-perplexity: %zu tokens: need more than --tail %llu\n", n,
+                (unsigned long long)tail);
+        rc = 2;
+        goto done;
+    }
     const llama_hparams *hp = llama_model_hparams(run.model);
     logits = malloc(hp->n_vocab * sizeof(float));
     if (!logits) goto done;

@@ -3,7 +3,7 @@
  * the post-rotary Q, K, V of every token (format: tools/trace.h), the input of
  * `subkv replay` and of the policy evaluations on real-model data.
  *
- *   subkv-trace --tokens @ids.txt -o model.skvt [--window 4096]
+ *   subkv-trace FILE -o model.skvt [--window 4096]      (or --tokens @ids.txt for token ids)
  *
  * The window is prefilled in one batch; the forward pass hands each layer's Q, K, V of all
  * its tokens to the trace writer as soon as the layer is computed, so memory stays one layer.
@@ -66,21 +66,17 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (!o.tokens) {
-        fprintf(stderr,
-                "subkv-trace: %s; give --tokens @FILE of ids (text needs the "
-                "tokenizer)\n",
-                file ? "text files are not supported yet" : "no input");
-        return 2;
-    }
     int32_t *ids = NULL;
     size_t n = 0;
-    if (lcli_parse_tokens(o.tokens, &ids, &n) != 0) return 2;
-    if (n > window) n = (size_t)window;
     lcli_run run = {0};
     hook_ctx h = {0};
     int rc = 1;
     if (lcli_open(&o, &run) != 0) goto done;
+    if (lcli_input(&o, &run, file, 1, 0, &ids, &n) != 0) {
+        rc = 2;
+        goto done;
+    }
+    if (n > window) n = (size_t)window;
     const llama_hparams *hp = llama_model_hparams(run.model);
     const trace_shape sh = {hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, n};
     if (trace_writer_open(out, &sh, &h.w, &h.err) != SKV_OK) {
