@@ -278,7 +278,7 @@ int32_t llama_argmax(const float *logits, uint32_t n) {
 double llama_nll(const float *logits, uint32_t n, int32_t target) {
     float m = logits[0];
     for (uint32_t i = 1; i < n; i++) m = logits[i] > m ? logits[i] : m;
-    double z = 0.0;
-    for (uint32_t i = 0; i < n; i++) z += exp((double)logits[i] - m);
+    double z = exp((double)logits[0] - m); /* >= e^(min - max) > 0; 1 at the max */
+    for (uint32_t i = 1; i < n; i++) z += exp((double)logits[i] - m);
     return log(z) + m - (double)logits[target];
 }

@@ -60,7 +60,8 @@ typedef struct llama_attn_ops {
      * skv_partial_stride(head_dim) of n queries against the context stored so far. */
     subkv_status (*attend_partials)(llama_attn *a, uint32_t layer, size_t n, const float *Q,
                                     skv_partial *out, skv_err *err);
-    /* Bytes the sketches hold now (0 when unknown). */
+    /* Bytes the sketches hold now: local, this session's; service, every sequence the service
+     * holds (its stats reply); 0 when unknown. */
     size_t (*bytes)(llama_attn *a);
     void (*destroy)(llama_attn *a);
 } llama_attn_ops;
@@ -112,9 +113,9 @@ subkv_status llama_prefill(llama_session *s, const int32_t *tokens, size_t n, fl
 /* One decode step: token at the next position, attention through the backend's step. */
 subkv_status llama_decode(llama_session *s, int32_t token, float *logits, skv_err *err);
 
-/* Index of the largest logit (greedy). */
+/* Index of the largest logit (greedy; n >= 1). */
 int32_t llama_argmax(const float *logits, uint32_t n);
-/* -log softmax(logits)[target], in double. */
+/* -log softmax(logits)[target], in double (n >= 1, target < n). */
 double llama_nll(const float *logits, uint32_t n, int32_t target);
 
 #endif /* SUBKV_LLAMA_H */

@@ -116,7 +116,8 @@ int lcli_parse_tokens(const char *spec, int32_t **out, size_t *n) {
     int32_t *ids = malloc(cap * sizeof *ids);
     const char *p = text;
     int rc = 0;
-    while (ids && *p) {
+    if (!ids) p = ""; /* reported below */
+    while (*p) {
         while (*p == ',' || *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
         if (!*p) break;
         char *end = NULL;
