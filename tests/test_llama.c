@@ -41,10 +41,23 @@ typedef struct suite {
 static int suite_setup(void **state) {
     suite *s = calloc(1, sizeof *s);
     if (!s) return -1;
-    char path[PATH_MAX + 64], bdir[PATH_MAX];
+    /* SUBKV_MODEL, else data/ of the repository: the first of the build folder's ancestors
+     * (build/, build/sanitize/, ...) that has data/MODEL_NAME. */
+    char path[PATH_MAX + 64], dir[PATH_MAX];
     const char *env = getenv("SUBKV_MODEL");
-    svc_build_dir(bdir, sizeof bdir);
-    snprintf(path, sizeof path, "%s/../data/" MODEL_NAME, bdir);
+    svc_build_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/../data/" MODEL_NAME, dir);
+    for (int up = 0; up < 4; up++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) break;
+        *slash = '\0';
+        char cand[PATH_MAX + 64];
+        snprintf(cand, sizeof cand, "%s/data/" MODEL_NAME, dir);
+        if (access(cand, R_OK) == 0) {
+            snprintf(path, sizeof path, "%s", cand);
+            break;
+        }
+    }
     if (env && *env) snprintf(path, sizeof path, "%s", env);
     skv_err err = {0};
     if (access(path, R_OK) != 0) {
