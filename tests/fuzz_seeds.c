@@ -1,7 +1,7 @@
 /*
  * fuzz_seeds.c — writes a few valid inputs for each fuzz harness (not a harness itself):
  *
- *   build/fuzz/fuzz-seeds DIR   ->  DIR/{sketch_load,table_load,request,frame,trace,bpe}/seed-*
+ *   build/fuzz/fuzz-seeds DIR   -> DIR/{sketch_load,table_load,request,frame,trace,bpe,gguf}/seed-*
  *
  * libFuzzer finds checksummed, nested formats slowly from nothing; starting from one real
  * sketch of each policy and dtype, a worker checkpoint, each kind of request, framed
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "gguf_build.h"
 #include "sketch_table.h"
 #include "skv_frame.h"
 #include "skv_wire.h"
@@ -230,6 +231,38 @@ static void bpe_seeds(void) {
     }
 }
 
+/* A llama-shaped GGUF: typed metadata, a token list, one tensor of each dequantised type. */
+static void gguf_seed(synth_rng *r) {
+    gguf_builder b;
+    gguf_build_init(&b, 32);
+    const uint32_t blocks = 2, heads = 4;
+    const float eps = 1e-5f;
+    const uint8_t yes = 1;
+    gguf_build_string(&b, "general.architecture", "llama");
+    gguf_build_scalar(&b, "llama.block_count", GGUF_TYPE_UINT32, &blocks);
+    gguf_build_scalar(&b, "llama.attention.head_count", GGUF_TYPE_UINT32, &heads);
+    gguf_build_scalar(&b, "llama.attention.layer_norm_rms_epsilon", GGUF_TYPE_FLOAT32, &eps);
+    gguf_build_scalar(&b, "tokenizer.ggml.add_bos_token", GGUF_TYPE_BOOL, &yes);
+    static const char *const toks[] = {"<|endoftext|>", "a", "b", "ab"};
+    const int32_t types[] = {3, 1, 1, 1};
+    gguf_build_str_array(&b, "tokenizer.ggml.tokens", toks, 4);
+    gguf_build_array(&b, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 4);
+    uint8_t q[2 * 34];
+    for (size_t i = 0; i < sizeof q; i++) q[i] = (uint8_t)synth_rng_u64(r);
+    q[0] = 0x00, q[1] = 0x38, q[34] = 0x00, q[35] = 0x34; /* finite half scales */
+    float w[8];
+    fill(r, w, 8);
+    gguf_build_tensor(&b, "f32", 1, (uint64_t[]){8}, GGML_F32, w, sizeof w);
+    gguf_build_tensor(&b, "q8_0", 2, (uint64_t[]){32, 2}, GGML_Q8_0, q, sizeof q);
+    gguf_build_tensor(&b, "q4_1", 1, (uint64_t[]){32}, GGML_Q4_1, q, 20);
+    gguf_build_tensor(&b, "q4_0", 1, (uint64_t[]){32}, GGML_Q4_0, q, 18);
+    skv_buf img = {0};
+    skv_err e;
+    if (gguf_build_finish(&b, &img, &e) != SKV_OK) die(e.msg);
+    put("gguf", "llama", img.data, img.len);
+    skv_buf_free(&img);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -243,5 +276,6 @@ int main(int argc, char **argv) {
     request_seeds(&r);
     trace_seed(&r);
     bpe_seeds();
+    gguf_seed(&r);
     return 0;
 }
