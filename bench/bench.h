@@ -7,7 +7,17 @@
 /* "4096,32K,1M" into out[max] (K and M are powers of 1024); the count, or -1 when malformed. */
 int bench_parse_sizes(const char *s, size_t *out, int max);
 
+/* bench/refresh.c: `subkv-bench refresh` (refreshkv's per-group vs per-layer decision) */
+int bench_refresh(int argc, char **argv);
+
 /* bench/gpu.c: `subkv-bench gpu` */
 int bench_gpu(int argc, char **argv);
+
+/* bench/gpu_append.c: SubGen's append on the device vs the CPU, one table (part of `gpu`).
+ * ctx is a skv_cuda_ctx. */
+#include <stdio.h>
+typedef struct skv_cuda_ctx skv_cuda_ctx;
+int bench_gpu_append(skv_cuda_ctx *ctx, const size_t *batches, int nb, size_t context,
+                     size_t prefill, FILE *csv);
 
 #endif /* SUBKV_BENCH_H */

@@ -8,7 +8,8 @@
  *     budgets) on the same data: time and speed-up over exact;
  *   - accuracy: one head of clustered synthetic data at --err-context tokens, SubGen (l2 and
  *     cluster) built on the CPU at those budgets, attended on the GPU, against the GPU's
- *     exact attend of the same keys and values (relative error of the outputs).
+ *     exact attend of the same keys and values (relative error of the outputs);
+ *   - SubGen's append on the device vs the CPU (bench/gpu_append.c).
  * Prints '#' headers and a table; CSV to --csv. Without a GPU it says so and exits 1.
  */
 #include <math.h>
@@ -92,13 +93,13 @@ static int time_shapes(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size
                 for (size_t k = 0; k < njobs; k++) {
                     const char *kb = (const char *)K + k * ne * row;
                     const char *vb = (const char *)V + k * ne * row;
-                    jobs[k] = (skv_cuda_job){kb,
-                                             vb,
-                                             v ? w : NULL,
-                                             v ? w : NULL,
-                                             ne,
-                                             q + k * GQ * HD,
-                                             out + k * GQ * (HD + 2)};
+                    jobs[k] = (skv_cuda_job){.k = kb,
+                                             .v = vb,
+                                             .a = v ? w : NULL,
+                                             .b = v ? w : NULL,
+                                             .n = ne,
+                                             .q = q + k * GQ * HD,
+                                             .out = out + k * GQ * (HD + 2)};
                 }
                 if (check(skv_cuda_time_attend(ctx, jobs, (int)njobs, HD, GQ, SKV_DTYPE_F16, 0, 3,
                                                20, &ms[v], &err),
@@ -139,7 +140,7 @@ static int gpu_entries(skv_cuda_ctx *ctx, const skv_entries *e, const float *qs,
              check(skv_cuda_malloc((void **)&b, e->n * 4, &err), &err, "b") ||
              check(skv_cuda_upload(a, e->a, e->n * 4, &err), &err, "a") ||
              check(skv_cuda_upload(b, e->b, e->n * 4, &err), &err, "b");
-    skv_cuda_job job = {k, v, a, b, e->n, q, o};
+    skv_cuda_job job = {.k = k, .v = v, .a = a, .b = b, .n = e->n, .q = q, .out = o};
     if (!rc)
         rc = check(skv_cuda_attend(ctx, &job, 1, HD, GQ, SKV_DTYPE_F16, 0, &err), &err, "attend") ||
              check(skv_cuda_sync(ctx, &err), &err, "sync") ||
@@ -244,14 +245,15 @@ static int accuracy(skv_cuda_ctx *ctx, size_t n, FILE *csv) {
 int bench_gpu(int argc, char **argv) {
     size_t ctxs[8] = {32768, 131072, 524288, 1048576}, batches[8] = {1, 8, 32};
     int nc = 4, nb = 3;
-    size_t err_ctx = 131072;
+    size_t err_ctx = 131072, app_ctx = 32768, app_prefill = 4096;
     const char *csvp = "build/bench-gpu.csv";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: subkv-bench gpu [--contexts N,...] [--batches B,...] [--err-context N] "
-                   "[--csv FILE]\nDefaults: --contexts 32K,128K,512K,1M --batches 1,8,32 "
-                   "--err-context 128K --csv build/bench-gpu.csv\n");
+                   "[--append-context N] [--append-prefill N] [--csv FILE]\nDefaults: --contexts "
+                   "32K,128K,512K,1M --batches 1,8,32 --err-context 128K --append-context 32K "
+                   "--append-prefill 4096 --csv build/bench-gpu.csv\n");
             return 0;
         }
         if (!v) {
@@ -265,6 +267,10 @@ int bench_gpu(int argc, char **argv) {
             nb = bench_parse_sizes(v, batches, 8);
         else if (!strcmp(a, "--err-context"))
             err_ctx = strtoull(v, NULL, 0);
+        else if (!strcmp(a, "--append-context"))
+            app_ctx = strtoull(v, NULL, 0);
+        else if (!strcmp(a, "--append-prefill"))
+            app_prefill = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--csv"))
             csvp = v;
         else
@@ -296,6 +302,7 @@ int bench_gpu(int argc, char **argv) {
            copy);
     int rc = time_shapes(ctx, ctxs, nc, batches, nb, copy, csv);
     if (!rc) rc = accuracy(ctx, err_ctx, csv);
+    if (!rc) rc = bench_gpu_append(ctx, batches, nb, app_ctx, app_prefill, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);
     return rc;

@@ -4,7 +4,12 @@
  *
  *   subkv-bench sketch   every policy at n = 4K, 32K, 256K, 1M tokens (d = 128, synthetic
  *                        drifting clusters with topic shifts and heavy-tailed values):
- *                        bytes held, append ns/token, attend us/query, error vs exact.
+ *                        bytes held, append ns/token, attend us/query, error vs exact;
+ *                        refreshkv's full-step fraction and bytes read per step, and the
+ *                        paper's equal-time comparison: h2o and sinkwin holding what
+ *                        refreshkv reads per step on average.
+ *   subkv-bench refresh  refreshkv's refresh decision per GQA group vs per layer
+ *                        (bench/refresh.c).
  *   subkv-bench gpu      the GPU attend (bench/gpu.c): exact vs copy bandwidth, SubGen's
  *                        attend at 8x/16x/64x less memory, accuracy at equal memory.
  */
@@ -21,11 +26,18 @@ static void usage(FILE *f) {
     fprintf(
         f,
         "usage: subkv-bench sketch [--n N[,N...]] [--d D] [--budget BYTES] [--dtype f32|f16|bf16]\n"
-        "                          [--queries Q] [--group G] [--seed S] [--drift X] [--csv FILE]\n"
+        "                          [--queries Q] [--group G] [--seed S] [--drift X] [--persist P]\n"
+        "                          [--csv FILE] [--policy ...] [refreshkv knobs]\n"
         "Defaults: --n 4096,32768,262144,1048576 --d 128 --budget 524288 --dtype f16\n"
-        "          --queries 8 --group 4 --drift 0.0003 --csv build/bench-sketch.csv\n"
+        "          --queries 8 --group 4 --drift 0.0003 --persist 0 --csv build/bench-sketch.csv\n"
         "--drift: random-walk std per token and coordinate of every key-cluster center.\n"
-        "Budget is per KV head for sinkwin, h2o and subgen; exact holds everything.\n");
+        "--persist: probability a query group aims at the previous group's cluster (each query\n"
+        "group is one decode step; 0.9 gives topics of about 10 steps).\n"
+        "Budget is per KV head for sinkwin, h2o and subgen, and sizes refreshkv's partial cache\n"
+        "(its full store is host memory on top); exact holds everything. With refreshkv in the\n"
+        "run, h2o@eq-read and sinkwin@eq-read hold what refreshkv reads per step (equal time\n"
+        "for a bandwidth-bound decode, the paper's comparison).\n");
+    eval_cli_usage(f, 1);
 }
 
 int bench_parse_sizes(const char *s, size_t *out, int max) {
@@ -48,6 +60,32 @@ int bench_parse_sizes(const char *s, size_t *out, int max) {
     return k;
 }
 
+/*
+ * The equal-time rows: when refreshkv ran, h2o and sinkwin again with a budget equal to the
+ * bytes refreshkv read per step on average (partial steps and its amortized full steps), so
+ * each reads as much per decode step. Appended to res (cfgs/labels have room).
+ */
+static int bench_equal_read(const eval_opts *o, skv_config *cfgs, const char **labels,
+                            eval_result *res, int *np) {
+    int r = -1;
+    for (int p = 0; p < *np; p++)
+        if (cfgs[p].policy == SKV_POLICY_REFRESHKV && res[p].status == SKV_OK) r = p;
+    if (r < 0 || *np + 2 > EVAL_MAX_LINEUP) return 0;
+    static const char *const names[2] = {"h2o@eq-read", "sinkwin@eq-read"};
+    const skv_policy_id pol[2] = {SKV_POLICY_H2O, SKV_POLICY_SINKWIN};
+    const int base = *np;
+    for (int i = 0; i < 2; i++) {
+        skv_config_default(&cfgs[base + i], pol[i], cfgs[r].head_dim);
+        cfgs[base + i].dtype = cfgs[r].dtype;
+        cfgs[base + i].seed = cfgs[r].seed;
+        cfgs[base + i].budget_bytes = (size_t)res[r].read_step;
+        labels[base + i] = names[i];
+    }
+    if (eval_run(o, cfgs + base, labels + base, 2, res + base) != 0) return -1;
+    *np = base + 2;
+    return 0;
+}
+
 static int bench_sketch(int argc, char **argv) {
     size_t ns[16] = {4096, 32768, 262144, 1048576};
     int nn = 4, d = 128, queries = 8, group = 4;
@@ -55,7 +93,10 @@ static int bench_sketch(int argc, char **argv) {
     skv_dtype dtype = SKV_DTYPE_F16;
     uint64_t seed = 7;
     float drift = 0.0003f;
+    double persist = 0.0;
     const char *csv = "build/bench-sketch.csv";
+    eval_cli ecli;
+    eval_cli_init(&ecli);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -67,6 +108,12 @@ static int bench_sketch(int argc, char **argv) {
             return 2;
         }
         i++;
+        const int eo = eval_cli_option(&ecli, a, v);
+        if (eo < 0) {
+            fprintf(stderr, "subkv-bench: bad value '%s' for %s\n", v, a);
+            return 2;
+        }
+        if (eo > 0) continue;
         if (!strcmp(a, "--n")) {
             nn = bench_parse_sizes(v, ns, 16);
             if (nn < 1) {
@@ -83,6 +130,8 @@ static int bench_sketch(int argc, char **argv) {
             group = atoi(v);
         else if (!strcmp(a, "--seed"))
             seed = strtoull(v, NULL, 0);
+        else if (!strcmp(a, "--persist"))
+            persist = atof(v);
         else if (!strcmp(a, "--csv"))
             csv = v;
         else if (!strcmp(a, "--dtype")) {
@@ -98,8 +147,10 @@ static int bench_sketch(int argc, char **argv) {
             return 2;
         }
     }
-    if (d < 1 || d > 1024 || queries < 1 || group < 1 || group > 64) {
-        fprintf(stderr, "subkv-bench: need 1 <= d <= 1024, queries >= 1, 1 <= group <= 64\n");
+    if (d < 1 || d > 1024 || queries < 1 || group < 1 || group > 64 ||
+        !(persist >= 0.0 && persist <= 1.0)) {
+        fprintf(stderr, "subkv-bench: need 1 <= d <= 1024, queries >= 1, 1 <= group <= 64, "
+                        "0 <= persist <= 1\n");
         return 2;
     }
     FILE *fc = fopen(csv, "w");
@@ -108,22 +159,37 @@ static int bench_sketch(int argc, char **argv) {
         return 1;
     }
     printf("# subkv-bench sketch: CPU reference policies, d=%d, storage %s, budget %zu B/head, "
-           "%d queries x %d heads\n",
-           d, skv_dtype_name(dtype), budget, queries, group);
+           "%d queries x %d heads, query persistence %g\n",
+           d, skv_dtype_name(dtype), budget, queries, group, persist);
     printf("# workload: 64 clusters drifting %g/token/coordinate, topic phases of 4 clusters x "
            "8192 tokens, Pareto value norms (alpha 4); error = mean ||out - exact|| / ||exact|| "
            "(float64 exact)\n",
            drift);
     int rc = 0;
     for (int k = 0; k < nn; k++) {
-        eval_opts o = {
-            .n = ns[k], .queries = queries, .group = group, .observe_every = 64, .progress = 1};
+        eval_opts o = {.n = ns[k],
+                       .queries = queries,
+                       .group = group,
+                       .observe_every = 64,
+                       .progress = 1,
+                       .query_persist = persist};
         o.data = eval_workload(d, 64, 8192, drift, seed);
-        skv_config cfgs[5];
-        const char *labels[5];
+        skv_config cfgs[EVAL_MAX_LINEUP];
+        const char *labels[EVAL_MAX_LINEUP];
         int np = eval_standard_lineup(d, dtype, budget, seed, cfgs, labels);
-        eval_result res[5];
+        np = eval_cli_apply(&ecli, cfgs, labels, np);
+        if (np == 0) {
+            fprintf(stderr, "subkv-bench: --policy '%s' matches nothing\n", ecli.policies);
+            fclose(fc);
+            return 2;
+        }
+        eval_result res[EVAL_MAX_LINEUP];
         if (eval_run(&o, cfgs, labels, np, res) != 0) {
+            fprintf(stderr, "subkv-bench: out of memory at n=%zu\n", ns[k]);
+            rc = 1;
+            break;
+        }
+        if (bench_equal_read(&o, cfgs, labels, res, &np) != 0) {
             fprintf(stderr, "subkv-bench: out of memory at n=%zu\n", ns[k]);
             rc = 1;
             break;
@@ -146,6 +212,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "sketch")) return bench_sketch(argc - 2, argv + 2);
     if (!strcmp(argv[1], "gpu")) return bench_gpu(argc - 2, argv + 2);
-    fprintf(stderr, "subkv-bench: unknown benchmark '%s' (known: sketch, gpu)\n", argv[1]);
+    if (!strcmp(argv[1], "refresh")) return bench_refresh(argc - 2, argv + 2);
+    fprintf(stderr, "subkv-bench: unknown benchmark '%s' (known: sketch, gpu, refresh)\n", argv[1]);
     return 2;
 }

@@ -9,44 +9,9 @@
 
 /* ---- float16 <-> float32, round to nearest even ---------------------------------------- */
 
-uint16_t skv_f32_to_f16(float f) {
-    uint32_t x = skv_f32_bits(f);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) /* Inf or NaN */
-        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504: Inf */
-    if (ax < 0x38800000u) {                                   /* subnormal half or zero */
-        if (ax < 0x33000000u) return (uint16_t)sign;          /* below half the smallest */
-        uint32_t mant = (ax & 0x7fffffu) | 0x800000u;
-        int shift = 126 - (int)(ax >> 23); /* 14..24 */
-        uint32_t half = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1u);
-        uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1u))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t h = ((ax >> 13) - (112u << 10)); /* rebias exponent 127 -> 15 */
-    uint32_t rem = ax & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
+uint16_t skv_f32_to_f16(float f) { return skv_hd_f32_to_f16(f); }
 
-/* Exact for every half, subnormals, Inf and NaN included, and free of branches on the
- * common path so row loops vectorize (after F. Giesen's half_to_float). */
-float skv_f16_to_f32(uint16_t h) {
-    const uint32_t shifted_exp = 0x7c00u << 13;
-    uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
-    const uint32_t exp = shifted_exp & o;
-    o += (127u - 15u) << 23;
-    if (exp == shifted_exp) { /* Inf / NaN */
-        o += (128u - 16u) << 23;
-    } else if (exp == 0) { /* zero / subnormal: renormalize through a float subtraction */
-        o += 1u << 23;
-        o = skv_f32_bits(skv_bits_f32(o) - skv_bits_f32(113u << 23));
-    }
-    return skv_bits_f32(o | ((uint32_t)(h & 0x8000u) << 16));
-}
+float skv_f16_to_f32(uint16_t h) { return skv_hd_f16_to_f32(h); }
 
 /* ---- row stores ---------------------------------------------------------------------- */
 

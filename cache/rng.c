@@ -24,31 +24,8 @@ skv_rng_key skv_rng_make_key(uint64_t seed, uint64_t seq, uint32_t layer, uint32
     return k;
 }
 
-static inline uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
-    uint64_t p = (uint64_t)a * b;
-    *hi = (uint32_t)(p >> 32);
-    return (uint32_t)p;
-}
-
 void skv_philox4x32(const uint32_t ctr[4], skv_rng_key key, uint32_t out[4]) {
-    uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
-    uint32_t k0 = key.k0, k1 = key.k1;
-    for (int round = 0; round < 10; round++) {
-        uint32_t hi0, hi1;
-        uint32_t lo0 = mulhilo(0xD2511F53u, c0, &hi0);
-        uint32_t lo1 = mulhilo(0xCD9E8D57u, c2, &hi1);
-        uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
-        c0 = n0;
-        c1 = n1;
-        c2 = n2;
-        c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
+    skv_hd_philox4x32(ctr, key.k0, key.k1, out);
 }
 
 uint32_t skv_coin(skv_rng_key key, uint64_t token, uint32_t slot, uint32_t purpose) {

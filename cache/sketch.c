@@ -17,6 +17,7 @@ static const skv_policy_ops *policy_ops(skv_policy_id id) {
     case SKV_POLICY_SINKWIN: return &skv_policy_sinkwin_ops;
     case SKV_POLICY_H2O: return &skv_policy_h2o_ops;
     case SKV_POLICY_SUBGEN: return &skv_policy_subgen_ops;
+    case SKV_POLICY_REFRESHKV: return &skv_policy_refreshkv_ops;
     case SKV_POLICY_CSR: return &skv_policy_csr_ops;
     default: return NULL;
     }
@@ -43,6 +44,12 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim) {
         cfg->samples = 8;
         cfg->value_slots = 256;
         cfg->max_clusters = 256;
+        break;
+    case SKV_POLICY_REFRESHKV:
+        cfg->partial_tokens = 256;
+        cfg->stride = 10;
+        cfg->threshold = 0.9f;
+        cfg->pool_kernel = 7;
         break;
     case SKV_POLICY_CSR:
         cfg->window = 128;
@@ -108,10 +115,13 @@ static subkv_status resolve_config(skv_config *cfg, const skv_policy_ops **ops, 
     if ((unsigned)cfg->values > SKV_VALUES_CLUSTER)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown values mode %d", (int)cfg->values);
     if (cfg->sinks < 0 || cfg->window < 0 || cfg->heavy < 0 || cfg->samples < 0 ||
-        cfg->value_slots < 0 || cfg->max_clusters < 0)
+        cfg->value_slots < 0 || cfg->max_clusters < 0 || cfg->partial_tokens < 0 ||
+        cfg->stride < 0 || cfg->pool_kernel < 0)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "negative size parameter");
     if (!isfinite(cfg->delta) || cfg->delta < 0.0f)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "delta must be finite and >= 0");
+    if (!isfinite(cfg->threshold))
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
     if (cfg->budget_bytes && cfg->budget_bytes < skv_sketch_base_bytes())
         return skv_set_error(err, SKV_ERR_BUDGET, "budget %zu B below the sketch header (%zu B)",
                              cfg->budget_bytes, skv_sketch_base_bytes());
@@ -139,7 +149,7 @@ size_t skv_config_max_bytes(const skv_config *c) {
 
 uint64_t skv_config_token_cap(const skv_config *c) {
     if (!c->max_tokens) return 0;
-    if (c->policy == SKV_POLICY_EXACT) return c->max_tokens;
+    if (c->policy == SKV_POLICY_EXACT || c->policy == SKV_POLICY_REFRESHKV) return c->max_tokens;
     if (c->policy == SKV_POLICY_CSR) /* the codes' cap plus what stays exact */
         return c->max_tokens + (uint64_t)c->sinks + (uint64_t)c->window;
     return 0;
@@ -199,8 +209,8 @@ subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, si
     return SKV_OK;
 }
 
-subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
-                               skv_err *err) {
+static subkv_status check_attend(const skv_sketch *s, const float *Q, int g, int d,
+                                 const skv_partial *out, skv_err *err) {
     enum { MAX_GROUP = 64 };
     if (!s || !Q || !out) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL sketch, Q or out");
     if (g < 1 || g > MAX_GROUP)
@@ -208,17 +218,55 @@ subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_
                              MAX_GROUP);
     if (d != s->cfg.head_dim)
         return skv_set_error(err, SKV_ERR_SHAPE, "head_dim %d, sketch has %d", d, s->cfg.head_dim);
-    SKV_CHECK(check_finite(Q, (size_t)g * (size_t)d, "Q", err));
+    return check_finite(Q, (size_t)g * (size_t)d, "Q", err);
+}
+
+/* The CPU work of an attend: the policy's group hook, else a side-effecting per-head
+ * attend (h2o) runs whole here; else nothing, the entries answer. */
+static subkv_status attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                                 int *done, skv_err *err) {
+    *done = 0;
+    if (s->ops->attend_begin) return s->ops->attend_begin(s, Q, g, out, done, err);
+    if (!s->ops->attend) return SKV_OK;
     float qs[SKV_MAX_HEAD_DIM];
     const float scale = 1.0f / sqrtf((float)d);
     for (int i = 0; i < g; i++) {
         for (int j = 0; j < d; j++) qs[j] = Q[(size_t)i * (size_t)d + (size_t)j] * scale;
-        skv_partial *p = skv_partial_at(out, d, (size_t)i);
-        if (s->ops->attend)
-            SKV_CHECK(s->ops->attend(s, qs, p, err));
-        else
-            skv_attend_segments(s, qs, p);
+        SKV_CHECK(s->ops->attend(s, qs, skv_partial_at(out, d, (size_t)i), err));
     }
+    *done = 1;
+    return SKV_OK;
+}
+
+subkv_status skv_sketch_attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                                     int *done, skv_err *err) {
+    if (!done) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL done");
+    *done = 0;
+    SKV_CHECK(check_attend(s, Q, g, d, out, err));
+    return attend_begin(s, Q, g, d, out, done, err);
+}
+
+subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                               skv_err *err) {
+    SKV_CHECK(check_attend(s, Q, g, d, out, err));
+    int done = 0;
+    SKV_CHECK(attend_begin(s, Q, g, d, out, &done, err));
+    if (done) return SKV_OK;
+    float qs[SKV_MAX_HEAD_DIM];
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int i = 0; i < g; i++) {
+        for (int j = 0; j < d; j++) qs[j] = Q[(size_t)i * (size_t)d + (size_t)j] * scale;
+        skv_attend_segments(s, qs, skv_partial_at(out, d, (size_t)i));
+    }
+    return SKV_OK;
+}
+
+subkv_status skv_sketch_refresh(skv_sketch *s, skv_err *err) {
+    if (!s) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL sketch");
+    if (!s->ops->refresh)
+        return skv_set_error(err, SKV_ERR_UNSUPPORTED, "policy %s has no refresh",
+                             skv_policy_name(s->cfg.policy));
+    s->ops->refresh(s);
     return SKV_OK;
 }
 
@@ -251,7 +299,14 @@ static void write_config(skv_writer *w, const skv_config *c) {
     skv_w_u64(w, c->seq_id);
     skv_w_u32(w, c->layer);
     skv_w_u32(w, c->head);
-    if (c->policy == SKV_POLICY_CSR) { /* a tail only csr has: the other encodings stay */
+    /* fields of newer policies follow only for them: older policies' bytes stay as in v1 */
+    if (c->policy == SKV_POLICY_REFRESHKV) {
+        skv_w_u32(w, (uint32_t)c->partial_tokens);
+        skv_w_u32(w, (uint32_t)c->stride);
+        skv_w_f32(w, c->threshold);
+        skv_w_u32(w, (uint32_t)c->pool_kernel);
+    }
+    if (c->policy == SKV_POLICY_CSR) {
         const size_t plen = strnlen(c->dict_path, SKV_DICT_PATH_MAX - 1);
         skv_w_u32(w, (uint32_t)c->sparsity);
         skv_w_u32(w, (uint32_t)c->atoms);
@@ -277,6 +332,12 @@ static void read_config(skv_reader *r, skv_config *c) {
     c->seq_id = skv_r_u64(r);
     c->layer = skv_r_u32(r);
     c->head = skv_r_u32(r);
+    if (c->policy == SKV_POLICY_REFRESHKV) {
+        c->partial_tokens = (int32_t)skv_r_u32(r);
+        c->stride = (int32_t)skv_r_u32(r);
+        c->threshold = skv_r_f32(r);
+        c->pool_kernel = (int32_t)skv_r_u32(r);
+    }
     if (c->policy == SKV_POLICY_CSR) {
         c->sparsity = (int32_t)skv_r_u32(r);
         c->atoms = (int32_t)skv_r_u32(r);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "skv_check.h"
+#include "skv_hd.h"
 #include "subkv.h"
 
 enum { SKV_MAX_HEAD_DIM = 1024 };
@@ -38,12 +39,7 @@ static inline float skv_bits_f32(uint32_t u) {
 uint16_t skv_f32_to_f16(float f);
 float skv_f16_to_f32(uint16_t h);
 
-static inline uint16_t skv_f32_to_bf16(float f) {
-    uint32_t u = skv_f32_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+static inline uint16_t skv_f32_to_bf16(float f) { return skv_hd_f32_to_bf16(f); }
 static inline float skv_bf16_to_f32(uint16_t h) { return skv_bits_f32((uint32_t)h << 16); }
 
 /* ---- typed row store: `cap` rows of d elements of one dtype ---------------------------- */
@@ -89,9 +85,7 @@ void skv_philox4x32(const uint32_t ctr[4], skv_rng_key key, uint32_t out[4]);
 uint32_t skv_coin(skv_rng_key key, uint64_t token, uint32_t slot, uint32_t purpose);
 /* coins of slots 0..n-1 of (token, purpose) into out[n], equal to skv_coin of each slot */
 void skv_coins(skv_rng_key key, uint64_t token, uint32_t purpose, uint32_t n, uint32_t *out);
-static inline bool skv_coin_accept(uint32_t coin, double p) {
-    return (double)coin < p * 4294967296.0;
-}
+static inline bool skv_coin_accept(uint32_t coin, double p) { return skv_hd_coin_accept(coin, p); }
 
 /* ---- weighted-entry accumulator (DESIGN.md section 3) ----------------------------------- */
 
@@ -210,8 +204,9 @@ struct skv_policy_ops {
     /* Exact bytes a sketch with this resolved config allocates at create (without the
      * growth of an unbounded exact cache). */
     size_t (*create_bytes)(const skv_config *cfg);
-    /* Optional (policies that grow up to max_tokens: exact, csr): bytes each held token adds
-     * beyond create_bytes. NULL: the sketch never grows past create_bytes. */
+    /* Optional (policies that grow up to max_tokens: exact, refreshkv's full store, csr's
+     * codes): bytes each held token adds beyond create_bytes. NULL: the sketch never grows
+     * past create_bytes. skv_config_max_bytes is create_bytes + max_tokens * token_bytes. */
     size_t (*token_bytes)(const skv_config *cfg);
     subkv_status (*init)(skv_sketch *s, skv_err *err);
     void (*fini)(skv_sketch *s);
@@ -222,6 +217,12 @@ struct skv_policy_ops {
     /* Optional: attend with side effects (h2o's scores). NULL: the generic attend over the
      * segments. One validated query, already scaled by 1/sqrt(d). */
     subkv_status (*attend)(skv_sketch *s, const float *qs, skv_partial *out, skv_err *err);
+    /* Optional: the per-attend CPU work over the whole group (see skv_sketch_attend_begin):
+     * g validated, unscaled queries Q[g][d]; sets *done (1: out written). NULL: nothing. */
+    subkv_status (*attend_begin)(skv_sketch *s, const float *Q, int g, skv_partial *out, int *done,
+                                 skv_err *err);
+    /* Optional: make the next attend a full step (refreshkv). */
+    void (*refresh)(skv_sketch *s);
     void (*stats)(const skv_sketch *s, skv_stats *st);
     void (*save)(const skv_sketch *s, skv_writer *w);
     subkv_status (*load)(skv_sketch *s, skv_reader *r, skv_err *err);
@@ -231,6 +232,7 @@ extern const skv_policy_ops skv_policy_exact_ops;
 extern const skv_policy_ops skv_policy_sinkwin_ops;
 extern const skv_policy_ops skv_policy_h2o_ops;
 extern const skv_policy_ops skv_policy_subgen_ops;
+extern const skv_policy_ops skv_policy_refreshkv_ops;
 extern const skv_policy_ops skv_policy_csr_ops;
 
 /* Allocation accounted in s->heap_bytes (zeroed). NULL on failure. */
@@ -275,5 +277,26 @@ void skv_sinkwin_segments(const skv_sinkwin *sw, skv_seg_sink *sink);
 void skv_attend_segments(const skv_sketch *s, const float *qs, skv_partial *out);
 void skv_sinkwin_save(const skv_sinkwin *sw, skv_writer *w);
 subkv_status skv_sinkwin_load(skv_sinkwin *sw, skv_reader *r, skv_err *err);
+
+/* ---- SubGen's state (cache/subgen.c), shared with the GPU ingest (cuda/dsub.c) --------- */
+
+/* The state of a subgen sketch (s->impl). cuda/dsub.c copies it to and from the device
+ * image the GPU append kernel updates, so both sides hold the same fields, bit for bit. */
+typedef struct skv_subgen_impl {
+    skv_sinkwin sw;
+    skv_rng_key key;
+    int mcap, t, s;
+    bool cluster_values;
+    int nclusters;
+    float delta; /* current radius; 0 until the first key is sketched when auto */
+    uint32_t merges;
+    float *centers;  /* mcap x d, float32 */
+    uint64_t *count; /* mcap */
+    skv_rows ck, cv; /* mcap*t reservoir samples: keys, and values with values=cluster */
+    double mu;       /* l2: sum of ||v||^2 over sketched tokens */
+    bool slots_full; /* l2: every slot holds a token (all fill at the first v != 0) */
+    skv_rows lk, lv; /* l2: s slots */
+    float *inv_norm; /* l2: 1 / ||v||^2 of each slot's token */
+} skv_subgen_impl;
 
 #endif /* SUBKV_INTERNAL_H */

@@ -54,6 +54,7 @@ static const char *const policy_names[SKV_POLICY_COUNT] = {
     [SKV_POLICY_SINKWIN] = "sinkwin",
     [SKV_POLICY_H2O] = "h2o",
     [SKV_POLICY_SUBGEN] = "subgen",
+    [SKV_POLICY_REFRESHKV] = "refreshkv",
     [SKV_POLICY_CSR] = "csr",
 };
 // clang-format on

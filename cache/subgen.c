@@ -32,22 +32,7 @@
  */
 #include "skv_internal.h"
 
-typedef struct subgen_impl {
-    skv_sinkwin sw;
-    skv_rng_key key;
-    int mcap, t, s;
-    bool cluster_values;
-    int nclusters;
-    float delta; /* current radius; 0 until the first key is sketched when auto */
-    uint32_t merges;
-    float *centers;  /* mcap x d, float32 */
-    uint64_t *count; /* mcap */
-    skv_rows ck, cv; /* mcap*t reservoir samples: keys, and values with values=cluster */
-    double mu;       /* l2: sum of ||v||^2 over sketched tokens */
-    bool slots_full; /* l2: every slot holds a token (all fill at the first v != 0) */
-    skv_rows lk, lv; /* l2: s slots */
-    float *inv_norm; /* l2: 1 / ||v||^2 of each slot's token */
-} subgen_impl;
+typedef skv_subgen_impl subgen_impl; /* the layout is in skv_internal.h (the GPU mirrors it) */
 
 static size_t subgen_cluster_bytes(const skv_config *c) {
     size_t row = skv_rows_bytes(c->dtype, c->head_dim, 1);

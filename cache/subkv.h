@@ -60,11 +60,12 @@ typedef struct skv_err {
 typedef enum skv_dtype { SKV_DTYPE_F32 = 0, SKV_DTYPE_F16 = 1, SKV_DTYPE_BF16 = 2 } skv_dtype;
 
 typedef enum skv_policy_id {
-    SKV_POLICY_EXACT = 0,   /* every token, exact attention                       */
-    SKV_POLICY_SINKWIN = 1, /* StreamingLLM: first S sinks + last W tokens        */
-    SKV_POLICY_H2O = 2,     /* heavy hitters by accumulated attention + recent W  */
-    SKV_POLICY_SUBGEN = 3,  /* SubGen sketch + exact sinks and window             */
-    SKV_POLICY_CSR = 5,     /* sparse codes over a learned dictionary + window    */
+    SKV_POLICY_EXACT = 0,     /* every token, exact attention                       */
+    SKV_POLICY_SINKWIN = 1,   /* StreamingLLM: first S sinks + last W tokens        */
+    SKV_POLICY_H2O = 2,       /* heavy hitters by accumulated attention + recent W  */
+    SKV_POLICY_SUBGEN = 3,    /* SubGen sketch + exact sinks and window             */
+    SKV_POLICY_REFRESHKV = 4, /* RefreshKV: full store + refreshed top-K partial  */
+    SKV_POLICY_CSR = 5,       /* sparse codes over a learned dictionary + window    */
     SKV_POLICY_COUNT
 } skv_policy_id;
 
@@ -73,7 +74,8 @@ typedef enum skv_values_mode {
     SKV_VALUES_CLUSTER = 1, /* stratified: cluster reservoirs keep (k, v) pairs   */
 } skv_values_mode;
 
-/* Names: "exact", "sinkwin", "h2o", "subgen", "csr"; "f32", "f16", "bf16"; "l2", "cluster".
+/* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv", "csr"; "f32", "f16", "bf16"; "l2",
+ * "cluster".
  * The parse functions return -1 for an unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
@@ -98,8 +100,14 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *                 the parameters marked [derived] so that skv_sketch_bytes() never
  *                 exceeds it; a budget too small for the fixed parts fails with
  *                 SKV_ERR_BUDGET.
+ *                 refreshkv: the budget bounds only the partial cache (the device side:
+ *                 partial_tokens [derived], its scores, the queue); the full store holds
+ *                 every token in host memory and is bounded by max_tokens alone, so
+ *                 skv_sketch_bytes() of a refreshkv sketch exceeds the budget by the full
+ *                 store (skv_stats.full_bytes / partial_bytes split the two).
  *  max_tokens     exact [derived]: most tokens held (0 = unlimited); appending past it
- *                 fails with SKV_ERR_BUDGET and stores nothing. csr [derived]: the same
+ *                 fails with SKV_ERR_BUDGET and stores nothing. refreshkv: the same cap on
+ *                 its full store (never derived from the budget). csr [derived]: the same
  *                 for the coded tokens (sinks and window not counted).
  *  sinks          sinkwin, subgen: first tokens kept exactly (default 4); csr (default 0).
  *  window         sinkwin [derived]: last tokens kept exactly (default 1024);
@@ -113,11 +121,18 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *                 delta and merges clusters.
  *  delta          subgen initial clustering radius; 0 = auto (a quarter of the norm of
  *                 the first key that enters the sketch).
+ *  partial_tokens refreshkv K [derived] >= 1: tokens of the partial cache (default 256).
+ *  stride         refreshkv S >= 1: attends between query-similarity checks (default 10).
+ *  threshold      refreshkv, in [-1, 1]: a check whose cosine similarity (group-mean query
+ *                 now vs at the last full step) is below it runs a full step (default
+ *                 0.9); 1.0 makes every check a full step (the paper's fixed stride).
+ *  pool_kernel    refreshkv, odd >= 1: max-pool width over token scores (default 7).
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
  *  sparsity       csr s: atoms per key and per value vector (ceil(s/2) for value channels
- *                 [0, d/2), floor(s/2) for [d/2, d)), 2..head_dim (default 8); 32 s / head_dim bits
- * per element. atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when
- * bound). rope_base      csr: 0 codes keys as given (post-rotary, with a post-rotary dictionary);
+ *                 [0, d/2), floor(s/2) for [d/2, d)), 2..head_dim (default 8);
+ *                 32 s / head_dim bits per element.
+ *  atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when bound).
+ *  rope_base      csr: 0 codes keys as given (post-rotary, with a post-rotary dictionary);
  *                 > 0 codes them before rotary (the paper's choice, a pre-rotary dictionary):
  *                 the sketch undoes RoPE of this base (adjacent pairs (2i, 2i+1), GGUF
  *                 llama order; angle p * base^(-2i/d)) at each token's position p before
@@ -148,6 +163,10 @@ typedef struct skv_config {
     int value_slots;
     int max_clusters;
     float delta;
+    int partial_tokens;
+    int stride;
+    float threshold;
+    int pool_kernel;
     uint64_t seed;
     uint64_t seq_id;
     uint32_t layer;
@@ -168,13 +187,15 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
 subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *err);
 
 /* The most heap bytes a sketch of resolved config `c` can ever hold (what a memory budget
- * must reserve for it): fixed for every policy but exact, whose rows are bounded only by
- * max_tokens; SIZE_MAX for an exact sketch without max_tokens. */
+ * must reserve for it): fixed for every policy but exact, refreshkv (its full store) and csr
+ * (its codes), which grow per token up to max_tokens; SIZE_MAX for those without it. */
 size_t skv_config_max_bytes(const skv_config *c);
 
 /* The most tokens a sketch of resolved config `c` accepts in all (an append past it fails
- * with SKV_ERR_BUDGET): exact max_tokens; csr max_tokens coded + sinks + window; 0 for no cap
- * (every other policy, or max_tokens = 0). What the service checks before dispatching. */
+ * with SKV_ERR_BUDGET): exact max_tokens; refreshkv max_tokens (its full store); csr
+ * max_tokens coded + sinks + window; 0 for no cap (every other policy, or max_tokens = 0).
+ * The one cap the service checks: the coordinator before dispatching, the worker before
+ * appending. */
 uint64_t skv_config_token_cap(const skv_config *c);
 
 /* ---- partials (DESIGN.md section 2) ------------------------------------------------- */
@@ -218,6 +239,11 @@ typedef struct skv_stats {
     int merges;             /* subgen: delta doublings so far                     */
     float delta;            /* subgen: current radius                             */
     double value_mass;      /* subgen l2: mu = sum ||v||^2 of sketched tokens      */
+    uint64_t attends;       /* refreshkv: attend calls (decode steps) so far      */
+    uint64_t full_steps;    /* refreshkv: attends answered by full attention      */
+    uint64_t bytes_read;    /* refreshkv: key + value bytes all attends read      */
+    size_t partial_bytes;   /* refreshkv: partial cache + queue + state (device)  */
+    size_t full_bytes;      /* refreshkv: full store + its scratch (host)         */
 } skv_stats;
 
 /* Create a sketch. *out is owned by the caller (skv_sketch_destroy). */
@@ -235,6 +261,27 @@ subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, si
  */
 subkv_status skv_sketch_attend(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
                                skv_err *err);
+
+/*
+ * The CPU half of an attend, for a backend that runs attention elsewhere (the worker's GPU
+ * path). Validates like skv_sketch_attend and does everything the policy must do on the
+ * CPU for this attend. *done = 1: the attend is answered (out written; h2o's scoring
+ * attend, a refreshkv full step over its host store). *done = 0: out is untouched and the
+ * answer is plain attention over skv_sketch_entries() as they are after this call (the
+ * caller runs it); the sketch's entry list changed only if skv_stats tokens_seen or
+ * full_steps did. skv_sketch_attend == this call, then (when !*done) that attention.
+ */
+subkv_status skv_sketch_attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
+                                     int *done, skv_err *err);
+
+/*
+ * Ask for a full step at the next attend (refreshkv; other policies: SKV_ERR_UNSUPPORTED).
+ * The hook for a decision made above one sketch: the paper refreshes a whole layer when the
+ * mean query of all its heads moved, which no single (layer, kv-head) sketch can see; a
+ * caller that sees the layer sets threshold = -1 (sketches never decide alone) and calls
+ * this on every sketch of the layer when its rule fires. Saved with the sketch.
+ */
+subkv_status skv_sketch_refresh(skv_sketch *s, skv_err *err);
 
 /* Exact heap bytes the sketch owns (struct and every buffer). */
 size_t skv_sketch_bytes(const skv_sketch *s);

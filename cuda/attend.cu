@@ -41,7 +41,9 @@ struct skv_cuda_ctx_impl {
     float *scratch; /* chunk partials */
     size_t scratch_cap;
     int sms;
-    int blocks_per_sm; /* split-K target: SUBKV_ATTEND_BLOCKS_PER_SM, default 4 */
+    int blocks_per_sm;  /* split-K target: SUBKV_ATTEND_BLOCKS_PER_SM, default 4 */
+    cudaMemPool_t pool; /* skv_cuda_pool_*: created by the first reserve */
+    size_t pool_reserved;
 };
 
 __device__ __forceinline__ void to_float8(const uint4 &u, float *f, const __half *) {
@@ -79,7 +81,9 @@ __global__ void __launch_bounds__(kThreads)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = lane / LPR, li = lane % LPR, grp = warp * RPW + sub; /* row group */
     const uint64_t t0 = (uint64_t)blockIdx.x * chunk;
-    const uint64_t t1 = min(job.n, t0 + chunk);
+    const uint64_t n = job.dn ? min(job.n, *job.dn) : job.n; /* live entries */
+    const uint64_t t1 = min(n, t0 + chunk);
+    const uint64_t tv = job.nv ? job.nv : UINT64_MAX; /* rows from tv on have no value */
 
     float q[G][8], m[G], l[G], o[G][8];
 #pragma unroll
@@ -100,7 +104,8 @@ __global__ void __launch_bounds__(kThreads)
     auto load = [&](uint64_t t, uint4 &kr, uint4 &vr, float &a, float &b) {
         if (t < t1) {
             kr = *reinterpret_cast<const uint4 *>(K + t * D + li * 8);
-            vr = *reinterpret_cast<const uint4 *>(V + t * D + li * 8);
+            vr = t < tv ? *reinterpret_cast<const uint4 *>(V + t * D + li * 8)
+                        : make_uint4(0, 0, 0, 0);
             a = job.a ? job.a[t] : 1.0f;
             b = job.b ? job.b[t] : 1.0f;
         } else {
@@ -256,6 +261,7 @@ cudaError_t launch_g(skv_cuda_ctx_impl *c, int g, int njobs, uint64_t chunk, int
     switch (g) {
     case 1: return launch<D, 1, T>(c, njobs, chunk, max_chunks);
     case 2: return launch<D, 2, T>(c, njobs, chunk, max_chunks);
+    case 3: return launch<D, 3, T>(c, njobs, chunk, max_chunks); /* e.g. SmolLM2: 9 q / 3 kv */
     case 4: return launch<D, 4, T>(c, njobs, chunk, max_chunks);
     case 8: return launch<D, 8, T>(c, njobs, chunk, max_chunks);
     default: return cudaErrorInvalidValue;
@@ -295,8 +301,59 @@ void skv_cuda_ctx_destroy(skv_cuda_ctx *c) {
     cudaEventDestroy(c->jobs_copied);
     cudaFree(c->scratch);
     cudaStreamDestroy(c->stream);
+    if (c->pool) cudaMemPoolDestroy(c->pool);
     free(c);
 }
+
+void *skv_cuda_ctx_stream(skv_cuda_ctx *c) { return c->stream; }
+
+subkv_status skv_cuda_pool_reserve(skv_cuda_ctx *c, size_t bytes, skv_err *err) {
+    if (!c->pool) {
+        int dev = 0;
+        SKV_CUDA_CHECK(cudaGetDevice(&dev), err);
+        cudaMemPoolProps props;
+        memset(&props, 0, sizeof props);
+        props.allocType = cudaMemAllocationTypePinned;
+        props.location.type = cudaMemLocationTypeDevice;
+        props.location.id = dev;
+        SKV_CUDA_CHECK(cudaMemPoolCreate(&c->pool, &props), err);
+        uint64_t keep = UINT64_MAX; /* freed blocks stay in the pool, never back to the OS */
+        SKV_CUDA_CHECK(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep),
+                       err);
+    }
+    if (bytes <= c->pool_reserved) return SKV_OK;
+    /* one allocation of the full size, freed at once: the pool keeps the memory mapped */
+    void *p = nullptr;
+    cudaError_t e = cudaMallocFromPoolAsync(&p, bytes, c->pool, c->stream);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return skv_set_error(err, SKV_ERR_NOMEM, "cannot reserve %zu B of device memory: %s", bytes,
+                             cudaGetErrorString(e));
+    }
+    SKV_CUDA_CHECK(cudaFreeAsync(p, c->stream), err);
+    SKV_CUDA_CHECK(cudaStreamSynchronize(c->stream), err);
+    c->pool_reserved = bytes;
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_pool_alloc(skv_cuda_ctx *c, void **p, size_t bytes, skv_err *err) {
+    *p = nullptr;
+    if (!c->pool) SKV_CHECK(skv_cuda_pool_reserve(c, 0, err));
+    cudaError_t e = cudaMallocFromPoolAsync(p, bytes ? bytes : 1, c->pool, c->stream);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = nullptr;
+        return skv_set_error(err, SKV_ERR_NOMEM, "device pool: %zu B: %s", bytes,
+                             cudaGetErrorString(e));
+    }
+    return SKV_OK;
+}
+
+void skv_cuda_pool_free(skv_cuda_ctx *c, void *p) {
+    if (p) cudaFreeAsync(p, c->stream);
+}
+
+size_t skv_cuda_pool_reserved(const skv_cuda_ctx *c) { return c->pool_reserved; }
 
 subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d, int g,
                              skv_dtype dtype, uint64_t chunk, skv_err *err) {
@@ -304,9 +361,9 @@ subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njob
     if (d != 64 && d != 128)
         return skv_set_error(err, SKV_ERR_UNSUPPORTED,
                              "GPU attend supports head_dim 64 and 128, not %d", d);
-    if (g != 1 && g != 2 && g != 4 && g != 8)
+    if (g != 1 && g != 2 && g != 3 && g != 4 && g != 8)
         return skv_set_error(err, SKV_ERR_UNSUPPORTED,
-                             "GPU attend supports groups of 1, 2, 4, 8, not %d", g);
+                             "GPU attend supports groups of 1, 2, 3, 4, 8, not %d", g);
     if (dtype != SKV_DTYPE_F16 && dtype != SKV_DTYPE_BF16)
         return skv_set_error(err, SKV_ERR_UNSUPPORTED,
                              "GPU attend stores keys and values as f16 or bf16");
@@ -474,6 +531,24 @@ void skv_cuda_host_free(void *p) { cudaFreeHost(p); }
 subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
                                    skv_err *err) {
     SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), err);
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_download_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                     skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), err);
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_copy_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                 skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream), err);
+    return SKV_OK;
+}
+
+subkv_status skv_cuda_memset_async(skv_cuda_ctx *c, void *p, int value, size_t bytes,
+                                   skv_err *err) {
+    SKV_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, c->stream), err);
     return SKV_OK;
 }
 

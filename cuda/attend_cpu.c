@@ -70,3 +70,36 @@ subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, 
     (void)c, (void)dst, (void)src, (void)bytes;
     return NO_CUDA(err);
 }
+subkv_status skv_cuda_download_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                     skv_err *err) {
+    (void)c, (void)dst, (void)src, (void)bytes;
+    return NO_CUDA(err);
+}
+subkv_status skv_cuda_memset_async(skv_cuda_ctx *c, void *p, int value, size_t bytes,
+                                   skv_err *err) {
+    (void)c, (void)p, (void)value, (void)bytes;
+    return NO_CUDA(err);
+}
+subkv_status skv_cuda_pool_reserve(skv_cuda_ctx *c, size_t bytes, skv_err *err) {
+    (void)c, (void)bytes;
+    return NO_CUDA(err);
+}
+subkv_status skv_cuda_pool_alloc(skv_cuda_ctx *c, void **p, size_t bytes, skv_err *err) {
+    (void)c, (void)bytes;
+    *p = NULL;
+    return NO_CUDA(err);
+}
+void skv_cuda_pool_free(skv_cuda_ctx *c, void *p) { (void)c, (void)p; }
+size_t skv_cuda_pool_reserved(const skv_cuda_ctx *c) {
+    (void)c;
+    return 0;
+}
+void *skv_cuda_ctx_stream(skv_cuda_ctx *c) {
+    (void)c;
+    return NULL;
+}
+subkv_status skv_cuda_copy_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                 skv_err *err) {
+    (void)c, (void)dst, (void)src, (void)bytes;
+    return NO_CUDA(err);
+}

@@ -9,7 +9,7 @@
  * bfloat16, read 16 bytes per thread; math is float32.
  *
  * Built by nvcc when present (cuda/attend.cu); without nvcc every call returns
- * SKV_ERR_UNSUPPORTED (cuda/attend_cpu.c). Supported: head_dim 64 or 128, g in 1..8.
+ * SKV_ERR_UNSUPPORTED (cuda/attend_cpu.c). Supported: head_dim 64 or 128, g in {1, 2, 3, 4, 8}.
  */
 #ifndef SUBKV_CUDA_H
 #define SUBKV_CUDA_H
@@ -29,6 +29,12 @@ typedef struct skv_cuda_job {
     uint64_t n;         /* entries (0 gives empty partials) */
     const float *q;     /* device: g rows of d floats, already scaled by 1/sqrt(d) */
     float *out;         /* device: g partials of d + 2 floats ({m, l, o[d]}) */
+    /* Optional (zero = off). dn: device count of live entries, read by the kernel, so a
+     * sketch the GPU itself updates (cuda/skv_dsub.h) needs no host round trip; the job
+     * reads min(n, *dn) entries and n only sizes the grid. nv: entries [0, nv) have value
+     * rows; past nv there are none (their b must be 0) and v is not read. */
+    const uint64_t *dn;
+    uint64_t nv;
 } skv_cuda_job;
 
 typedef struct skv_cuda_ctx skv_cuda_ctx;
@@ -67,12 +73,34 @@ subkv_status skv_cuda_upload(void *dst, const void *src, size_t bytes, skv_err *
 subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err *err);
 subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes, skv_err *err);
 
+/*
+ * The context's device memory pool (CUDA's stream-ordered allocator): reserve `bytes` once
+ * at start-up, keep them (release threshold: never), then allocate and free on the
+ * context's stream without a cudaMalloc or a device-wide sync. Allocation fails with
+ * SKV_ERR_NOMEM when the device is full.
+ */
+subkv_status skv_cuda_pool_reserve(skv_cuda_ctx *c, size_t bytes, skv_err *err);
+subkv_status skv_cuda_pool_alloc(skv_cuda_ctx *c, void **p, size_t bytes, skv_err *err);
+void skv_cuda_pool_free(skv_cuda_ctx *c, void *p);
+/* Bytes the pool holds reserved (for stats). */
+size_t skv_cuda_pool_reserved(const skv_cuda_ctx *c);
+/* The context's cudaStream_t, for the other .cu files of the backend. */
+void *skv_cuda_ctx_stream(skv_cuda_ctx *c);
+
 /* Page-locked host memory (for asynchronous copies) and copies queued on the context's
  * stream: src must stay untouched until skv_cuda_sync. */
 subkv_status skv_cuda_host_alloc(void **p, size_t bytes, skv_err *err);
 void skv_cuda_host_free(void *p);
 subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
-                                   skv_err *err); /* device->device */
+                                   skv_err *err);
+/* Queue a device -> host copy (dst pinned for it to be asynchronous). */
+subkv_status skv_cuda_download_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                     skv_err *err);
+/* Queue a device -> device copy on the context's stream. */
+subkv_status skv_cuda_copy_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
+                                 skv_err *err);
+/* Queue a memset of device memory on the context's stream. */
+subkv_status skv_cuda_memset_async(skv_cuda_ctx *c, void *p, int value, size_t bytes, skv_err *err);
 
 #ifdef __cplusplus
 }

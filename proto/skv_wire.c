@@ -13,38 +13,53 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
     subkv__policy_config__init(&w->msg);
     for (int i = 0; i < 11; i++) subkv__opt_int__init(&w->ints[i]);
     subkv__opt_float__init(&w->delta);
-    subkv__opt_float__init(&w->rope_base);
     snprintf(w->policy, sizeof w->policy, "%s", skv_policy_name(cfg->policy));
     snprintf(w->dtype, sizeof w->dtype, "%s", skv_dtype_name(cfg->dtype));
     snprintf(w->values, sizeof w->values, "%s", skv_values_name(cfg->values));
     w->msg.policy = w->policy;
     w->msg.dtype = w->dtype;
     w->msg.values = w->values;
-    const int64_t v[11] = {(int64_t)cfg->budget_bytes,
-                           (int64_t)cfg->max_tokens,
-                           cfg->sinks,
-                           cfg->window,
-                           cfg->heavy,
-                           cfg->samples,
-                           cfg->value_slots,
-                           cfg->max_clusters,
-                           (int64_t)cfg->seed,
-                           cfg->sparsity,
-                           cfg->atoms};
-    Subkv__OptInt **dst[11] = {&w->msg.budget_bytes, &w->msg.max_tokens,   &w->msg.sinks,
-                               &w->msg.window,       &w->msg.heavy,        &w->msg.samples,
-                               &w->msg.value_slots,  &w->msg.max_clusters, &w->msg.seed,
-                               &w->msg.sparsity,     &w->msg.atoms};
-    for (int i = 0; i < 11; i++) {
+    const int64_t v[9] = {(int64_t)cfg->budget_bytes,
+                          (int64_t)cfg->max_tokens,
+                          cfg->sinks,
+                          cfg->window,
+                          cfg->heavy,
+                          cfg->samples,
+                          cfg->value_slots,
+                          cfg->max_clusters,
+                          (int64_t)cfg->seed};
+    Subkv__OptInt **dst[9] = {&w->msg.budget_bytes, &w->msg.max_tokens,   &w->msg.sinks,
+                              &w->msg.window,       &w->msg.heavy,        &w->msg.samples,
+                              &w->msg.value_slots,  &w->msg.max_clusters, &w->msg.seed};
+    for (int i = 0; i < 9; i++) {
         w->ints[i].v = v[i];
         *dst[i] = &w->ints[i];
     }
     w->delta.v = cfg->delta;
     w->msg.delta = &w->delta;
-    w->rope_base.v = cfg->rope_base;
-    w->msg.rope_base = &w->rope_base;
-    snprintf(w->dict_path, sizeof w->dict_path, "%s", cfg->dict_path);
-    w->msg.dict_path = w->dict_path;
+    if (cfg->policy == SKV_POLICY_REFRESHKV) { /* others' messages stay as they were */
+        const int rv[3] = {cfg->partial_tokens, cfg->stride, cfg->pool_kernel};
+        Subkv__OptInt **rdst[3] = {&w->msg.partial_tokens, &w->msg.stride, &w->msg.pool_kernel};
+        for (int i = 0; i < 3; i++) {
+            subkv__opt_int__init(&w->rkv_ints[i]);
+            w->rkv_ints[i].v = rv[i];
+            *rdst[i] = &w->rkv_ints[i];
+        }
+        subkv__opt_float__init(&w->threshold);
+        w->threshold.v = cfg->threshold;
+        w->msg.threshold = &w->threshold;
+    }
+    if (cfg->policy == SKV_POLICY_CSR) { /* likewise: fields 18-21 only for csr */
+        w->ints[9].v = cfg->sparsity;
+        w->ints[10].v = cfg->atoms;
+        w->msg.sparsity = &w->ints[9];
+        w->msg.atoms = &w->ints[10];
+        subkv__opt_float__init(&w->rope_base);
+        w->rope_base.v = cfg->rope_base;
+        w->msg.rope_base = &w->rope_base;
+        snprintf(w->dict_path, sizeof w->dict_path, "%s", cfg->dict_path);
+        w->msg.dict_path = w->dict_path;
+    }
 }
 
 static subkv_status int_field(const Subkv__OptInt *o, int *dst, const char *name, skv_err *err) {
@@ -95,6 +110,14 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
         cfg->delta = p->delta->v;
     }
     if (p->seed) cfg->seed = (uint64_t)p->seed->v;
+    SKV_CHECK(int_field(p->partial_tokens, &cfg->partial_tokens, "partial_tokens", err));
+    SKV_CHECK(int_field(p->stride, &cfg->stride, "stride", err));
+    SKV_CHECK(int_field(p->pool_kernel, &cfg->pool_kernel, "pool_kernel", err));
+    if (p->threshold) {
+        if (!isfinite(p->threshold->v))
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
+        cfg->threshold = p->threshold->v;
+    }
     SKV_CHECK(int_field(p->sparsity, &cfg->sparsity, "sparsity", err));
     SKV_CHECK(int_field(p->atoms, &cfg->atoms, "atoms", err));
     if (p->rope_base) {

@@ -28,20 +28,28 @@ static void test_entries_attend_equals_sketch_attend_for_every_policy(void **sta
     assert_non_null(st);
     float *K = tu_malloc(n * d * sizeof(float)), *V = tu_malloc(n * d * sizeof(float));
     synth_stream_next(st, K, V, n);
-    const skv_policy_id pols[5] = {SKV_POLICY_EXACT, SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
-                                   SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN};
+    const skv_policy_id pols[6] = {SKV_POLICY_EXACT,  SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
+                                   SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV};
     skv_entries e = {0};
     for (int dt = 0; dt < 3; dt++)
-        for (int p = 0; p < 5; p++) {
+        for (int p = 0; p < 6; p++) {
             skv_config c;
             skv_config_default(&c, pols[p], d);
             c.dtype = (skv_dtype)dt;
             c.seed = synth_rng_u64(&r);
             if (p >= 1) c.budget_bytes = 64 << 10;
             if (p == 4) c.values = SKV_VALUES_CLUSTER;
+            if (p == 5) c.threshold = -1.0f; /* after the prefill, only partial steps */
             skv_sketch *s = tu_create(&c);
             tu_append_chunked(s, K, V, n, d, 777);
             skv_err err;
+            if (p == 5) { /* refreshkv: the prefill attend selects the partial cache */
+                float q0[48];
+                synth_stream_query(st, 5, 1.0f, 0.3f, q0);
+                skv_partial *p0 = tu_partials_new(1, d);
+                tu_attend(s, q0, 1, d, p0);
+                free(p0);
+            }
             TU_OK(skv_sketch_entries(s, &e, &err), &err);
             skv_stats sts;
             skv_sketch_stats(s, &sts);

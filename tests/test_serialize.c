@@ -26,6 +26,7 @@ static const policy_case CASES[] = {
     {"h2o", SKV_POLICY_H2O, SKV_VALUES_L2},
     {"subgen-l2", SKV_POLICY_SUBGEN, SKV_VALUES_L2},
     {"subgen-cluster", SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER},
+    {"refreshkv", SKV_POLICY_REFRESHKV, SKV_VALUES_L2},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 static const skv_dtype DTYPES[] = {SKV_DTYPE_F32, SKV_DTYPE_F16, SKV_DTYPE_BF16};
@@ -43,6 +44,7 @@ static skv_config case_config(const policy_case *pc, int d, skv_dtype dt, uint64
     case SKV_POLICY_SUBGEN:
         c.sinks = 2, c.window = 8, c.samples = 4, c.value_slots = 16, c.max_clusters = 8;
         break;
+    case SKV_POLICY_REFRESHKV: c.partial_tokens = 8, c.stride = 3; break;
     default: break;
     }
     return c;

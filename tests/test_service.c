@@ -44,8 +44,9 @@ static float *rand_floats(synth_rng *r, size_t n) {
 }
 
 /* The policies under test, each with a fresh RNG seed; small parameters so that sinkwin and
- * h2o evict and subgen samples (its budget holds a handful of clusters and value slots). */
-enum { NPOL = 5 };
+ * h2o evict, subgen samples (its budget holds a handful of clusters and value slots) and
+ * refreshkv evicts from its partial cache and refreshes it. */
+enum { NPOL = 6 };
 static void make_policies(synth_rng *r, int d, skv_config cfg[NPOL], const char *label[NPOL]) {
     skv_config_default(&cfg[0], SKV_POLICY_EXACT, d);
     label[0] = "exact";
@@ -63,6 +64,10 @@ static void make_policies(synth_rng *r, int d, skv_config cfg[NPOL], const char 
     skv_config_default(&cfg[4], SKV_POLICY_H2O, d);
     cfg[4].heavy = 24, cfg[4].window = 24;
     label[4] = "h2o";
+    skv_config_default(&cfg[5], SKV_POLICY_REFRESHKV, d);
+    cfg[5].partial_tokens = 40, cfg[5].stride = 3, cfg[5].threshold = 0.95f;
+    cfg[5].dtype = SKV_DTYPE_F16;
+    label[5] = "refreshkv";
     for (int i = 0; i < NPOL; i++) cfg[i].seed = synth_rng_u64(r) >> 1;
 }
 
@@ -601,7 +606,7 @@ static void test_bad_create_past_worker_budget(void **state) {
 
 /* ---- 3. checkpoint / restore --------------------------------------------------------------- */
 
-enum { CK_SEQS = 3, CK_STEPS = 8 };
+enum { CK_SEQS = 4, CK_STEPS = 8 };
 
 typedef struct ck_run {
     skv_model_shape sh;
@@ -644,8 +649,8 @@ static void test_checkpoint_restore_continues_bit_identical(void **state) {
     skv_config cfg[NPOL];
     const char *label[NPOL];
     make_policies(&rng, 32, cfg, label);
-    const int pick[CK_SEQS] = {1, 4, 2}; /* subgen-l2, h2o, subgen-cluster */
-    const uint32_t shards[CK_SEQS] = {2, 1, 3};
+    const int pick[CK_SEQS] = {1, 4, 2, 5}; /* subgen-l2, h2o, subgen-cluster, refreshkv */
+    const uint32_t shards[CK_SEQS] = {2, 1, 3, 2};
     skv_err err = {0};
 
     /* job A: create, prefill, steps, checkpoint, steps, checkpoint again, K recorded steps */
@@ -764,11 +769,54 @@ static void test_sigterm_to_coordinator_stops_job_cleanly(void **state) {
 
 /* ---- 4. the GPU attend inside the service ------------------------------------------------ */
 
+/* `steps` decode steps of every layer for the NS sequences, the service against the replica
+ * (1e-3 relative); returns the worst relative error. */
+enum { GPU_NS = 5 };
+static double gpu_steps(skv_client *c, const skv_model_shape *sh, svc_replica *rep,
+                        const uint64_t *ids, const skv_policy_id *pol, synth_rng *rng, int steps) {
+    const size_t kn = (size_t)sh->kv_heads * sh->head_dim, qn = (size_t)sh->q_heads * sh->head_dim;
+    float *Q = tu_malloc(GPU_NS * qn * sizeof(float)), *K = tu_malloc(GPU_NS * kn * sizeof(float));
+    float *V = tu_malloc(GPU_NS * kn * sizeof(float)),
+          *out = tu_malloc(GPU_NS * qn * sizeof(float));
+    float *want = tu_malloc(qn * sizeof(float));
+    double worst = 0.0;
+    skv_err err = {0};
+    for (int step = 0; step < steps; step++)
+        for (uint32_t l = 0; l < sh->layers; l++) {
+            synth_fill_normal(rng, Q, GPU_NS * qn, 2.0f);
+            synth_fill_normal(rng, K, GPU_NS * kn, 1.0f);
+            synth_fill_normal(rng, V, GPU_NS * kn, 1.0f);
+            SVC_OK(skv_client_step(c, sh, l, GPU_NS, ids, Q, K, V, out, &err), &err);
+            for (int i = 0; i < GPU_NS; i++) {
+                SVC_OK(svc_replica_step(&rep[i], l, Q + i * qn, K + i * kn, V + i * kn, want, &err),
+                       &err);
+                for (uint32_t h = 0; h < sh->q_heads; h++) {
+                    double num = 0, den = 0;
+                    for (uint32_t j = 0; j < sh->head_dim; j++) {
+                        double e = out[i * qn + h * sh->head_dim + j] - want[h * sh->head_dim + j];
+                        num += e * e;
+                        den += (double)want[h * sh->head_dim + j] * want[h * sh->head_dim + j];
+                    }
+                    double r = sqrt(num / den);
+                    if (r > worst) worst = r;
+                    if (!(r <= 1e-3))
+                        fail_msg("sequence %d (%s) layer %u step %d head %u: rel err %g", i,
+                                 skv_policy_name(pol[i]), l, step, h, r);
+                }
+            }
+        }
+    free(Q), free(K), free(V), free(out), free(want);
+    return worst;
+}
+
 /*
  * Workers with --backend cuda (2 workers sharing one GPU) answer like the CPU replica within
  * 1e-3 relative (f16/bf16 storage, float32 GPU math): exact with context shards (only the new
- * tail is uploaded each step), subgen l2 and sinkwin (re-uploaded each step). Skipped without
- * a GPU, saying why.
+ * tail is uploaded each step), sinkwin (re-uploaded each step), subgen l2 and cluster,
+ * whose state lives on the GPU (appended there), and refreshkv (full steps on the worker's
+ * CPU, partial steps on the GPU over its re-uploaded partial cache). A checkpoint then writes
+ * the device state (pulled into the CPU shadows): a job restored from it, again on the GPU,
+ * goes on matching the replica. Skipped without a GPU, saying why.
  */
 static void test_service_gpu_attend_matches_replica(void **state) {
     svc_fixture *fx = *state;
@@ -784,64 +832,50 @@ static void test_service_gpu_attend_matches_replica(void **state) {
     assert_int_equal(svc_job_start(&fx->job[0], 2, NULL, wargs), 0);
     skv_client *c = svc_connect(&fx->job[0]);
     const skv_model_shape sh = {2, 8, 2, 64};
-    enum { NS = 3 };
-    skv_config cfg[NS];
-    const skv_policy_id pol[NS] = {SKV_POLICY_EXACT, SKV_POLICY_SUBGEN, SKV_POLICY_SINKWIN};
-    const uint32_t shards[NS] = {2, 1, 1};
-    svc_replica rep[NS];
-    uint64_t ids[NS];
+    skv_config cfg[GPU_NS];
+    const skv_policy_id pol[GPU_NS] = {SKV_POLICY_EXACT, SKV_POLICY_SUBGEN, SKV_POLICY_SINKWIN,
+                                       SKV_POLICY_SUBGEN, SKV_POLICY_REFRESHKV};
+    const uint32_t shards[GPU_NS] = {2, 1, 1, 2, 1};
+    svc_replica rep[GPU_NS];
+    uint64_t ids[GPU_NS];
     skv_err err = {0};
-    for (int i = 0; i < NS; i++) {
+    for (int i = 0; i < GPU_NS; i++) {
         skv_config_default(&cfg[i], pol[i], 64);
-        cfg[i].dtype = i == 2 ? SKV_DTYPE_BF16 : SKV_DTYPE_F16;
+        cfg[i].dtype = i >= 2 ? SKV_DTYPE_BF16 : SKV_DTYPE_F16;
+        cfg[i].values = i == 3 ? SKV_VALUES_CLUSTER : SKV_VALUES_L2;
         cfg[i].seed = synth_rng_u64(&rng) >> 1;
         if (pol[i] != SKV_POLICY_EXACT) cfg[i].budget_bytes = 48 << 10;
+        if (pol[i] == SKV_POLICY_REFRESHKV) cfg[i].stride = 4; /* full steps 1, 5, 9 */
         SVC_OK(skv_client_create_sequence(c, &sh, &cfg[i], shards[i], 64, &ids[i], &err), &err);
         SVC_OK(svc_replica_init(&rep[i], &sh, &cfg[i], ids[i], shards[i], 64, &err), &err);
     }
-    const size_t n = 700, kn = (size_t)sh.kv_heads * sh.head_dim,
-                 qn = (size_t)sh.q_heads * sh.head_dim;
-    for (int i = 0; i < NS; i++)
+    const size_t n = 700, kn = (size_t)sh.kv_heads * sh.head_dim;
+    for (int i = 0; i < GPU_NS; i++)
         for (uint32_t l = 0; l < sh.layers; l++) {
             float *K = rand_floats(&rng, n * kn), *V = rand_floats(&rng, n * kn);
             SVC_OK(skv_client_append(c, &sh, ids[i], l, n, K, V, &err), &err);
             SVC_OK(svc_replica_append(&rep[i], l, n, K, V, &err), &err);
             free(K), free(V);
         }
-    float *Q = tu_malloc(NS * qn * sizeof(float)), *K = tu_malloc(NS * kn * sizeof(float));
-    float *V = tu_malloc(NS * kn * sizeof(float)), *out = tu_malloc(NS * qn * sizeof(float));
-    float *want = tu_malloc(qn * sizeof(float));
-    double worst = 0.0;
-    for (int step = 0; step < 12; step++)
-        for (uint32_t l = 0; l < sh.layers; l++) {
-            synth_fill_normal(&rng, Q, NS * qn, 2.0f);
-            synth_fill_normal(&rng, K, NS * kn, 1.0f);
-            synth_fill_normal(&rng, V, NS * kn, 1.0f);
-            SVC_OK(skv_client_step(c, &sh, l, NS, ids, Q, K, V, out, &err), &err);
-            for (int i = 0; i < NS; i++) {
-                SVC_OK(svc_replica_step(&rep[i], l, Q + i * qn, K + i * kn, V + i * kn, want, &err),
-                       &err);
-                for (uint32_t h = 0; h < sh.q_heads; h++) {
-                    double num = 0, den = 0;
-                    for (uint32_t j = 0; j < sh.head_dim; j++) {
-                        double e = out[i * qn + h * sh.head_dim + j] - want[h * sh.head_dim + j];
-                        num += e * e;
-                        den += (double)want[h * sh.head_dim + j] * want[h * sh.head_dim + j];
-                    }
-                    double r = sqrt(num / den);
-                    if (r > worst) worst = r;
-                    if (!(r <= 1e-3))
-                        fail_msg("sequence %d (%s) layer %u step %d head %u: rel err %g", i,
-                                 skv_policy_name(pol[i]), l, step, h, r);
-                }
-            }
-        }
-    printf("# gpu service: worst relative error vs the CPU replica %.2e\n", worst);
+    double worst = gpu_steps(c, &sh, rep, ids, pol, &rng, 12);
     assert_data_path_mpi(c); /* GPU workers, but a CPU coordinator: NCCL cannot include it */
+    char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/subkv-test-gpuckpt-%d", (int)getpid());
+    svc_rm_rf(dir);
+    SVC_OK(skv_client_checkpoint(c, dir, &err), &err);
     skv_client_close(c);
     assert_int_equal(svc_job_stop(&fx->job[0]), 0);
-    for (int i = 0; i < NS; i++) svc_replica_free(&rep[i]);
-    free(Q), free(K), free(V), free(out), free(want);
+    /* a job restored from the checkpoint, on the GPU, goes on where the replicas are */
+    const char *restore[] = {"--restore", dir, NULL};
+    assert_int_equal(svc_job_start(&fx->job[1], 2, restore, wargs), 0);
+    c = svc_connect(&fx->job[1]);
+    worst = fmax(worst, gpu_steps(c, &sh, rep, ids, pol, &rng, 3));
+    skv_client_close(c);
+    assert_int_equal(svc_job_stop(&fx->job[1]), 0);
+    for (int i = 0; i < GPU_NS; i++) svc_replica_free(&rep[i]);
+    printf("# gpu service: worst relative error vs the CPU replica %.2e (restored job too)\n",
+           worst);
+    svc_rm_rf(dir);
 }
 
 int main(void) {

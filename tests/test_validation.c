@@ -21,7 +21,7 @@ typedef struct policy_case {
 static const policy_case CASES[] = {
     {SKV_POLICY_EXACT, SKV_VALUES_L2},       {SKV_POLICY_SINKWIN, SKV_VALUES_L2},
     {SKV_POLICY_H2O, SKV_VALUES_L2},         {SKV_POLICY_SUBGEN, SKV_VALUES_L2},
-    {SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER},
+    {SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER}, {SKV_POLICY_REFRESHKV, SKV_VALUES_L2},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
@@ -41,6 +41,7 @@ static void fixture_init(fixture *f, synth_rng *r, const policy_case *pc) {
     if (pc->policy == SKV_POLICY_SINKWIN || pc->policy == SKV_POLICY_SUBGEN)
         c.sinks = 2, c.window = 8;
     if (pc->policy == SKV_POLICY_H2O) c.heavy = 8, c.window = 4;
+    if (pc->policy == SKV_POLICY_REFRESHKV) c.partial_tokens = 8, c.stride = 3;
     f->s = tu_create(&c);
     f->policy = skv_policy_name(pc->policy);
     synth_fill_normal(r, f->K, NTOK * D, 1.0f);
@@ -313,10 +314,11 @@ static void test_validation_status_names_are_distinct_and_stable(void **state) {
 
 static void test_validation_enum_names_round_trip_and_unknown_parse_fails(void **state) {
     (void)state;
-    for (int p = 0; p < SKV_POLICY_COUNT; p++) /* "unknown": an id not built in */
-        if (strcmp(skv_policy_name((skv_policy_id)p), "unknown") != 0)
-            assert_int_equal(skv_policy_parse(skv_policy_name((skv_policy_id)p)), p);
+    for (int p = 0; p < SKV_POLICY_COUNT; p++) /* every id is built in: no gaps */
+        assert_int_equal(skv_policy_parse(skv_policy_name((skv_policy_id)p)), p);
+    assert_string_equal(skv_policy_name(SKV_POLICY_REFRESHKV), "refreshkv");
     assert_string_equal(skv_policy_name(SKV_POLICY_CSR), "csr");
+    assert_string_equal(skv_policy_name(SKV_POLICY_COUNT), "unknown");
     for (int t = SKV_DTYPE_F32; t <= SKV_DTYPE_BF16; t++)
         assert_int_equal(skv_dtype_parse(skv_dtype_name((skv_dtype)t)), t);
     for (int v = SKV_VALUES_L2; v <= SKV_VALUES_CLUSTER; v++)

@@ -162,14 +162,16 @@ done:
 }
 
 static void demo_usage(FILE *f) {
-    fprintf(f, "usage: subkv demo [--n TOKENS] [--steps M] [--seqs S] [--budget BYTES]\n"
-               "Against the running service: for each policy (exact, sinkwin, h2o, subgen l2,\n"
-               "subgen cluster), S sequences of 4 layers x 8 query heads x 2 kv heads x d 64\n"
-               "are prefilled with TOKENS synthetic tokens per layer, then decoded M steps (one\n"
-               "step request per layer carries all S sequences). Prints bytes held, step latency\n"
-               "p50/p99 and the error against float64 exact attention. Budget is per sketch\n"
-               "(layer x kv head); f16 storage. Defaults: --n 8192 --steps 16 --seqs 4\n"
-               "--budget 128K (1/16 of what exact holds at 8192 tokens).\n");
+    fprintf(
+        f,
+        "usage: subkv demo [--n TOKENS] [--steps M] [--seqs S] [--budget BYTES]\n"
+        "Against the running service: for each policy (exact, sinkwin, h2o, subgen l2,\n"
+        "subgen cluster, refreshkv), S sequences of 4 layers x 8 query heads x 2 kv heads x d 64\n"
+        "are prefilled with TOKENS synthetic tokens per layer, then decoded M steps (one\n"
+        "step request per layer carries all S sequences). Prints bytes held, step latency\n"
+        "p50/p99 and the error against float64 exact attention. Budget is per sketch\n"
+        "(layer x kv head); f16 storage. Defaults: --n 8192 --steps 16 --seqs 4\n"
+        "--budget 128K (1/16 of what exact holds at 8192 tokens).\n");
 }
 
 int cli_demo(const cli_target *t, int argc, char **argv) {
@@ -220,8 +222,8 @@ int cli_demo(const cli_target *t, int argc, char **argv) {
                (unsigned long long)o.steps, (unsigned long long)o.budget);
         printf("# %-15s %12s %10s %10s %10s %10s\n", "policy", "bytes", "p50_ms", "p99_ms",
                "err_mean", "err_max");
-        skv_config cfgs[5];
-        const char *labels[5];
+        skv_config cfgs[EVAL_MAX_LINEUP];
+        const char *labels[EVAL_MAX_LINEUP];
         int np = eval_standard_lineup(64, SKV_DTYPE_F16, (size_t)o.budget, 7, cfgs, labels);
         for (int p = 0; p < np && rc == 0; p++) {
             demo_row row = {.label = labels[p]};

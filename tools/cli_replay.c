@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy_eval.h"
 #include "subkv_cli.h"
 #include "subkv_client.h"
 #include "synth.h"
@@ -32,7 +33,9 @@ static void replay_usage(FILE *f) {
                "Defaults: --policy subgen, --budget 0 (the policy's raw defaults), --dtype and\n"
                "--values from the policy's defaults, --decode 64, --shards 1; --window and\n"
                "--sparsity (csr) from the policy's defaults. --dict: the csr dictionary set\n"
-               "(subkv-dict train), a path the workers can read.\n");
+               "(subkv-dict train), a path the workers can read.\n"
+               "Policies: exact, sinkwin, h2o, subgen, refreshkv, csr.\n");
+    eval_cli_usage(f, 0);
 }
 
 typedef struct replay_opts {
@@ -42,6 +45,7 @@ typedef struct replay_opts {
     uint64_t budget, decode, shards;
     int64_t window, sparsity; /* -1: policy default */
     const char *dict;
+    eval_cli knobs; /* refreshkv's */
 } replay_opts;
 
 /* Parse replay's arguments; 0, or 2 after printing the problem (1 never). */
@@ -53,9 +57,10 @@ static int replay_parse(int argc, char **argv, replay_opts *o) {
                        .shards = 1,
                        .window = -1,
                        .sparsity = -1};
+    eval_cli_init(&o->knobs);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = 0;
+        int bad = 0, eo = 0;
         if (a[0] != '-') {
             if (o->trace) bad = 1;
             o->trace = a;
@@ -82,6 +87,8 @@ static int replay_parse(int argc, char **argv, replay_opts *o) {
             o->dict = v;
         } else if (!strcmp(a, "--shards")) {
             bad = cli_parse_size(v, &o->shards) != 0 || o->shards < 1 || o->shards > 4096;
+        } else if ((eo = eval_cli_option(&o->knobs, a, v)) != 0) {
+            bad = eo < 0;
         } else {
             bad = 1;
         }
@@ -260,6 +267,7 @@ int cli_replay(const cli_target *t, int argc, char **argv) {
     if (o.window >= 0) cfg.window = (int)o.window;
     if (o.sparsity >= 0) cfg.sparsity = (int)o.sparsity;
     if (o.dict) snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", o.dict);
+    eval_cli_knobs(&o.knobs, &cfg);
     err_sum = calloc(s->layers, sizeof *err_sum);
     err_max = calloc(s->layers, sizeof *err_max);
     if (!err_sum || !err_max || replay_bufs_alloc(&b, s, M) != 0) {

@@ -31,10 +31,11 @@ synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float dr
 
 int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,
                          const char **labels) {
-    static const char *const names[5] = {"exact", "sinkwin", "h2o", "subgen-l2", "subgen-cluster"};
-    const skv_policy_id pol[5] = {SKV_POLICY_EXACT, SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
-                                  SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN};
-    for (int i = 0; i < 5; i++) {
+    static const char *const names[6] = {"exact",     "sinkwin",        "h2o",
+                                         "subgen-l2", "subgen-cluster", "refreshkv"};
+    const skv_policy_id pol[6] = {SKV_POLICY_EXACT,  SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
+                                  SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV};
+    for (int i = 0; i < 6; i++) {
         skv_config_default(&cfgs[i], pol[i], d);
         cfgs[i].dtype = dtype;
         cfgs[i].seed = seed;
@@ -42,7 +43,85 @@ int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, s
         if (i == 4) cfgs[i].values = SKV_VALUES_CLUSTER;
         labels[i] = names[i];
     }
-    return 5;
+    return 6;
+}
+
+void eval_cli_init(eval_cli *c) {
+    memset(c, 0, sizeof *c);
+    c->threshold = NAN;
+}
+
+static int parse_pos_int(const char *v, int *out) {
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < 1 || x > INT32_MAX) return -1;
+    *out = (int)x;
+    return 1;
+}
+
+int eval_cli_option(eval_cli *c, const char *opt, const char *val) {
+    if (!strcmp(opt, "--policy")) {
+        if (!val || !*val || strlen(val) >= sizeof c->policies) return -1;
+        snprintf(c->policies, sizeof c->policies, "%s", val);
+        return 1;
+    }
+    if (!strcmp(opt, "--partial-tokens")) return val ? parse_pos_int(val, &c->partial_tokens) : -1;
+    if (!strcmp(opt, "--stride")) return val ? parse_pos_int(val, &c->stride) : -1;
+    if (!strcmp(opt, "--pool-kernel")) return val ? parse_pos_int(val, &c->pool_kernel) : -1;
+    if (!strcmp(opt, "--threshold")) {
+        char *end = NULL;
+        if (!val) return -1;
+        float t = strtof(val, &end);
+        if (end == val || *end || !(t >= -1.0f && t <= 1.0f)) return -1;
+        c->threshold = t;
+        return 1;
+    }
+    return 0;
+}
+
+void eval_cli_usage(FILE *f, int lineup) {
+    if (lineup)
+        fprintf(f, "  --policy NAME[,NAME...]  run only these (exact, sinkwin, h2o, subgen-l2,\n"
+                   "                           subgen-cluster, refreshkv; a policy name keeps all\n"
+                   "                           its entries)\n");
+    fprintf(f,
+            "  refreshkv: --partial-tokens K (default: derived from --budget), --stride S (10),\n"
+            "             --threshold T in [-1, 1] (0.9; 1: a full step every S), --pool-kernel\n"
+            "             P (odd, 7)\n");
+}
+
+void eval_cli_knobs(const eval_cli *c, skv_config *cfg) {
+    if (cfg->policy != SKV_POLICY_REFRESHKV) return;
+    if (c->partial_tokens) cfg->partial_tokens = c->partial_tokens, cfg->budget_bytes = 0;
+    if (c->stride) cfg->stride = c->stride;
+    if (c->pool_kernel) cfg->pool_kernel = c->pool_kernel;
+    if (!isnan(c->threshold)) cfg->threshold = c->threshold;
+}
+
+/* Is `name` one of the comma-separated words of list? */
+static bool in_list(const char *list, const char *name) {
+    const size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0) return true;
+        p += len + (e ? 1 : 0);
+    }
+    return false;
+}
+
+int eval_cli_apply(const eval_cli *c, skv_config *cfgs, const char **labels, int np) {
+    int k = 0;
+    for (int i = 0; i < np; i++) {
+        if (c->policies[0] && !in_list(c->policies, labels[i]) &&
+            !in_list(c->policies, skv_policy_name(cfgs[i].policy)))
+            continue;
+        cfgs[k] = cfgs[i];
+        labels[k] = labels[i];
+        eval_cli_knobs(c, &cfgs[k]);
+        k++;
+    }
+    return k;
 }
 
 /* Feed all tokens (timed); h2o also sees an observing query every `every` tokens. */
@@ -105,6 +184,10 @@ static void eval_one(const eval_opts *o, const skv_config *cfg, const float *K, 
         r->attend_us = 1e6 * t_att / (double)o->queries;
         r->bytes = skv_sketch_bytes(sk);
         skv_sketch_stats(sk, &r->stats);
+        const bool rkv = cfg->policy == SKV_POLICY_REFRESHKV && r->stats.attends;
+        r->full_frac = rkv ? (double)r->stats.full_steps / (double)r->stats.attends : -1.0;
+        r->read_step =
+            rkv ? (double)r->stats.bytes_read / (double)r->stats.attends : (double)r->bytes;
     }
     if (r->status != SKV_OK) snprintf(r->msg, sizeof r->msg, "%s", err.msg);
     skv_sketch_destroy(sk);
@@ -133,8 +216,12 @@ int eval_run(const eval_opts *o, const skv_config *cfgs, const char *const *labe
         synth_stream_query(st, (int)(synth_rng_uniform(&rng) * ncl), 1.0f, 0.3f,
                            obs + (size_t)i * (size_t)d);
     /* A group's heads share a target cluster (heads of one KV group attend alike). */
+    int c = 0;
     for (int qi = 0; qi < o->queries; qi++) {
-        int c = (int)(synth_rng_uniform(&rng) * ncl);
+        /* a fresh target, or (query_persist) the previous group's: a topic that lasts a
+         * few steps (no extra draw when 0, so the default stream is unchanged) */
+        if (qi == 0 || o->query_persist <= 0.0 || synth_rng_uniform(&rng) >= o->query_persist)
+            c = (int)(synth_rng_uniform(&rng) * ncl);
         for (int h = 0; h < g; h++) {
             float *q = Q + ((size_t)qi * (size_t)g + (size_t)h) * (size_t)d;
             synth_stream_query(st, c, 1.0f, 0.3f, q);
@@ -160,24 +247,29 @@ done:
 }
 
 void eval_print_table(FILE *f, size_t n, const eval_result *r, int npol) {
-    fprintf(f, "# %-15s %9s %12s %12s %12s %10s %10s %8s\n", "policy", "n", "bytes", "append_ns",
-            "attend_us", "err_mean", "err_max", "clusters");
+    fprintf(f, "# %-15s %9s %12s %12s %12s %10s %10s %8s %9s %12s\n", "policy", "n", "bytes",
+            "append_ns", "attend_us", "err_mean", "err_max", "clusters", "full_frac",
+            "read_B/step");
     for (int p = 0; p < npol; p++) {
         if (r[p].status != SKV_OK) {
             fprintf(f, "  %-15s %9zu  error %s: %s\n", r[p].label, n,
                     subkv_status_name(r[p].status), r[p].msg);
             continue;
         }
-        fprintf(f, "  %-15s %9zu %12zu %12.1f %12.1f %10.4f %10.4f %8d\n", r[p].label, n,
+        char frac[16] = "-";
+        if (r[p].full_frac >= 0.0) snprintf(frac, sizeof frac, "%.3f", r[p].full_frac);
+        fprintf(f, "  %-15s %9zu %12zu %12.1f %12.1f %10.4f %10.4f %8d %9s %12.0f\n", r[p].label, n,
                 r[p].bytes, r[p].append_ns, r[p].attend_us, r[p].err_mean, r[p].err_max,
-                r[p].stats.clusters);
+                r[p].stats.clusters, frac, r[p].read_step);
     }
 }
 
 void eval_write_csv(FILE *f, size_t n, const eval_result *r, int npol, int header) {
-    if (header) fprintf(f, "policy,n,bytes,append_ns,attend_us,err_mean,err_max,clusters,status\n");
+    if (header)
+        fprintf(f, "policy,n,bytes,append_ns,attend_us,err_mean,err_max,clusters,full_frac,"
+                   "read_bytes_per_step,status\n");
     for (int p = 0; p < npol; p++)
-        fprintf(f, "%s,%zu,%zu,%.2f,%.2f,%.6f,%.6f,%d,%s\n", r[p].label, n, r[p].bytes,
+        fprintf(f, "%s,%zu,%zu,%.2f,%.2f,%.6f,%.6f,%d,%.4f,%.0f,%s\n", r[p].label, n, r[p].bytes,
                 r[p].append_ns, r[p].attend_us, r[p].err_mean, r[p].err_max, r[p].stats.clusters,
-                subkv_status_name(r[p].status));
+                r[p].full_frac, r[p].read_step, subkv_status_name(r[p].status));
 }

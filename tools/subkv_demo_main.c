@@ -12,11 +12,13 @@
 static void usage(FILE *f) {
     fprintf(
         f, "usage: subkv-demo [--n TOKENS] [--d HEAD_DIM] [--budget BYTES] [--dtype f32|f16|bf16]\n"
-           "                  [--seed N]\n"
+           "                  [--seed N] [--policy ...] [refreshkv knobs]\n"
            "Streams a synthetic long context (drifting key clusters, heavy-tailed values)\n"
-           "through exact, sinkwin, h2o and subgen at one memory budget per head, then\n"
+           "through exact, sinkwin, h2o, subgen and refreshkv at one memory budget per head\n"
+           "(refreshkv: its partial cache; its full store is host memory on top), then\n"
            "prints bytes held, speed, and relative error against float64 exact attention.\n"
            "Defaults: --n 32768 --d 128 --budget 262144 --dtype f16.\n");
+    eval_cli_usage(f, 1);
 }
 
 int main(int argc, char **argv) {
@@ -24,8 +26,19 @@ int main(int argc, char **argv) {
     int d = 128;
     skv_dtype dtype = SKV_DTYPE_F16;
     uint64_t seed = 42;
+    eval_cli ecli;
+    eval_cli_init(&ecli);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const int eo = eval_cli_option(&ecli, a, v);
+        if (eo < 0) {
+            fprintf(stderr, "subkv-demo: bad or missing value for '%s'\n", a);
+            return 2;
+        }
+        if (eo > 0) {
+            i++;
+            continue;
+        }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -64,10 +77,15 @@ int main(int argc, char **argv) {
 
     eval_opts o = {.n = n, .queries = 16, .group = 4, .observe_every = 64, .progress = 1};
     o.data = eval_workload(d, 32, 2048, 0.002f, seed);
-    skv_config cfgs[5];
-    const char *labels[5];
+    skv_config cfgs[EVAL_MAX_LINEUP];
+    const char *labels[EVAL_MAX_LINEUP];
     int np = eval_standard_lineup(d, dtype, budget, seed, cfgs, labels);
-    eval_result res[5];
+    np = eval_cli_apply(&ecli, cfgs, labels, np);
+    if (np == 0) {
+        fprintf(stderr, "subkv-demo: --policy '%s' matches nothing\n", ecli.policies);
+        return 2;
+    }
+    eval_result res[EVAL_MAX_LINEUP];
     if (eval_run(&o, cfgs, labels, np, res) != 0) {
         fprintf(stderr, "subkv-demo: out of memory for %zu tokens\n", n);
         return 1;

@@ -1,10 +1,19 @@
 /*
- * gpu_attend.h — the worker's GPU attend. Each sketch the GPU can serve keeps a mirror of
- * its weighted entries in device memory (an exact cache uploads only the rows appended since
- * the last step; other policies, whose entries change in place, re-upload theirs, at most
- * their budget); every attend of a request then runs in one batched launch per storage type
- * (cuda/skv_cuda.h). The CPU sketch stays the authority (appends, checkpoints); h2o, float32
- * storage and unsupported shapes attend on the CPU.
+ * gpu_attend.h — the worker's GPU side. Two kinds of sketches live there:
+ *   - resident: SubGen sketches (f16/bf16, head_dim 64 or 128) keep their state on the
+ *     device (cuda/skv_dsub.h): appends run there, batched over the request, and the
+ *     attend reads the device image directly. The CPU sketch is a shadow, brought up to
+ *     date (skv_gpu_pull) only before something reads it on the host: a checkpoint, a CPU
+ *     attend of a group size the kernel lacks.
+ *   - mirrored: exact and sinkwin stay authoritative on the CPU; a mirror of their entries
+ *     lives on the device (an exact cache uploads only the rows appended since the last step;
+ *     sinkwin re-uploads its window).
+ * Every device buffer comes from the context's stream-ordered pool (reserved at start-up),
+ * uploads are queued from a pinned arena, appends then attends go out as one launch each per
+ * request, and the request syncs once at its end. h2o and float32 storage stay on the CPU.
+ *   refreshkv: the worker first runs skv_sketch_attend_begin on the CPU (its decision, and a
+ *   full step over the host-side full store); only partial steps come here, attending the
+ *   partial cache's mirror.
  */
 #ifndef SUBKV_GPU_ATTEND_H
 #define SUBKV_GPU_ATTEND_H
@@ -13,6 +22,7 @@
 
 #include "sketch_table.h"
 #include "skv_cuda.h"
+#include "skv_dsub.h"
 #include "skv_internal.h"
 
 typedef struct skv_mirror skv_mirror;
@@ -22,21 +32,35 @@ typedef struct skv_gpu {
     skv_cuda_ctx *ctx;
     float *dq, *dout; /* device: queries and partials of one request */
     size_t dq_cap, dout_cap;
+    float *dkv; /* device: the keys and values of one request's GPU appends */
+    size_t dkv_cap;
     float *hq; /* host: scaled queries */
     size_t hq_cap;
     skv_cuda_job *jobs;
     size_t jobs_cap;
+    skv_dsub_op *ops; /* queued GPU appends of this request */
+    size_t nops, ops_cap;
+    const float **op_src; /* their host keys (values follow) */
+    size_t op_src_cap, kv_floats;
     skv_entries e; /* host export of one sketch's entries */
     void *stage;   /* pinned arena the request's uploads are queued from */
     size_t stage_cap, stage_used;
 } skv_gpu;
 
-/* Set up on the current device; SKV_ERR_UNSUPPORTED / SKV_ERR_DEVICE when there is none. */
-subkv_status skv_gpu_init(skv_gpu *g, skv_err *err);
+/* Set up on the current device, reserving `reserve` bytes of device memory for the pool
+ * (0: grow on demand); SKV_ERR_UNSUPPORTED / SKV_ERR_DEVICE / SKV_ERR_NOMEM. */
+subkv_status skv_gpu_init(skv_gpu *g, size_t reserve, skv_err *err);
 void skv_gpu_fini(skv_gpu *g);
 
 /* Can the GPU answer g queries of this sketch exactly like the CPU contract requires? */
 int skv_gpu_eligible(const skv_sketch *s, int g);
+/* Does this sketch keep its state on the GPU (appends go through skv_gpu_append)? */
+int skv_gpu_resident(const skv_sketch *s);
+
+/* Queue the append of n tokens (host rows K then V, n*d floats each) to a resident sketch;
+ * it runs with the request's other appends in skv_gpu_flush. */
+subkv_status skv_gpu_append(skv_gpu *g, skv_table_entry *te, const float *K, const float *V,
+                            size_t n, skv_err *err);
 
 /* One attend the GPU should run: the sketch's table entry, its g unscaled query rows, and
  * where its g partials go (host). */
@@ -46,8 +70,25 @@ typedef struct skv_gpu_item {
     float *out;
 } skv_gpu_item;
 
-/* Refresh the items' mirrors and attend them all (every item has the same d and g). */
-subkv_status skv_gpu_attend(skv_gpu *g, skv_gpu_item *items, size_t n, int d, int group,
+/* Launch the queued appends (one kernel for all; no wait). Before any attend that may
+ * read the sketches they change. */
+subkv_status skv_gpu_launch_appends(skv_gpu *g, skv_err *err);
+/* Drop the queued appends unlaunched (the request failed before its GPU work). */
+void skv_gpu_discard(skv_gpu *g);
+
+/*
+ * Attend the items (every item has the same d and group; n may be 0) in one launch per
+ * storage type, then wait for the device: the request's one sync. Inputs were validated
+ * before anything was queued, so what fails here is the device itself (SKV_ERR_DEVICE,
+ * SKV_ERR_NOMEM).
+ */
+subkv_status skv_gpu_finish(skv_gpu *g, skv_gpu_item *items, size_t n, int d, int group,
                             skv_err *err);
+
+/* Bring the CPU shadow of a resident sketch up to date (no-op for the others). */
+subkv_status skv_gpu_pull(skv_gpu *g, skv_table_entry *te, skv_err *err);
+
+/* Device bytes the pool holds reserved. */
+size_t skv_gpu_reserved(const skv_gpu *g);
 
 #endif /* SUBKV_GPU_ATTEND_H */

@@ -9,13 +9,17 @@
 #include "worker.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: subkv-worker [--budget BYTES] [--backend auto|cpu|cuda] [--verbose]\n"
-               "A rank > 0 of the subkv MPI job (rank 0 is subkv-coordinator). It holds the\n"
-               "sketches the shard map gives it and serves the coordinator's ops.\n"
-               "  --budget BYTES  most sketch memory this worker may hold (0: unlimited);\n"
-               "                  suffixes K, M, G accepted\n"
-               "  --backend B     auto (default): attend on this node-local rank's GPU when\n"
-               "                  there is one; cpu: the CPU reference only; cuda: the GPU\n");
+    fprintf(f,
+            "usage: subkv-worker [--budget BYTES] [--backend auto|cpu|cuda] [--gpu-reserve BYTES]\n"
+            "                    [--verbose]\n"
+            "A rank > 0 of the subkv MPI job (rank 0 is subkv-coordinator). It holds the\n"
+            "sketches the shard map gives it and serves the coordinator's ops.\n"
+            "  --budget BYTES  most sketch memory this worker may hold (0: unlimited);\n"
+            "                  suffixes K, M, G accepted\n"
+            "  --backend B     auto (default): attend on this node-local rank's GPU when\n"
+            "                  there is one; cpu: the CPU reference only; cuda: the GPU\n"
+            "  --gpu-reserve BYTES  device memory the GPU pool reserves at start (default:\n"
+            "                  --budget; 0: grows on demand, never returned)\n");
 }
 
 static int parse_bytes(const char *s, size_t *out) {
@@ -42,6 +46,7 @@ static int parse_bytes(const char *s, size_t *out) {
 
 int main(int argc, char **argv) {
     skv_worker_opts o = {0};
+    int reserve_set = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -65,12 +70,19 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "subkv-worker: bad --budget '%s'\n", argv[i]);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--gpu-reserve") && i + 1 < argc) {
+            if (parse_bytes(argv[++i], &o.gpu_reserve_bytes) != 0) {
+                fprintf(stderr, "subkv-worker: bad --gpu-reserve '%s'\n", argv[i]);
+                return 2;
+            }
+            reserve_set = 1;
         } else {
             fprintf(stderr, "subkv-worker: unknown option '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }
     }
+    if (!reserve_set) o.gpu_reserve_bytes = o.budget_bytes;
     MPI_Init(&argc, &argv);
     int rank = 0, size = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);

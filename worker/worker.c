@@ -94,9 +94,10 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
             size_t r = skv_config_max_bytes(&rc);
             if (r == SIZE_MAX) {
                 st = skv_set_error(err, SKV_ERR_BUDGET,
-                                   "worker %d has a memory budget: a growing sketch (%s) "
-                                   "needs max_tokens or budget_bytes",
-                                   w->rank, skv_policy_name(c.policy));
+                                   "worker %d has a memory budget: a %s sketch needs max_tokens"
+                                   "%s",
+                                   w->rank, skv_policy_name(rc.policy),
+                                   rc.policy == SKV_POLICY_REFRESHKV ? "" : " or budget_bytes");
                 break;
             }
             need += r;
@@ -172,37 +173,65 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
         st = skv_set_error(err, SKV_ERR_PROTOCOL, "payload of %zu floats, items need %zu", nin,
                            need_in);
     if (st == SKV_OK) st = skv_grow((void **)&w->out, &w->out_cap, need_out, sizeof(float), err);
-    /* appends first, then every attend (items are distinct sketches, so the order of an
-     * item's append and another's attend does not matter); GPU-eligible attends batch into
-     * one launch, the rest run on the CPU */
-    const float *p = w->in;
-    float *o = w->out;
-    size_t ng = 0;
-    int ggroup = 0;
+    /* Appends first, then every attend (items are distinct sketches, so the order of an
+     * item's append and another's attend does not matter). GPU-resident sketches queue their
+     * appends, launched together before the attends; GPU-eligible attends batch into one
+     * launch; the rest run on the CPU (a resident sketch's CPU shadow is pulled up to date
+     * first). One device sync at the end. */
+    const float **qp = NULL;
+    if (st == SKV_OK) qp = calloc(op->n_items ? op->n_items : 1, sizeof *qp);
+    if (st == SKV_OK && !qp) st = skv_set_error(err, SKV_ERR_NOMEM, "no memory for items");
     if (st == SKV_OK && w->gpu_on)
         st = skv_grow((void **)&w->gitems, &w->gitems_cap, op->n_items, sizeof *w->gitems, err);
+    const float *p = w->in;
+    size_t queued = 0;
     for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
         const Subkv__WorkItem *it = op->items[i];
         if (it->n_tokens) {
-            st = skv_sketch_append(sk[i], p, p + (size_t)it->n_tokens * d, it->n_tokens, (int)d,
-                                   err);
+            const float *K = p, *V = p + (size_t)it->n_tokens * d;
+            if (w->gpu_on && skv_gpu_resident(sk[i])) {
+                skv_item_key k = item_key(it);
+                st = skv_gpu_append(&w->gpu, skv_table_find_entry(&w->table, &k), K, V,
+                                    it->n_tokens, err);
+                queued++;
+            } else {
+                st = skv_sketch_append(sk[i], K, V, it->n_tokens, (int)d, err);
+            }
             p += 2 * (size_t)it->n_tokens * d;
         }
-        if (st == SKV_OK && it->group) {
-            const int on_gpu = w->gpu_on && skv_gpu_eligible(sk[i], (int)it->group) &&
-                               (ng == 0 || ggroup == (int)it->group);
-            if (on_gpu) {
-                skv_item_key k = item_key(it);
-                w->gitems[ng++] = (skv_gpu_item){skv_table_find_entry(&w->table, &k), p, o};
-                ggroup = (int)it->group;
-            } else {
-                st = skv_sketch_attend(sk[i], p, (int)it->group, (int)d, (skv_partial *)o, err);
-            }
-            p += (size_t)it->group * d;
-            o += (size_t)it->group * (d + 2);
-        }
+        qp[i] = p;
+        p += (size_t)it->group * d;
     }
-    if (st == SKV_OK && ng) st = skv_gpu_attend(&w->gpu, w->gitems, ng, (int)d, ggroup, err);
+    if (w->gpu_on && st != SKV_OK) skv_gpu_discard(&w->gpu);
+    if (w->gpu_on && st == SKV_OK) st = skv_gpu_launch_appends(&w->gpu, err);
+    float *o = w->out;
+    size_t ng = 0;
+    int ggroup = 0;
+    for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
+        const Subkv__WorkItem *it = op->items[i];
+        if (!it->group) continue;
+        skv_item_key k = item_key(it);
+        const int on_gpu = w->gpu_on && skv_gpu_eligible(sk[i], (int)it->group) &&
+                           (ng == 0 || ggroup == (int)it->group);
+        int done = 0;
+        if (on_gpu) /* the policy's CPU part first: a refreshkv full step answers here */
+            st = skv_sketch_attend_begin(sk[i], qp[i], (int)it->group, (int)d, (skv_partial *)o,
+                                         &done, err);
+        if (st != SKV_OK || done) {
+            /* answered (or failed) on the CPU */
+        } else if (on_gpu) {
+            w->gitems[ng++] = (skv_gpu_item){skv_table_find_entry(&w->table, &k), qp[i], o};
+            ggroup = (int)it->group;
+        } else {
+            if (w->gpu_on) st = skv_gpu_pull(&w->gpu, skv_table_find_entry(&w->table, &k), err);
+            if (st == SKV_OK)
+                st = skv_sketch_attend(sk[i], qp[i], (int)it->group, (int)d, (skv_partial *)o, err);
+        }
+        o += (size_t)it->group * (d + 2);
+    }
+    if (w->gpu_on && (ng || queued) && st == SKV_OK)
+        st = skv_gpu_finish(&w->gpu, w->gitems, ng, (int)d, ggroup, err);
+    free(qp);
     free(sk);
     *nout = st == SKV_OK ? need_out : 0;
     return st;
@@ -233,6 +262,9 @@ static subkv_status op_checkpoint(worker *w, const Subkv__WorkerOp *op, skv_err 
     char path[4096];
     SKV_CHECK(skv_dir_ensure(op->path, err));
     ckpt_path(w, op->path, path, sizeof path);
+    /* GPU-resident sketches: their CPU shadows catch up with the device first */
+    for (size_t i = 0; w->gpu_on && i < w->table.cap; i++)
+        if (w->table.slots[i].sketch) SKV_CHECK(skv_gpu_pull(&w->gpu, &w->table.slots[i], err));
     skv_buf b = {0};
     subkv_status st = skv_table_save(&w->table, w->rank, w->nworkers, &b, err);
     if (st == SKV_OK) st = skv_file_write_atomic(path, b.data, b.len, err);
@@ -306,7 +338,9 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         skv_backend_select(local_rank, &bi);
     else
         bi = (skv_backend_info){.kind = SKV_BACKEND_CPU, .device = -1};
-    if (bi.kind == SKV_BACKEND_CUDA && skv_gpu_init(&w.gpu, &gerr) == SKV_OK) w.gpu_on = 1;
+    if (bi.kind == SKV_BACKEND_CUDA &&
+        skv_gpu_init(&w.gpu, opts->gpu_reserve_bytes, &gerr) == SKV_OK)
+        w.gpu_on = 1;
     if (opts->backend == SKV_WORKER_CPU)
         snprintf(bi.reason, sizeof bi.reason, "--backend cpu");
     else if (bi.kind == SKV_BACKEND_CUDA && !w.gpu_on)

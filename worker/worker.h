@@ -17,6 +17,7 @@ typedef enum skv_worker_backend {
 typedef struct skv_worker_opts {
     size_t budget_bytes; /* sum of sketch bytes this worker may hold; 0 = unlimited */
     skv_worker_backend backend;
+    size_t gpu_reserve_bytes; /* device memory reserved at start for the GPU pool; 0: on demand */
     int verbose;
 } skv_worker_opts;
 
