@@ -527,6 +527,7 @@ const skv_policy_ops skv_policy_refreshkv_ops = {
     .id = SKV_POLICY_REFRESHKV,
     .resolve = rkv_resolve,
     .create_bytes = rkv_create_bytes,
+    .token_bytes = rkv_full_row_bytes, /* the full store grows per token */
     .init = rkv_init,
     .fini = rkv_fini,
     .append = rkv_append,

@@ -204,6 +204,10 @@ struct skv_policy_ops {
     /* Exact bytes a sketch with this resolved config allocates at create (without the
      * growth of an unbounded exact cache). */
     size_t (*create_bytes)(const skv_config *cfg);
+    /* Optional (policies that grow up to max_tokens: exact, refreshkv's full store, csr's
+     * codes): bytes each held token adds beyond create_bytes. NULL: the sketch never grows
+     * past create_bytes. skv_config_max_bytes is create_bytes + max_tokens * token_bytes. */
+    size_t (*token_bytes)(const skv_config *cfg);
     subkv_status (*init)(skv_sketch *s, skv_err *err);
     void (*fini)(skv_sketch *s);
     /* n >= 1 validated tokens; must leave the sketch unchanged when it fails. */
@@ -229,6 +233,7 @@ extern const skv_policy_ops skv_policy_sinkwin_ops;
 extern const skv_policy_ops skv_policy_h2o_ops;
 extern const skv_policy_ops skv_policy_subgen_ops;
 extern const skv_policy_ops skv_policy_refreshkv_ops;
+extern const skv_policy_ops skv_policy_csr_ops;
 
 /* Allocation accounted in s->heap_bytes (zeroed). NULL on failure. */
 void *skv_sketch_alloc(skv_sketch *s, size_t bytes);

@@ -151,7 +151,7 @@ static subkv_status load_table(skv_coord *c, const unsigned char *data, size_t l
             st = skv_wire_config_from_policy(pc, (int)s->head_dim, &s->cfg, err);
         skv_config rc;
         if (st == SKV_OK) st = skv_config_resolve(&s->cfg, &rc, err);
-        if (st == SKV_OK) s->max_tokens = skv_capped_policy(rc.policy) ? rc.max_tokens : 0;
+        if (st == SKV_OK) s->max_tokens = skv_config_token_cap(&rc);
         if (pc) subkv__policy_config__free_unpacked(pc, NULL);
         if (st != SKV_OK) break;
         s->tokens = calloc(s->layers, sizeof *s->tokens);

@@ -73,7 +73,7 @@ subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64
     SKV_CHECK(skv_wire_config_from_policy(m->policy, (int)sh->head_dim, &s.cfg, err));
     skv_config resolved;
     SKV_CHECK(skv_config_resolve(&s.cfg, &resolved, err));
-    s.max_tokens = skv_capped_policy(resolved.policy) ? resolved.max_tokens : 0;
+    s.max_tokens = skv_config_token_cap(&resolved);
     s.tokens = calloc(s.layers, sizeof *s.tokens);
     if (!s.tokens) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the sequence");
 

@@ -1,7 +1,8 @@
 /*
  * fuzz_seeds.c — writes a few valid inputs for each fuzz harness (not a harness itself):
  *
- *   build/fuzz/fuzz-seeds DIR   -> DIR/{sketch_load,table_load,request,frame,trace,bpe,gguf}/seed-*
+ *   build/fuzz/fuzz-seeds DIR   ->  DIR/{sketch_load,table_load,request,frame,trace,bpe,gguf,
+ *                                        dict_load}/seed-*
  *
  * libFuzzer finds checksummed, nested formats slowly from nothing; starting from one real
  * sketch of each policy and dtype, a worker checkpoint, each kind of request, framed
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fuzz_dict.h"
 #include "gguf_build.h"
 #include "sketch_table.h"
 #include "skv_frame.h"
@@ -61,11 +63,12 @@ static const seed_case CASES[] = {
     {"subgen-l2-f16", SKV_POLICY_SUBGEN, SKV_VALUES_L2, SKV_DTYPE_F16},
     {"subgen-cluster-f32", SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER, SKV_DTYPE_F32},
     {"refreshkv-bf16", SKV_POLICY_REFRESHKV, SKV_VALUES_L2, SKV_DTYPE_BF16},
+    {"csr-f16", SKV_POLICY_CSR, SKV_VALUES_L2, SKV_DTYPE_F16},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
 /* Small parameters so every structure fills, evicts and (subgen) merges clusters. */
-static skv_sketch *make_sketch(synth_rng *r, const seed_case *c) {
+static skv_sketch *make_sketch(synth_rng *r, const seed_case *c, const skv_dict *dict) {
     skv_config cfg;
     skv_config_default(&cfg, c->policy, D);
     cfg.dtype = c->dtype;
@@ -75,6 +78,10 @@ static skv_sketch *make_sketch(synth_rng *r, const seed_case *c) {
     if (c->policy == SKV_POLICY_H2O) cfg.heavy = 6, cfg.window = 4;
     if (c->policy == SKV_POLICY_SUBGEN)
         cfg.sinks = 2, cfg.window = 4, cfg.samples = 2, cfg.value_slots = 6, cfg.max_clusters = 3;
+    if (c->policy == SKV_POLICY_CSR) { /* coded with the harness's set, by its name */
+        cfg.sinks = 1, cfg.window = 5, cfg.sparsity = 2, cfg.layer = 2, cfg.dict = dict;
+        snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", FUZZ_DICT_NAME);
+    }
     if (c->policy == SKV_POLICY_REFRESHKV) cfg.partial_tokens = 6, cfg.stride = 3;
     skv_sketch *s;
     skv_err e;
@@ -95,14 +102,29 @@ static void sketch_and_table_seeds(synth_rng *r) {
     skv_table t;
     skv_table_init(&t);
     skv_err e;
+    skv_dict *dict = fuzz_dict_make();
+    if (!dict) die("cannot build the fuzz dictionary");
+    skv_buf db = {0};
+    if (skv_dict_save(dict, &db, &e) != SKV_OK) die(e.msg);
+    put("dict_load", "small", db.data, db.len);
+    skv_buf_free(&db);
     for (size_t i = 0; i < NCASES; i++) {
-        skv_sketch *s = make_sketch(r, &CASES[i]);
+        skv_sketch *s = make_sketch(r, &CASES[i], dict);
         skv_buf b = {0};
         if (skv_sketch_save(s, &b, &e) != SKV_OK) die(e.msg);
         put("sketch_load", CASES[i].name, b.data, b.len);
+        if (CASES[i].policy == SKV_POLICY_CSR) { /* the harness's registry resolves it */
+            skv_dicts *reg = fuzz_dicts_make();
+            skv_sketch *back = NULL;
+            if (!reg ||
+                skv_sketch_load_dicts(b.data, b.len, SIZE_MAX, reg, &back, NULL, &e) != SKV_OK)
+                die("the csr seed does not load with the fuzz dictionary");
+            skv_sketch_destroy(back);
+            skv_dicts_free(reg);
+        }
         skv_buf_free(&b);
         skv_item_key k = {.seq = 1 + i / 3, .layer = (uint32_t)(i % 3), .head = 1, .shard = 0};
-        if (i % 2 == 0) { /* every other sketch goes into the checkpoint */
+        if (i % 2 == 0 && CASES[i].policy != SKV_POLICY_CSR) { /* every other sketch */
             if (skv_table_insert(&t, &k, s, &e) != SKV_OK) die(e.msg);
         } else {
             skv_sketch_destroy(s);
@@ -116,6 +138,7 @@ static void sketch_and_table_seeds(synth_rng *r) {
     if (skv_table_save(&t, 1, 2, &b, &e) != SKV_OK) die(e.msg);
     put("table_load", "empty", b.data, b.len);
     skv_buf_free(&b);
+    skv_dict_free(dict);
 }
 
 /* Pack m into a malloc'd buffer; *len gets its size. */
@@ -130,13 +153,17 @@ static uint8_t *pack(const Subkv__Request *m, size_t *len) {
 static void request_seeds(synth_rng *r) {
     uint8_t *reqs[8];
     size_t lens[8], n = 0;
-    /* create, one per policy, every field set */
-    for (size_t i = 0; i < NCASES; i += 2) {
+    /* create, one per policy but h2o, every field set */
+    static const size_t creates[] = {0, 2, 4, 6, 7};
+    for (size_t ci = 0; ci < sizeof creates / sizeof creates[0]; ci++) {
+        const size_t i = creates[ci];
         skv_config cfg;
         skv_config_default(&cfg, CASES[i].policy, D);
         cfg.dtype = CASES[i].dtype;
         cfg.values = CASES[i].values;
         cfg.budget_bytes = i ? 4096 : 0;
+        if (CASES[i].policy == SKV_POLICY_CSR)
+            snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", FUZZ_DICT_NAME);
         skv_wire_policy w;
         skv_wire_policy_from_config(&w, &cfg);
         Subkv__ModelShape sh = SUBKV__MODEL_SHAPE__INIT;
@@ -184,8 +211,9 @@ static void request_seeds(synth_rng *r) {
     reqs[n] = pack(&m, &lens[n]);
     n++;
 
-    static const char *names[8] = {"create-exact", "create-sinkwin", "create-subgen",
-                                   "append",       "step",           "attend"};
+    static const char *names[8] = {
+        "create-exact", "create-sinkwin", "create-subgen", "create-refreshkv",
+        "create-csr",   "append",         "step",          "attend"};
     uint8_t frames[8192];
     size_t flen = 0;
     for (size_t i = 0; i < n; i++) {

@@ -17,6 +17,7 @@
 #include "gpu_attend.h"
 #include "shard_map.h"
 #include "sketch_table.h"
+#include "csr_dict.h"
 #include "skv_backend.h"
 #include "skv_check.h"
 #include "skv_wire.h"
@@ -26,6 +27,7 @@ typedef struct worker {
     int rank, nworkers;
     skv_worker_opts opts;
     skv_table table;
+    skv_dicts *dicts; /* csr dictionary sets by dict_path, loaded once, shared by sketches */
     char backend[256];
     uint8_t *hdr;
     size_t hdr_cap;
@@ -83,6 +85,8 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
         skv_config c;
         skv_shard_item_config(&base, it->seq_id, it->layer, it->kv_head, it->shard,
                               op->shards ? op->shards : 1, &c);
+        st = skv_config_bind_dict(&c, w->dicts, err); /* csr: its set, loaded on first use */
+        if (st != SKV_OK) break;
         if (w->opts.budget_bytes) { /* check the reservation before allocating anything */
             skv_config rc;
             st = skv_config_resolve(&c, &rc, err);
@@ -93,7 +97,7 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
                                    "worker %d has a memory budget: a %s sketch needs max_tokens"
                                    "%s",
                                    w->rank, skv_policy_name(rc.policy),
-                                   rc.policy == SKV_POLICY_EXACT ? " or budget_bytes" : "");
+                                   rc.policy == SKV_POLICY_REFRESHKV ? "" : " or budget_bytes");
                 break;
             }
             need += r;
@@ -131,14 +135,13 @@ static subkv_status op_drop(worker *w, const Subkv__WorkerOp *op) {
 /* Would appending n tokens to s break its own cap? (The coordinator checks this before
  * dispatch; this is the worker's own guard.) */
 static subkv_status check_cap(skv_sketch *s, size_t n, skv_err *err) {
-    const skv_config *c = skv_sketch_config(s);
-    if (!skv_capped_policy(c->policy) || !c->max_tokens) return SKV_OK;
+    const uint64_t cap = skv_config_token_cap(skv_sketch_config(s));
+    if (!cap) return SKV_OK;
     skv_stats st;
     skv_sketch_stats(s, &st);
-    if (st.tokens_seen + n > c->max_tokens)
+    if (st.tokens_seen + n > cap)
         return skv_set_error(err, SKV_ERR_BUDGET, "sketch holds %llu of %llu tokens, +%zu exceeds",
-                             (unsigned long long)st.tokens_seen, (unsigned long long)c->max_tokens,
-                             n);
+                             (unsigned long long)st.tokens_seen, (unsigned long long)cap, n);
     return SKV_OK;
 }
 
@@ -278,7 +281,7 @@ static subkv_status op_restore(worker *w, const Subkv__WorkerOp *op, skv_err *er
     skv_table t;
     subkv_status st =
         skv_table_load(data, len, w->rank, w->nworkers,
-                       w->opts.budget_bytes ? w->opts.budget_bytes : SIZE_MAX, &t, err);
+                       w->opts.budget_bytes ? w->opts.budget_bytes : SIZE_MAX, w->dicts, &t, err);
     free(data);
     if (st != SKV_OK) return st;
     if (w->opts.budget_bytes && reserved_bytes(&t) > w->opts.budget_bytes) {
@@ -317,6 +320,8 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
     MPI_Comm_size(comm, &w.nworkers);
     w.nworkers -= 1;
     skv_table_init(&w.table);
+    skv_err derr;
+    if (skv_dicts_new(&w.dicts, &derr) != SKV_OK) return 1;
     skv_backend_info bi;
     /* the GPU by node-local rank among the workers of this node (collective with the
      * coordinator's MPI_UNDEFINED split in skv_coord_create) */
@@ -413,6 +418,7 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
 out:
     skv_data_path_stop(&w.dp);
     skv_table_free(&w.table); /* mirrors first: they live in the GPU context's device */
+    skv_dicts_free(w.dicts);  /* after every sketch that borrowed a set */
     if (w.gpu_on) skv_gpu_fini(&w.gpu);
     free(w.gitems);
     free(w.hdr);
