@@ -56,14 +56,8 @@ static pid_t find_worker(pid_t root, int *rank) {
     pid_t all[128];
     int n = descendants(root, all, 128);
     pid_t found = -1;
-    for (int i = 0; i < n; i++) {
-        char path[64], comm[64] = "";
-        snprintf(path, sizeof path, "/proc/%d/comm", (int)all[i]);
-        FILE *f = fopen(path, "r");
-        if (!f) continue;
-        if (fgets(comm, sizeof comm, f) && !strncmp(comm, "subkv-worker", 12)) found = all[i];
-        fclose(f);
-    }
+    for (int i = 0; i < n; i++)
+        if (svc_pid_runs(all[i], "subkv-worker")) found = all[i];
     if (found > 0) *rank = rank_of(found);
     return found;
 }
@@ -221,6 +215,7 @@ static int launch_start(svc_job *j, const char *const *extra, const char *const 
         int fd = open(j->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
         setenv("SUBKV_BUILD", bdir, 1);
+        if (getenv("SUBKV_TEST_WRAP")) setenv("SUBKV_RANK_WRAP", getenv("SUBKV_TEST_WRAP"), 1);
         execvp("bash", (char *const *)argv);
         _exit(127);
     }
