@@ -10,7 +10,8 @@
  *     --restart brings the job back from the last checkpoint with identical next steps; a
  *     hung worker (SIGSTOP) is declared lost at --step-deadline-ms and the job exits non-zero;
  *  3. limits: sequences and bytes per client and sequences in all are refused with
- *     SKV_ERR_LIMIT, and what the client holds is untouched.
+ *     SKV_ERR_LIMIT, and what the client holds is untouched; --token is required and
+ *     checked (SKV_ERR_AUTH, nothing changed).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -394,6 +395,39 @@ static void test_limits_refuse_and_keep_state(void **state) {
     svc_seqs_free(&s);
 }
 
+/* --token: requests without it or with a wrong one (same length, one byte off) fail with
+ * SKV_ERR_AUTH and change nothing; with it they work. */
+static void test_auth_token_required_and_checked(void **state) {
+    svc_fixture *f = *state;
+    synth_rng rng;
+    tu_rng_for(&rng, __func__);
+    const char *cargs[] = {"--token", "s3cret-token", NULL};
+    svc_job *j = &f->job[0];
+    assert_int_equal(svc_job_start(j, 2, cargs, NULL), 0);
+    skv_client *none = NULL, *wrong = NULL, *right = NULL;
+    skv_err err = {0};
+    SVC_OK(skv_client_connect(j->addr, NULL, &none, &err), &err);
+    SVC_OK(skv_client_connect(j->addr, "s3cret-tokem", &wrong, &err), &err);
+    SVC_OK(skv_client_connect(j->addr, "s3cret-token", &right, &err), &err);
+    const skv_model_shape sh = {1, 2, 1, 16};
+    skv_config cfg;
+    skv_config_default(&cfg, SKV_POLICY_EXACT, 16);
+    uint64_t id;
+    SVC_EXPECT(SKV_ERR_AUTH, skv_client_create_sequence(none, &sh, &cfg, 1, 0, &id, &err), &err);
+    SVC_EXPECT(SKV_ERR_AUTH, skv_client_create_sequence(wrong, &sh, &cfg, 1, 0, &id, &err), &err);
+    SVC_EXPECT(SKV_ERR_AUTH, skv_client_shutdown(wrong, &err), &err);
+    uint64_t total = 0, nseq = 1;
+    svc_stats_numbers(right, &total, &nseq);
+    assert_int_equal(nseq, 0); /* nothing was created */
+    SVC_OK(skv_client_create_sequence(right, &sh, &cfg, 1, 0, &id, &err), &err);
+    svc_stats_numbers(right, &total, &nseq);
+    assert_int_equal(nseq, 1);
+    SVC_OK(skv_client_shutdown(right, &err), &err);
+    skv_client_close(none), skv_client_close(wrong), skv_client_close(right);
+    assert_int_equal(svc_job_wait(j, SVC_STOP_TIMEOUT_S), 0);
+    assert_int_equal(svc_job_exit_code(j), 0);
+}
+
 int main(void) {
     tu_suite_begin("test_faults");
     const struct CMUnitTest durability[] = {
@@ -416,6 +450,8 @@ int main(void) {
     };
     const struct CMUnitTest limits[] = {
         cmocka_unit_test_setup_teardown(test_limits_refuse_and_keep_state, svc_fixture_setup,
+                                        fault_teardown),
+        cmocka_unit_test_setup_teardown(test_auth_token_required_and_checked, svc_fixture_setup,
                                         fault_teardown),
     };
     int failed = 0;
