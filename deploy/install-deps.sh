@@ -16,6 +16,7 @@ PACKAGES=(
     libopenmpi-dev openmpi-bin       # MPI: coordinator <-> workers
     libprotobuf-c-dev protobuf-c-compiler  # wire schema (proto/)
     libcmocka-dev                    # unit tests
+    valgrind                         # make valgrind (CI runs it)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then
