@@ -277,7 +277,15 @@ static void test_load_mixed_requests_all_answered_once(void **state) {
            (double)total / wall, (unsigned long long)invalid);
     printf("# load: latency p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", 1e3 * all[total / 2],
            1e3 * all[(size_t)(0.99 * (double)(total - 1))], 1e3 * all[total - 1]);
-    /* memory: after warm-up (a quarter of the run), RSS grows by at most 2 MiB + 5 % */
+    /* memory: after warm-up (a quarter of the run), RSS grows by at most 2 MiB + 5 %. Not in an
+     * ASan build: its quarantine keeps up to 256 MiB of freed blocks resident by design (the
+     * plain build, which `make test` runs, holds the promise). */
+#if defined(__SANITIZE_ADDRESS__)
+    const int rss_checked = 0;
+    printf("# load: ASan build: RSS growth reported, not checked (ASan's quarantine)\n");
+#else
+    const int rss_checked = 1;
+#endif
     char names[NPROC][32];
     for (int p = 0; p < NPROC; p++) {
         char path[64];
@@ -296,7 +304,7 @@ static void test_load_mixed_requests_all_answered_once(void **state) {
         printf("# load: %s (pid %d) VmRSS %ld KiB at %.1f s, peak after %ld KiB (growth %+ld "
                "KiB, %d samples)\n",
                names[p], (int)pids[p], base, ts[w0], peak_after, growth, ns);
-        if (ns >= 8 && growth > 2048 + base / 20)
+        if (rss_checked && ns >= 8 && growth > 2048 + base / 20)
             fail_msg("%s (pid %d): VmRSS grew %ld KiB after warm-up", names[p], (int)pids[p],
                      growth);
     }
