@@ -180,6 +180,17 @@ static void test_periodic_checkpoints_restore(void **state) {
 
 /* ---- 2. a worker dies or hangs ------------------------------------------------------------- */
 
+/* deploy/subkv-launch of this checkout: build/ or build/sanitize/ is next to deploy/. */
+static void launcher_path(char *out, size_t n) {
+    char bdir[PATH_MAX];
+    svc_build_dir(bdir, sizeof bdir);
+    const char *ups[] = {"/../deploy/subkv-launch", "/../../deploy/subkv-launch"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(out, n, "%s%s", bdir, ups[i]);
+        if (access(out, R_OK) == 0) return;
+    }
+}
+
 /* Start deploy/subkv-launch with coordinator args (NULL-terminated) as job j. */
 static int launch_start(svc_job *j, const char *const *extra, const char *const *coord_args) {
     static unsigned counter;
@@ -192,11 +203,7 @@ static int launch_start(svc_job *j, const char *const *extra, const char *const 
     unlink(j->sock);
     char bdir[PATH_MAX], launcher[PATH_MAX + 64];
     svc_build_dir(bdir, sizeof bdir);
-    const char *ups[] = {"/../deploy/subkv-launch", "/../../deploy/subkv-launch"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(launcher, sizeof launcher, "%s%s", bdir, ups[i]);
-        if (access(launcher, R_OK) == 0) break;
-    }
+    launcher_path(launcher, sizeof launcher);
     const char *argv[64];
     int a = 0;
     const char *pre[] = {"bash", launcher, "--workers", "2", "--worker-args", "--backend cpu"};
@@ -308,6 +315,60 @@ static void test_worker_killed_under_load_then_restart_restores(void **state) {
     }
     assert_int_equal(svc_job_stop(j), 0); /* a clean stop ends the loop with 0 */
     svc_seqs_free(&s);
+    svc_rm_rf(dir);
+}
+
+/* --restart N is bounded and logged: with an mpirun that always fails (a stand-in script that
+ * records its arguments and exits 3), the launcher runs it 1 + N times, the restarts with
+ * --restore DIR (a checkpoint exists), then gives up with the job's status. */
+static void test_launcher_restarts_are_bounded_and_logged(void **state) {
+    (void)state;
+    char dir[128], fake[160], calls[160], cmd[3 * PATH_MAX], bdir[PATH_MAX],
+        launcher[PATH_MAX + 64];
+    checkpoint_dir(dir, sizeof dir, "launcher");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(fake, sizeof fake, "%s/CURRENT", dir);
+    FILE *fp = fopen(fake, "w");
+    assert_non_null(fp);
+    fputs("gen-4\n", fp);
+    fclose(fp);
+    snprintf(fake, sizeof fake, "%s/fake-mpirun", dir);
+    snprintf(calls, sizeof calls, "%s/calls", dir);
+    fp = fopen(fake, "w");
+    assert_non_null(fp);
+    fprintf(fp, "#!/bin/sh\necho \"$*\" >> %s\nexit 3\n", calls);
+    fclose(fp);
+    assert_int_equal(chmod(fake, 0755), 0);
+    svc_build_dir(bdir, sizeof bdir);
+    launcher_path(launcher, sizeof launcher);
+    snprintf(cmd, sizeof cmd,
+             "SUBKV_BUILD=%s MPIRUN=%s bash %s --restart 2 -- --checkpoint-dir %s --restore "
+             "/elsewhere 2> %s/stderr",
+             bdir, fake, launcher, dir, dir);
+    const int rc = system(cmd);
+    assert_true(WIFEXITED(rc));
+    assert_int_equal(WEXITSTATUS(rc), 3);
+    char text[8192] = "";
+    snprintf(fake, sizeof fake, "%s/stderr", dir);
+    fp = fopen(fake, "r");
+    assert_non_null(fp);
+    text[fread(text, 1, sizeof text - 1, fp)] = '\0';
+    fclose(fp);
+    if (!strstr(text, "restart 1 of 2 from") || !strstr(text, "restart 2 of 2 from") ||
+        !strstr(text, "(gen-4)") || !strstr(text, "no restarts left"))
+        fail_msg("launcher log lacks the restarts:\n%s", text);
+    fp = fopen(calls, "r");
+    assert_non_null(fp);
+    int n = 0, restored = 0;
+    char line[2048], want[192];
+    snprintf(want, sizeof want, "--restore %s ", dir);
+    while (fgets(line, sizeof line, fp)) {
+        n++;
+        restored += strstr(line, want) != NULL && !strstr(line, "/elsewhere");
+    }
+    fclose(fp);
+    assert_int_equal(n, 3);        /* the first run and two restarts */
+    assert_int_equal(restored, 2); /* each restart from DIR, the caller's --restore dropped */
     svc_rm_rf(dir);
 }
 
@@ -447,6 +508,7 @@ int main(void) {
                                         svc_fixture_setup, fault_teardown),
         cmocka_unit_test_setup_teardown(test_hung_worker_is_lost_at_the_deadline, svc_fixture_setup,
                                         fault_teardown),
+        cmocka_unit_test(test_launcher_restarts_are_bounded_and_logged),
     };
     const struct CMUnitTest limits[] = {
         cmocka_unit_test_setup_teardown(test_limits_refuse_and_keep_state, svc_fixture_setup,
