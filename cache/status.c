@@ -24,6 +24,8 @@ const char *subkv_status_name(subkv_status s) {
         [SKV_ERR_INTERNAL] = "SKV_ERR_INTERNAL",
         [SKV_ERR_DEVICE] = "SKV_ERR_DEVICE",
         [SKV_ERR_AUTH] = "SKV_ERR_AUTH",
+        [SKV_ERR_WORKER_LOST] = "SKV_ERR_WORKER_LOST",
+        [SKV_ERR_LIMIT] = "SKV_ERR_LIMIT",
     };
     if ((unsigned)s >= SKV_STATUS_COUNT) return "SKV_ERR_UNKNOWN";
     return names[s];

@@ -43,6 +43,8 @@ typedef enum subkv_status {
     SKV_ERR_INTERNAL = 14,    /* a bug: an invariant did not hold                  */
     SKV_ERR_DEVICE = 15,      /* CUDA / NCCL failure (GPU backend)                 */
     SKV_ERR_AUTH = 16,        /* missing or wrong shared token (service layers)    */
+    SKV_ERR_WORKER_LOST = 17, /* a worker died or missed its deadline (service)    */
+    SKV_ERR_LIMIT = 18,       /* a per-client limit would be exceeded (service)    */
     SKV_STATUS_COUNT
 } subkv_status;
 

