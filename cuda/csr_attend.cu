@@ -397,6 +397,7 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
         chunk = std::max<uint64_t>(chunk, std::max<uint64_t>(kTile, 4ull * atoms / s));
         chunk = (chunk + kTile - 1) / kTile * kTile;
     }
+    chunk = std::min<uint64_t>(chunk, 1ull << 40); /* n + chunk cannot overflow below */
     const uint64_t mc = std::max<uint64_t>(1, (maxn + chunk - 1) / chunk);
     if (mc * (uint64_t)g > (uint64_t)INT_MAX)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR attend: too many chunks (%llu)",

@@ -309,6 +309,69 @@ static void test_cuda_csr_d64_matches_cpu(void **state) {
     NEED_GPU();
 }
 
+/* Arbitrary codes (not from matching pursuit), 1 in 9 indices out of range: the kernel must
+ * skip those pairs (the contract for indices csr_load would refuse) and attend the rest. */
+static void test_cuda_csr_skips_bad_indices(void **state) {
+    (void)state;
+    NEED_GPU();
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    enum { D = 128, G = 2, S = 3, N = 200, T = 3000 };
+    const int h = D / 2, s0 = (S + 1) / 2;
+    skv_dict *dict = random_dict(&r, D, N);
+    uint16_t *idx = tu_malloc((size_t)T * 2 * S * sizeof *idx),
+             *coef = tu_malloc((size_t)T * 2 * S * sizeof *coef);
+    float *Kd = tu_malloc((size_t)T * D * sizeof(float)),
+          *Vd = tu_malloc((size_t)T * D * sizeof(float));
+    float qs[G * D];
+    synth_fill_normal(&r, qs, G * D, 0.3f);
+    for (size_t t = 0; t < T; t++) {
+        uint16_t *ix = idx + t * 2 * S, *cf = coef + t * 2 * S, gi[2 * S], gc[2 * S];
+        for (int k = 0; k < 2 * S; k++) {
+            const int bad = synth_rng_u64(&r) % 9 == 0;
+            ix[k] = (uint16_t)(bad ? N + synth_rng_u64(&r) % 1000 : synth_rng_u64(&r) % N);
+            cf[k] = skv_f32_to_f16((float)(4.0 * synth_rng_uniform(&r) - 2.0));
+        }
+        /* the reference decodes the in-range pairs of the key and of each value half */
+        const int lo[3] = {0, S, S + s0}, hi[3] = {S, S + s0, 2 * S}, dim[3] = {D, h, h};
+        const float *tab[3] = {skv_dict_keys(dict, 0), skv_dict_values(dict, 0, 0),
+                               skv_dict_values(dict, 0, 1)};
+        float *dst[3] = {Kd + t * D, Vd + t * D, Vd + t * D + h};
+        for (int part = 0; part < 3; part++) {
+            int m = 0;
+            for (int k = lo[part]; k < hi[part]; k++)
+                if (ix[k] < N) gi[m] = ix[k], gc[m] = cf[k], m++;
+            skv_mp_decode(tab[part], dim[part], gi, gc, m, dst[part]);
+        }
+    }
+    const size_t ps = skv_partial_stride(D), ab = (size_t)N * D * sizeof(float);
+    skv_partial *ref = tu_malloc(G * ps), *part = tu_malloc(G * ps);
+    for (int hq = 0; hq < G; hq++)
+        ref_partial(Kd, Vd, T, D, qs + hq * D, skv_partial_at(ref, D, hq));
+    void *di = upload(idx, (size_t)T * 2 * S * 2), *dc = upload(coef, (size_t)T * 2 * S * 2),
+         *dq = upload(qs, sizeof qs), *dout = upload(NULL, G * ps);
+    float *dk = upload(skv_dict_keys(dict, 0), ab),
+          *dv0 = upload(skv_dict_values(dict, 0, 0), ab / 2),
+          *dv1 = upload(skv_dict_values(dict, 0, 1), ab / 2);
+    skv_csr_cuda_job job = {di, dc, T, dk, dv0, dv1, dq, dout};
+    skv_err err;
+    for (size_t i = 0; i < G * (D + 2); i++) ((float *)part)[i] = NAN;
+    TU_OK(skv_cuda_upload(dout, part, G * ps, &err), &err);
+    TU_OK(skv_csr_cuda_attend(g_ctx, &job, 1, D, G, S, N, 0.0f, 512, &err), &err);
+    TU_OK(skv_csr_cuda_sync(g_ctx, &err), &err);
+    TU_OK(skv_cuda_download(part, dout, G * ps, &err), &err);
+    float got[D], want[D];
+    for (int hq = 0; hq < G; hq++) {
+        skv_partial_output(skv_partial_at(part, D, hq), D, got);
+        skv_partial_output(skv_partial_at(ref, D, hq), D, want);
+        expect_close(got, want, D, 1e-3, "bad indices skipped");
+    }
+    skv_cuda_free(di), skv_cuda_free(dc), skv_cuda_free(dq), skv_cuda_free(dout);
+    skv_cuda_free(dk), skv_cuda_free(dv0), skv_cuda_free(dv1);
+    skv_dict_free(dict);
+    free(idx), free(coef), free(Kd), free(Vd), free(ref), free(part);
+}
+
 static void test_cuda_csr_rejects_unsupported(void **state) {
     (void)state;
     NEED_GPU();
@@ -346,6 +409,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cuda_csr_d128_matches_cpu),
         cmocka_unit_test(test_cuda_csr_d64_matches_cpu),
+        cmocka_unit_test(test_cuda_csr_skips_bad_indices),
         cmocka_unit_test(test_cuda_csr_rejects_unsupported),
     };
     return cmocka_run_group_tests(tests, gpu_setup, gpu_teardown);
