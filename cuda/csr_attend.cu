@@ -34,31 +34,18 @@
 #include <cstring>
 #include <vector>
 
+#include "csr_ctx.cuh"
 #include "skv_check.h"
 #include "skv_csr_cuda.h"
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
+using skv_csr::kThreads;
+using skv_csr::kWarps;
 constexpr int kTile = 1024;    /* tokens scored per pass of csr_chunk */
 constexpr int kAtomTile = 128; /* atoms per block of csr_p and csr_values */
 constexpr int kMaxG = 8;
 constexpr int kMaxD = 128;
-
-struct csr_ctx_impl {
-    cudaStream_t stream;
-    skv_csr_cuda_job *djobs; /* device copy of the job array */
-    skv_csr_cuda_job *hjobs; /* pinned staging of it */
-    cudaEvent_t jobs_copied; /* the last copy out of hjobs has completed */
-    int jobs_cap;
-    float *scratch; /* P, chunk partials, tile outputs */
-    size_t scratch_cap;
-    int sms;
-    int smem_optin;    /* largest dynamic shared memory a block may opt into */
-    int smem_set;      /* what csr_chunk has been opted into so far */
-    int blocks_per_sm; /* split-K target: SUBKV_CSR_BLOCKS_PER_SM, default 4 */
-};
 
 __device__ __forceinline__ float coef_f32(uint16_t bits) {
     return __half2float(__ushort_as_half(bits));
@@ -311,8 +298,6 @@ size_t chunk_smem(int atoms) { return sizeof(float) * (3 * (size_t)atoms + kTile
 
 } // namespace
 
-struct skv_csr_cuda_ctx : csr_ctx_impl {};
-
 extern "C" {
 
 subkv_status skv_csr_cuda_ctx_create(skv_csr_cuda_ctx **out, skv_err *err) {
@@ -326,7 +311,9 @@ subkv_status skv_csr_cuda_ctx_create(skv_csr_cuda_ctx **out, skv_err *err) {
         e = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->jobs_copied, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->ejobs_copied, cudaEventDisableTiming);
     if (e != cudaSuccess) {
+        if (c->jobs_copied) cudaEventDestroy(c->jobs_copied);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
         return skv_set_error(err, SKV_ERR_DEVICE, "CSR CUDA context: %s", cudaGetErrorString(e));
@@ -344,6 +331,9 @@ void skv_csr_cuda_ctx_destroy(skv_csr_cuda_ctx *c) {
     cudaFree(c->djobs);
     cudaFreeHost(c->hjobs);
     cudaEventDestroy(c->jobs_copied);
+    cudaFree(c->ejobs_d);
+    cudaFreeHost(c->ejobs_h);
+    cudaEventDestroy(c->ejobs_copied);
     cudaFree(c->scratch);
     cudaStreamDestroy(c->stream);
     free(c);

@@ -27,6 +27,7 @@
  * 2..head_dim, atoms 1..SKV_CSR_CUDA_MAX_ATOMS (shared memory: 12 N bytes per block).
  * Pre-rotary codes (rope_base > 0) are SKV_ERR_UNSUPPORTED for now (they need the token
  * positions and a rotation per key inside the score, which the P lookup cannot express).
+ * The same context also codes new tokens on the GPU (skv_csr_cuda_encode, below).
  * Without nvcc every call returns SKV_ERR_UNSUPPORTED (cuda/csr_attend_cpu.c).
  */
 #ifndef SUBKV_CSR_CUDA_H
@@ -77,6 +78,29 @@ subkv_status skv_csr_cuda_sync(skv_csr_cuda_ctx *c, skv_err *err);
 subkv_status skv_csr_cuda_time_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
                                       int d, int g, int s, int atoms, uint64_t chunk, int warmup,
                                       int iters, float *median_ms, skv_err *err);
+
+/*
+ * Matching-pursuit encoding of new tokens on the GPU (cuda/csr_encode.cu), batched over the
+ * tokens of every job: job j's n keys and values (post-rotary, float32 rows of d) are coded
+ * over its dictionary into n rows of 2s pairs in csr's layout, the work skv_mp_encode does
+ * per token in cache/csr.c (key: s atoms over Dk; value halves: ceil(s/2) and floor(s/2)
+ * atoms over Dv0, Dv1). The arithmetic repeats skv_mp_encode's float for float (its 8-lane
+ * dot products, unfused multiplies and adds, round-to-nearest-even float16 with saturation,
+ * the lowest index on ties), so the codes equal the CPU's bit for bit.
+ */
+typedef struct skv_csr_cuda_enc_job {
+    const float *k, *v;   /* device: n rows of d floats each                       */
+    uint64_t n;           /* tokens to code (0: nothing)                           */
+    const float *dk;      /* device: key atoms [atoms][d]                          */
+    const float *dv0;     /* device: value half 0 atoms [atoms][d/2]               */
+    const float *dv1;     /* device: value half 1 atoms [atoms][d/2]               */
+    uint16_t *idx, *coef; /* device out: n rows of 2s indices / float16 coefficients */
+} skv_csr_cuda_enc_job;
+
+/* Enqueue the encoding of jobs[njobs] (host array; all share d in {64, 128}, s in [2, d],
+ * atoms in [1, 65536]) on the context's stream. Returns once launched. */
+subkv_status skv_csr_cuda_encode(skv_csr_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs, int njobs,
+                                 int d, int s, int atoms, skv_err *err);
 
 /* Benchmarks: fill rows x 2s codes at device idx/coef with atom indices uniform in
  * [0, atoms) and float16 coefficients ~ N(0, scale^2)-like, from a counter hash of

@@ -372,6 +372,98 @@ static void test_cuda_csr_skips_bad_indices(void **state) {
     free(idx), free(coef), free(Kd), free(Vd), free(ref), free(part);
 }
 
+/* GPU matching pursuit of new tokens (skv_csr_cuda_encode) gives csr's codes bit for bit:
+ * each job's tokens go into a csr sketch without sinks or window (every token coded on the
+ * CPU by csr_encode) and through the GPU encoder; idx and coef must be equal. */
+static void encode_case(int d, int s, int atoms) {
+    char name[64];
+    snprintf(name, sizeof name, "encode d%d s%d N%d", d, s, atoms);
+    synth_rng r;
+    tu_rng_for(&r, name);
+    enum { EJ = 4 };
+    const size_t ns[EJ] = {1, 33, 0, 700};
+    skv_dict *dict = random_dict(&r, d, atoms);
+    const size_t ab = (size_t)atoms * d * sizeof(float);
+    float *dk = upload(skv_dict_keys(dict, 0), ab),
+          *dv0 = upload(skv_dict_values(dict, 0, 0), ab / 2),
+          *dv1 = upload(skv_dict_values(dict, 0, 1), ab / 2);
+    skv_csr_cuda_enc_job jobs[EJ];
+    uint16_t *want_i[EJ], *want_c[EJ];
+    skv_err err;
+    for (int j = 0; j < EJ; j++) {
+        const size_t n = ns[j], cb = n * 2 * (size_t)s * sizeof(uint16_t);
+        synth_stream_cfg sc = {.d = d,
+                               .clusters = 8,
+                               .center_norm = 5.0f,
+                               .spread = 0.35f,
+                               .value_mean = 4.0f,
+                               .value_tail = 0.3f,
+                               .seed = synth_rng_u64(&r)};
+        synth_stream *st = synth_stream_create(&sc);
+        float *K = tu_malloc((n + 1) * d * sizeof(float)),
+              *V = tu_malloc((n + 1) * d * sizeof(float));
+        synth_stream_next(st, K, V, n);
+        want_i[j] = tu_malloc(cb + 2), want_c[j] = tu_malloc(cb + 2);
+        if (n) {
+            skv_config c;
+            skv_config_default(&c, SKV_POLICY_CSR, d);
+            c.sparsity = s, c.sinks = 0, c.window = 0, c.dict = dict;
+            skv_sketch *sk = tu_create(&c);
+            TU_OK(skv_sketch_append(sk, K, V, n, d, &err), &err);
+            const uint16_t *idx = NULL, *coef = NULL;
+            size_t got_n = 0;
+            TU_OK(skv_csr_codes(sk, &idx, &coef, &got_n, &err), &err);
+            assert_int_equal(got_n, n);
+            memcpy(want_i[j], idx, cb), memcpy(want_c[j], coef, cb);
+            skv_sketch_destroy(sk);
+        }
+        jobs[j] = (skv_csr_cuda_enc_job){upload(K, n * d * sizeof(float)),
+                                         upload(V, n * d * sizeof(float)),
+                                         n,
+                                         dk,
+                                         dv0,
+                                         dv1,
+                                         upload(NULL, cb),
+                                         upload(NULL, cb)};
+        synth_stream_destroy(st);
+        free(K), free(V);
+    }
+    TU_OK(skv_csr_cuda_encode(g_ctx, jobs, EJ, d, s, atoms, &err), &err);
+    TU_OK(skv_csr_cuda_sync(g_ctx, &err), &err);
+    for (int j = 0; j < EJ; j++) {
+        const size_t n = ns[j], cb = n * 2 * (size_t)s * sizeof(uint16_t);
+        uint16_t *gi = tu_malloc(cb + 2), *gc = tu_malloc(cb + 2);
+        if (n) {
+            TU_OK(skv_cuda_download(gi, jobs[j].idx, cb, &err), &err);
+            TU_OK(skv_cuda_download(gc, jobs[j].coef, cb, &err), &err);
+        }
+        size_t diff = 0, first = 0;
+        for (size_t i = 0; i < n * 2 * (size_t)s; i++)
+            if (gi[i] != want_i[j][i] || gc[i] != want_c[j][i])
+                if (diff++ == 0) first = i;
+        if (diff)
+            fail_msg("%s job %d (n=%zu): %zu of %zu pairs differ, first at token %zu pair %zu: "
+                     "GPU (%u, %04x), CPU (%u, %04x)",
+                     name, j, n, diff, n * 2 * (size_t)s, first / (2 * (size_t)s),
+                     first % (2 * (size_t)s), gi[first], gc[first], want_i[j][first],
+                     want_c[j][first]);
+        free(gi), free(gc), free(want_i[j]), free(want_c[j]);
+        skv_cuda_free((void *)jobs[j].k), skv_cuda_free((void *)jobs[j].v);
+        skv_cuda_free(jobs[j].idx), skv_cuda_free(jobs[j].coef);
+    }
+    skv_cuda_free(dk), skv_cuda_free(dv0), skv_cuda_free(dv1);
+    skv_dict_free(dict);
+}
+
+static void test_cuda_csr_encode_matches_cpu(void **state) {
+    (void)state;
+    NEED_GPU();
+    encode_case(128, 8, 1024);
+    encode_case(64, 3, 300);
+    encode_case(128, 2, 77);
+    encode_case(64, 16, 4096);
+}
+
 static void test_cuda_csr_rejects_unsupported(void **state) {
     (void)state;
     NEED_GPU();
@@ -410,6 +502,7 @@ int main(void) {
         cmocka_unit_test(test_cuda_csr_d128_matches_cpu),
         cmocka_unit_test(test_cuda_csr_d64_matches_cpu),
         cmocka_unit_test(test_cuda_csr_skips_bad_indices),
+        cmocka_unit_test(test_cuda_csr_encode_matches_cpu),
         cmocka_unit_test(test_cuda_csr_rejects_unsupported),
     };
     return cmocka_run_group_tests(tests, gpu_setup, gpu_teardown);
