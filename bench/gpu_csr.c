@@ -9,17 +9,21 @@
  * random (device-side fills): the timing does not depend on what the codes say. Columns:
  * time per step (median of 20 launches), bytes a step must read (codes + dictionary vs
  * keys + values; scratch traffic not counted), the effective bandwidth (those bytes / time)
- * and the speed-up over exact.
+ * and the speed-up over exact. Then the GPU encoding of one decode step's new tokens
+ * (skv_csr_cuda_encode) against the CPU's skv_mp_encode.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench.h"
+#include "csr_dict.h"
 #include "skv_backend.h"
 #include "skv_csr_cuda.h"
 #include "skv_cuda.h"
+#include "synth.h"
 
 #define KVH 8
 #define GQ 4
@@ -93,6 +97,88 @@ static int time_csr(skv_csr_cuda_ctx *cc, size_t njobs, size_t n, int s, int ato
     return rc;
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/*
+ * Encoding one decode step's new tokens: LAYERS layers, each its own dictionary, each a job of
+ * KVH x batch new tokens (one per kv head and sequence: the caller packs the tokens that share
+ * a dictionary). GPU: median wall time of launch + sync over 10 steps. CPU: skv_mp_encode of
+ * the same token shapes, single thread, per token (times the step's token count).
+ */
+static int encode_row(skv_csr_cuda_ctx *cc, size_t batch, int s, int atoms, FILE *csv) {
+    enum { LAYERS = 32 };
+    skv_err err;
+    const size_t n = KVH * batch, ab = (size_t)atoms * HD;
+    float *dict = NULL, *kv = NULL;
+    uint16_t *codes = NULL;
+    int rc = fail(skv_cuda_malloc((void **)&dict, LAYERS * ab * 2 * 4, &err), &err, "dicts") ||
+             fail(skv_cuda_malloc((void **)&kv, LAYERS * n * HD * 2 * 4, &err), &err, "kv") ||
+             fail(skv_cuda_malloc((void **)&codes, LAYERS * n * 2 * (size_t)s * 2 * 2, &err), &err,
+                  "codes") ||
+             fail(skv_cuda_fill_random(dict, LAYERS * ab * 2, SKV_DTYPE_F32, 11, 0.088f, &err),
+                  &err, "dicts") ||
+             fail(skv_cuda_fill_random(kv, LAYERS * n * HD * 2, SKV_DTYPE_F32, 12, 1.0f, &err),
+                  &err, "kv");
+    skv_csr_cuda_enc_job jobs[LAYERS];
+    for (int l = 0; l < LAYERS; l++) {
+        const float *D = dict + (size_t)l * ab * 2;
+        uint16_t *ci = codes + (size_t)l * n * 2 * s * 2;
+        jobs[l] = (skv_csr_cuda_enc_job){kv + (size_t)l * n * HD * 2,
+                                         kv + (size_t)l * n * HD * 2 + n * HD,
+                                         n,
+                                         D,
+                                         D + ab,
+                                         D + ab + ab / 2,
+                                         ci,
+                                         ci + n * 2 * s};
+    }
+    double t[10];
+    for (int i = 0; !rc && i < 12; i++) {
+        const double t0 = now_s();
+        rc = fail(skv_csr_cuda_encode(cc, jobs, LAYERS, HD, s, atoms, &err), &err, "encode") ||
+             fail(skv_csr_cuda_sync(cc, &err), &err, "encode sync");
+        if (i >= 2) t[i - 2] = now_s() - t0;
+    }
+    /* the CPU's per-token cost on the same shapes (host atoms and tokens, 64 tokens) */
+    float *hd = malloc(ab * 2 * sizeof(float)), x[HD];
+    uint16_t ix[2 * HD], cf[2 * HD];
+    double cpu_tok = 0;
+    if (!rc && hd) {
+        synth_rng r;
+        synth_rng_seed(&r, 13);
+        synth_fill_normal(&r, hd, ab * 2, 0.088f);
+        const double c0 = now_s();
+        for (int k = 0; k < 64; k++) {
+            synth_fill_normal(&r, x, HD, 1.0f);
+            skv_mp_encode(hd, atoms, HD, x, s, ix, cf, NULL);
+            skv_mp_encode(hd + ab, atoms, HD / 2, x, (s + 1) / 2, ix + s, cf + s, NULL);
+            skv_mp_encode(hd + ab + ab / 2, atoms, HD / 2, x + HD / 2, s / 2, ix + s + (s + 1) / 2,
+                          cf + s + (s + 1) / 2, NULL);
+        }
+        cpu_tok = (now_s() - c0) / 64;
+    }
+    if (!rc) {
+        for (int i = 1; i < 10; i++) /* insertion sort: the median of 10 */
+            for (int k = i; k > 0 && t[k] < t[k - 1]; k--) {
+                const double tmp = t[k];
+                t[k] = t[k - 1], t[k - 1] = tmp;
+            }
+        const double gpu = t[5], tokens = (double)LAYERS * n;
+        printf("  %5zu %6.0f %3d %5d | %10.3f %10.3f %8.1f\n", batch, tokens, s, atoms, gpu * 1e3,
+               cpu_tok * tokens * 1e3, cpu_tok * tokens / gpu);
+        if (csv)
+            fprintf(csv, "csr_encode,%zu,%d,%d,%.6f,%.6f\n", batch, s, atoms, gpu,
+                    cpu_tok * tokens);
+    }
+    free(hd);
+    skv_cuda_free(dict), skv_cuda_free(kv), skv_cuda_free(codes);
+    return rc;
+}
+
 int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
                         int nb, FILE *csv) {
     skv_err err;
@@ -135,6 +221,15 @@ int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const siz
                     fflush(stdout);
                 }
         }
+    if (!rc)
+        printf("# CSR encoding of one decode step's new tokens on the GPU (32 layers, one "
+               "dictionary each; launch + sync, median of 10) vs skv_mp_encode on one CPU "
+               "thread\n# %5s %6s %3s %5s | %10s %10s %8s\n",
+               "batch", "tokens", "s", "atoms", "gpu_ms", "cpu_ms", "x");
+    for (int j = 0; !rc && j < nb; j++)
+        for (int si = 0; !rc && si < 2; si++)
+            for (int ai = 0; !rc && ai < 2; ai++)
+                rc = encode_row(cc, batches[j], sps[si], nat[ai], csv);
     skv_cuda_free(q), skv_cuda_free(out);
     skv_csr_cuda_ctx_destroy(cc);
     return rc;
