@@ -310,6 +310,17 @@ static subkv_status csr_load(skv_sketch *s, skv_reader *r, skv_err *err) {
     return SKV_OK;
 }
 
+subkv_status skv_csr_codes(const skv_sketch *s, const uint16_t **idx, const uint16_t **coef,
+                           size_t *n, skv_err *err) {
+    if (!s || s->ops != &skv_policy_csr_ops || !s->impl)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "skv_csr_codes: not a csr sketch");
+    const csr_impl *im = s->impl;
+    *idx = im->idx;
+    *coef = im->coef;
+    *n = im->n;
+    return SKV_OK;
+}
+
 const skv_policy_ops skv_policy_csr_ops = {
     .id = SKV_POLICY_CSR,
     .resolve = csr_resolve,

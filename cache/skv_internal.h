@@ -147,6 +147,14 @@ void skv_entries_free(skv_entries *e);
 /* CPU attend of one pre-scaled query over entries (the reference for the GPU kernel). */
 void skv_entries_attend(const skv_entries *e, const float *qs, skv_partial *out);
 
+/* The coded rows of a csr sketch (cache/csr.c) for a kernel that reads codes directly
+ * (cuda/skv_csr_cuda.h): *n rows of 2 s atom indices and 2 s float16 coefficients each, in
+ * token order after the sinks (s key pairs, then ceil(s/2) and floor(s/2) pairs over the
+ * value halves). Borrowed: valid until the sketch's next append, load or destroy.
+ * SKV_ERR_INVALID_ARG for a sketch of another policy. */
+subkv_status skv_csr_codes(const skv_sketch *s, const uint16_t **idx, const uint16_t **coef,
+                           size_t *n, skv_err *err);
+
 /* Grow *buf (an array of elements of elem bytes, capacity *cap) to hold at least need,
  * doubling; contents kept. SKV_ERR_NOMEM leaves *buf and *cap as they were. The scratch
  * buffers of the coordinator, the workers and the GPU staging all grow through this. */
