@@ -38,24 +38,25 @@
  *    full step. threshold >= 1 makes every check a full step (the paper's fixed stride S;
  *    with S = 1 every attend is exact).
  *
- * Deviation from the paper, recorded: the paper decides per layer from the mean query of
- * all the layer's heads. The contract gives a sketch only its own GQA group's queries, so
- * each sketch decides from its group's mean query. Why: it needs no new wire field nor
- * coordination between the workers that own a layer's heads, and it is finer, not coarser:
- * a group whose queries stay put keeps its partial cache while a group whose queries move
- * refreshes (a layer-wide rule refreshes all or none). The price is that a layer's heads
- * may refresh at different steps, so in the service a layer's full step is not one
- * all-heads op; each worker still runs the full steps of the heads it owns inside the same
- * batched step op (worker/worker.c), on the CPU where the full store lives. The paper's
- * rule stays available to a caller that sees the whole layer: threshold -1 plus
- * skv_sketch_refresh on the layer's sketches. Measured (`subkv-bench refresh`, one layer
- * of 8 groups x 4 heads, d 64, 8K tokens per group, K 256, S 10, threshold 0.9, topics
- * lasting ~10 steps): when groups change topic independently, per-group decisions run
- * 6.1% full steps vs 10.0% per layer (381 KB vs 537 KB read per attend) at the same error
- * (0.367 vs 0.362); when the whole layer shifts at once, 7.5% vs 8.3%, error 0.323 vs
- * 0.322. With a check every step (--stride 1) and independent topics the layer rule fires
- * on most steps: 52.5% full steps (error 0.056, 2.26 MB read per attend) against 10.0%
- * per group (error 0.100, 0.54 MB): it buys its lower error with 4x the reads.
+ * Who decides. The paper decides per layer from the mean query of all the layer's heads; a
+ * sketch sees only its own GQA group's queries, so a lone sketch decides from its group's
+ * mean query. In the service the paper's rule is the default (skv_config.decide = layer):
+ * the coordinator, which sees every query head of a layer in a step request, keeps per
+ * (sequence, layer) the check counter and the reference mean query (skv_layer_rule,
+ * cache/layer_rule.c), and when the rule fires it flags every item of the layer
+ * (WorkItem.refresh), so all the layer's sketches run their full step in that one batched
+ * step op; the sketches themselves get threshold -1 and never decide alone. decide = group
+ * keeps the per-group rule in the service. Per group is finer: a group whose queries stay
+ * put keeps its partial cache while a group whose queries move refreshes (a layer-wide rule
+ * refreshes all or none). Measured (`subkv-bench refresh`, which runs the same
+ * skv_layer_rule; one layer of 8 groups x 4 heads, d 64, 8K tokens per group, K 256, S 10,
+ * threshold 0.9, topics lasting ~10 steps): when groups change topic independently,
+ * per-group decisions run 6.1% full steps vs 10.0% per layer (381 KB vs 537 KB read per
+ * attend) at the same error (0.367 vs 0.362); when the whole layer shifts at once, 7.5% vs
+ * 8.3%, error 0.323 vs 0.322. With a check every step (--stride 1) and independent topics
+ * the layer rule fires on most steps: 52.5% full steps (error 0.056, 2.26 MB read per
+ * attend) against 10.0% per group (error 0.100, 0.54 MB): it buys its lower error with 4x
+ * the reads.
  *
  * Bytes read per attend (skv_stats.bytes_read): a partial step reads its K rows of keys and
  * values, a full step every flushed row of the full store (keys and values once: a fused

@@ -108,6 +108,8 @@ static subkv_status resolve_config(skv_config *cfg, const skv_policy_ops **ops, 
         return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown dtype %d", (int)cfg->dtype);
     if ((unsigned)cfg->values > SKV_VALUES_CLUSTER)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown values mode %d", (int)cfg->values);
+    if ((unsigned)cfg->decide > SKV_DECIDE_GROUP)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown decide mode %d", (int)cfg->decide);
     if (cfg->sinks < 0 || cfg->window < 0 || cfg->heavy < 0 || cfg->samples < 0 ||
         cfg->value_slots < 0 || cfg->max_clusters < 0 || cfg->partial_tokens < 0 ||
         cfg->stride < 0 || cfg->pool_kernel < 0)

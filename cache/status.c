@@ -51,6 +51,7 @@ static const char *const policy_names[SKV_POLICY_COUNT] = {"exact", "sinkwin", "
                                                            "refreshkv"};
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const values_names[] = {"l2", "cluster"};
+static const char *const decide_names[] = {"layer", "group"};
 
 const char *skv_policy_name(skv_policy_id p) {
     return (unsigned)p < SKV_POLICY_COUNT ? policy_names[p] : "unknown";
@@ -63,3 +64,7 @@ const char *skv_values_name(skv_values_mode v) {
     return (unsigned)v < 2 ? values_names[v] : "unknown";
 }
 int skv_values_parse(const char *name) { return parse_name(name, values_names, 2); }
+const char *skv_decide_name(skv_decide_mode m) {
+    return (unsigned)m < 2 ? decide_names[m] : "unknown";
+}
+int skv_decide_parse(const char *name) { return parse_name(name, decide_names, 2); }

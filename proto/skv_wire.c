@@ -48,6 +48,8 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
         subkv__opt_float__init(&w->threshold);
         w->threshold.v = cfg->threshold;
         w->msg.threshold = &w->threshold;
+        snprintf(w->decide, sizeof w->decide, "%s", skv_decide_name(cfg->decide));
+        w->msg.decide = w->decide;
     }
 }
 
@@ -106,6 +108,12 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
         if (!isfinite(p->threshold->v))
             return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
         cfg->threshold = p->threshold->v;
+    }
+    if (p->decide && p->decide[0]) {
+        int m = skv_decide_parse(p->decide);
+        if (m < 0)
+            return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown decide mode '%s'", p->decide);
+        cfg->decide = (skv_decide_mode)m;
     }
     return SKV_OK;
 }

@@ -49,6 +49,7 @@ int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, s
 void eval_cli_init(eval_cli *c) {
     memset(c, 0, sizeof *c);
     c->threshold = NAN;
+    c->decide = -1;
 }
 
 static int parse_pos_int(const char *v, int *out) {
@@ -68,6 +69,12 @@ int eval_cli_option(eval_cli *c, const char *opt, const char *val) {
     if (!strcmp(opt, "--partial-tokens")) return val ? parse_pos_int(val, &c->partial_tokens) : -1;
     if (!strcmp(opt, "--stride")) return val ? parse_pos_int(val, &c->stride) : -1;
     if (!strcmp(opt, "--pool-kernel")) return val ? parse_pos_int(val, &c->pool_kernel) : -1;
+    if (!strcmp(opt, "--decide")) {
+        const int m = val ? skv_decide_parse(val) : -1;
+        if (m < 0) return -1;
+        c->decide = m;
+        return 1;
+    }
     if (!strcmp(opt, "--threshold")) {
         char *end = NULL;
         if (!val) return -1;
@@ -87,7 +94,8 @@ void eval_cli_usage(FILE *f, int lineup) {
     fprintf(f,
             "  refreshkv: --partial-tokens K (default: derived from --budget), --stride S (10),\n"
             "             --threshold T in [-1, 1] (0.9; 1: a full step every S), --pool-kernel\n"
-            "             P (odd, 7)\n");
+            "             P (odd, 7), --decide layer|group (in the service: layer, the paper's\n"
+            "             rule run by the coordinator; group: each kv head's sketch alone)\n");
 }
 
 void eval_cli_knobs(const eval_cli *c, skv_config *cfg) {
@@ -96,6 +104,7 @@ void eval_cli_knobs(const eval_cli *c, skv_config *cfg) {
     if (c->stride) cfg->stride = c->stride;
     if (c->pool_kernel) cfg->pool_kernel = c->pool_kernel;
     if (!isnan(c->threshold)) cfg->threshold = c->threshold;
+    if (c->decide >= 0) cfg->decide = (skv_decide_mode)c->decide;
 }
 
 /* Is `name` one of the comma-separated words of list? */

@@ -68,11 +68,13 @@ int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, s
  *                             policy name such as subgen or refreshkv)
  *   --partial-tokens K --stride S --threshold T --pool-kernel P   refreshkv's knobs
  *                             (--partial-tokens overrides what the budget derives)
+ *   --decide layer|group      refreshkv in the service: who decides a full step
  */
 typedef struct eval_cli {
     char policies[256];                      /* "" = all */
     int partial_tokens, stride, pool_kernel; /* 0 = the policy's default / derived */
     float threshold;                         /* NAN = default */
+    int decide;                              /* -1 = default (layer), else skv_decide_mode */
 } eval_cli;
 void eval_cli_init(eval_cli *c);
 /* 1: `opt val` was one of these options (consumed), 0: not one of them, -1: bad value. */
