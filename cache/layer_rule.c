@@ -4,6 +4,25 @@
  * coordinator), with the sketches of the layer created with threshold -1 so that they run
  * a full step only when told (skv_sketch_refresh) or when their own state forces one.
  *
+ * Per layer vs per group. The paper decides per layer from the mean query of all the
+ * layer's heads; a sketch sees only its own GQA group's queries, so a lone sketch decides
+ * from its group's mean query. In the service the paper's rule is the default
+ * (skv_config.decide = layer): the coordinator, which sees every query head of a layer in a
+ * step request, keeps this state per (sequence, layer), and when the rule fires it flags
+ * every item of the layer (WorkItem.refresh), so all the layer's sketches run their full
+ * step in that one batched step op; the sketches get threshold -1 and never decide alone.
+ * decide = group keeps the per-group rule in the service. Per group is finer: a group whose
+ * queries stay put keeps its partial cache while a group whose queries move refreshes (a
+ * layer-wide rule refreshes all or none). Measured (`subkv-bench refresh`, which runs the same
+ * skv_layer_rule; one layer of 8 groups x 4 heads, d 64, 8K tokens per group, K 256, S 10,
+ * threshold 0.9, topics lasting ~10 steps): when groups change topic independently,
+ * per-group decisions run 6.1% full steps vs 10.0% per layer (381 KB vs 537 KB read per
+ * attend) at the same error (0.367 vs 0.362); when the whole layer shifts at once, 7.5% vs
+ * 8.3%, error 0.323 vs 0.322. With a check every step (--stride 1) and independent topics
+ * the layer rule fires on most steps: 52.5% full steps (error 0.056, 2.26 MB read per
+ * attend) against 10.0% per group (error 0.100, 0.54 MB): it buys its lower error with 4x
+ * the reads.
+ *
  * Why it mirrors the sketch's forced steps (first attend with tokens, first attend after a
  * prefill chunk): those are full steps of every sketch of the layer anyway, so the layer's
  * reference query must be taken there too, or the next check would compare against a

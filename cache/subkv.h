@@ -79,8 +79,15 @@ typedef enum skv_decide_mode {
     SKV_DECIDE_GROUP = 1, /* each (layer, kv-head) sketch from its GQA group's queries    */
 } skv_decide_mode;
 
+/* What a refreshkv sketch keeps every token in (see skv_config.full_store). */
+typedef enum skv_full_store {
+    SKV_FULL_EXACT = 0,  /* every token, exactly (host memory, bounded by max_tokens)    */
+    SKV_FULL_SUBGEN = 1, /* a SubGen sketch: bounded memory, full steps are its estimate */
+} skv_full_store;
+
 /* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv"; "f32", "f16", "bf16"; "l2", "cluster";
- * "layer", "group". The parse functions return -1 for an unknown name. */
+ * "layer", "group"; "exact", "subgen" (full stores). The parse functions return -1 for an
+ * unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
 const char *skv_dtype_name(skv_dtype t);
@@ -90,6 +97,8 @@ const char *skv_values_name(skv_values_mode v);
 int skv_values_parse(const char *name);
 const char *skv_decide_name(skv_decide_mode m);
 int skv_decide_parse(const char *name);
+const char *skv_full_store_name(skv_full_store f);
+int skv_full_store_parse(const char *name);
 
 /* ---- configuration ------------------------------------------------------------------ */
 
@@ -136,6 +145,15 @@ int skv_decide_parse(const char *name);
  *                 its GQA group's mean query. A lone sketch ignores decide: it always
  *                 decides from its own group (use threshold -1 + skv_sketch_refresh, or
  *                 skv_layer_rule, to decide above it).
+ *  full_store     refreshkv: exact (default) — every token in the full store, full steps
+ *                 exact; subgen — the full store is a SubGen sketch built from this
+ *                 config's subgen fields (values, sinks, window, samples, value_slots,
+ *                 max_clusters, delta; refreshkv's defaults are subgen's): full steps
+ *                 answer with its estimate and re-select the partial cache among the rows
+ *                 it holds with values (cache/refreshkv_sub.c). Memory is then bounded for
+ *                 any input: with budget_bytes, half (less the fixed state) derives
+ *                 partial_tokens and the rest the store's value_slots / max_clusters, and
+ *                 skv_sketch_bytes() never exceeds the budget; max_tokens is not needed.
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
  *
  * Errors at create: head_dim outside [1, 1024] -> SKV_ERR_SHAPE; unknown policy or
@@ -160,6 +178,7 @@ typedef struct skv_config {
     float threshold;
     int pool_kernel;
     skv_decide_mode decide;
+    skv_full_store full_store;
     uint64_t seed;
     uint64_t seq_id;
     uint32_t layer;

@@ -25,7 +25,7 @@ typedef struct skv_wire_policy {
     Subkv__OptFloat delta;
     Subkv__OptInt rkv_ints[3]; /* refreshkv: partial_tokens, stride, pool_kernel */
     Subkv__OptFloat threshold;
-    char policy[16], dtype[8], values[8], decide[8];
+    char policy[16], dtype[8], values[8], decide[8], full_store[8];
 } skv_wire_policy;
 
 /* Fill w from cfg with every field set (the receiver reproduces cfg exactly). */
