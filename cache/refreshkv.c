@@ -78,6 +78,7 @@ typedef struct rkv_impl {
     size_t sub_bytes; /* sub's heap, counted in this sketch's heap_bytes */
     skv_rkv_cand *cand;
     size_t ccap;
+    uint32_t *perm; /* pcap: where each partial row goes at a re-selection */
 } rkv_impl;
 
 static size_t rkv_row_bytes(const skv_config *c) {
@@ -92,7 +93,8 @@ static size_t rkv_fixed_bytes(const skv_config *c) {
 }
 /* Per partial-cache token: key, value, score, position. */
 static size_t rkv_partial_row_bytes(const skv_config *c) {
-    return 2 * rkv_row_bytes(c) + sizeof(double) + sizeof(uint64_t);
+    return 2 * rkv_row_bytes(c) + sizeof(double) + sizeof(uint64_t) +
+           (c->full_store == SKV_FULL_SUBGEN ? sizeof(skv_rkv_cand) + sizeof(uint32_t) : 0);
 }
 /* Per full-store token: key, value and two floats of scratch. */
 static size_t rkv_full_row_bytes(const skv_config *c) {
@@ -146,9 +148,10 @@ static subkv_status rkv_sub_init(skv_sketch *s, rkv_impl *im, skv_err *err) {
     skv_rkv_sub_config(&s->cfg, 0, &c); /* the resolved fields already hold the split */
     SKV_CHECK(skv_sketch_create(&c, &im->sub, err));
     rkv_sub_sync(s, im);
-    im->ccap = skv_rkv_sub_max_cands(skv_sketch_config(im->sub));
+    im->ccap = skv_rkv_sub_max_cands(skv_sketch_config(im->sub)) + im->pcap;
     im->cand = skv_sketch_alloc(s, im->ccap * sizeof *im->cand);
-    if (!im->cand && im->ccap)
+    im->perm = skv_sketch_alloc(s, im->pcap * sizeof *im->perm);
+    if (!im->cand || !im->perm)
         return skv_set_error(err, SKV_ERR_NOMEM, "cannot allocate %zu candidates", im->ccap);
     return SKV_OK;
 }
@@ -192,6 +195,7 @@ static void rkv_fini(skv_sketch *s) {
     im->sub = NULL;
     rkv_sub_sync(s, im);
     skv_sketch_free(s, im->cand, im->ccap * sizeof *im->cand);
+    skv_sketch_free(s, im->perm, im->pcap * sizeof *im->perm);
     skv_sketch_rows_free(s, &im->pk);
     skv_sketch_rows_free(s, &im->pv);
     skv_sketch_rows_free(s, &im->qk);
@@ -404,6 +408,8 @@ static void rkv_full_done(skv_sketch *s, rkv_impl *im, const float *Q, int g, ui
     im->bytes_read += rows * rkv_row_bytes(&s->cfg);
 }
 
+static void rkv_segments(const skv_sketch *s, skv_seg_sink *sink);
+
 /* A full step over the SubGen store (refreshkv_sub.c): its estimate answers; the partial
  * cache becomes the best candidates, ascending. Scores are capped at 1 (an estimated
  * normalizer can be below a single entry's weight), so new tokens (1 + index) stay above. */
@@ -411,15 +417,9 @@ static subkv_status rkv_sub_full_step(skv_sketch *s, rkv_impl *im, const float *
                                       skv_partial *out, skv_err *err) {
     size_t n = 0;
     uint64_t rows = 0;
-    SKV_CHECK(
-        skv_rkv_sub_full_step(im->sub, Q, g, out, im->cand, im->ccap, im->pcap, &n, &rows, err));
-    for (size_t i = 0; i < n; i++) {
-        const skv_rkv_cand *c = &im->cand[n - 1 - i];
-        skv_rows_copy(&im->pk, i, c->k, c->row);
-        skv_rows_copy(&im->pv, i, c->v, c->row);
-        im->pscore[i] = c->score < 1.0f ? (double)c->score : 1.0;
-        im->ppos[i] = 0; /* unknown: samples and value slots carry no positions */
-    }
+    SKV_CHECK(skv_rkv_sub_full_step(im->sub, s, rkv_segments, Q, g, out, im->cand, im->ccap,
+                                    im->pcap, &n, &rows, err));
+    skv_rkv_sub_place(&im->pk, &im->pv, im->pscore, im->ppos, im->perm, im->pcap, im->cand, n);
     im->pn = n;
     im->phead = 0;
     rkv_full_done(s, im, Q, g, rows);

@@ -9,7 +9,11 @@
  * can only pick tokens the store holds with their values: the candidates are the rows the
  * SubGen sketch lists with a value — sinks, window, and either the cluster samples
  * (values = cluster: each keeps (k, v)) or the l2 value slots (values = l2: the cluster
- * samples there are keys only). Each candidate's score is, as in the exact store, the
+ * samples there are keys only) — and the rows of the partial cache itself, which the
+ * sketch holds exactly too: tokens that entered it as new tokens and have since left the
+ * store's window, or were selected before, can stay when they still score (without them a
+ * store that holds few rows with values would leave most of the K slots empty). Each
+ * candidate's score is, as in the exact store, the
  * largest attention probability it gets from the group's heads, e^(s - m) / l with m, l
  * the estimate's own (so a candidate is weighed against the estimated whole context, not
  * only the other candidates). No max-pooling: the candidates are not a contiguous run of
@@ -175,9 +179,11 @@ static bool cand_same(const skv_rkv_cand *a, const skv_rkv_cand *b) {
                   rb) == 0;
 }
 
-subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const float *Q, int g, skv_partial *out,
-                                   skv_rkv_cand *cand, size_t cap, size_t keep, size_t *n_out,
-                                   uint64_t *rows_read, skv_err *err) {
+subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
+                                   void (*owner_rows)(const skv_sketch *, skv_seg_sink *),
+                                   const float *Q, int g, skv_partial *out, skv_rkv_cand *cand,
+                                   size_t cap, size_t keep, size_t *n_out, uint64_t *rows_read,
+                                   skv_err *err) {
     const int d = sub->cfg.head_dim;
     SKV_CHECK(skv_sketch_attend(sub, Q, g, d, out, err)); /* the estimate is the output */
     float dots[SKV_RKV_DOT_BLOCK];
@@ -194,6 +200,8 @@ subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const float *Q, int g, skv_p
                       .cap = cap,
                       .dots = dots};
     sub->ops->segments(sub, &sink.base);
+    const size_t store_rows = sink.rows_read + sink.value_rows_read;
+    owner_rows(owner, &sink.base); /* the partial cache's rows compete too (already read) */
     free(qbuf);
     qsort(cand, sink.n, sizeof *cand, cand_cmp);
     /* keep the best `keep` distinct rows, compacted to the front in descending order */
@@ -205,6 +213,60 @@ subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const float *Q, int g, skv_p
         if (!dup) cand[kept++] = cand[i];
     }
     *n_out = kept;
-    *rows_read = sink.rows_read + sink.value_rows_read;
+    *rows_read = store_rows;
     return SKV_OK;
+}
+
+/* Raw row i of r. */
+static unsigned char *sub_row(const skv_rows *r, size_t i) {
+    return (unsigned char *)r->data + i * skv_rows_row_bytes(r);
+}
+
+/* The kept candidates (descending in cand[0, n)) become partial rows 0..n-1, ascending,
+ * scores capped at 1 (positions unknown: 0). Those that are partial rows already move
+ * along permutation cycles through two row buffers (no second cache: a chain saves the row
+ * it is about to overwrite when that row still has somewhere to go); the store's rows are
+ * copied in after. */
+void skv_rkv_sub_place(skv_rows *pk, skv_rows *pv, double *pscore, uint64_t *ppos, uint32_t *perm,
+                       size_t pcap, const skv_rkv_cand *cand, size_t n) {
+    const uint32_t none = UINT32_MAX;
+    uint32_t *dest = perm;
+    for (size_t r = 0; r < pcap; r++) dest[r] = none;
+    for (size_t k = 0; k < n; k++)
+        if (cand[k].k == pk) dest[cand[k].row] = (uint32_t)(n - 1 - k);
+    for (size_t r = 0; r < pcap; r++)
+        if (dest[r] == r) dest[r] = none; /* stays where it is */
+    const size_t rb = skv_rows_row_bytes(pk);
+    unsigned char buf[2][2 * SKV_MAX_HEAD_DIM * sizeof(float)];
+    for (size_t r = 0; r < pcap; r++) {
+        if (dest[r] == none) continue;
+        int cur = 0;
+        memcpy(buf[cur], sub_row(pk, r), rb);
+        memcpy(buf[cur] + rb, sub_row(pv, r), rb);
+        uint32_t d = dest[r];
+        dest[r] = none;
+        for (;;) {
+            const uint32_t next = dest[d];
+            if (next != none) { /* row d must move on: keep it before overwriting */
+                memcpy(buf[1 - cur], sub_row(pk, d), rb);
+                memcpy(buf[1 - cur] + rb, sub_row(pv, d), rb);
+                dest[d] = none;
+            }
+            memcpy(sub_row(pk, d), buf[cur], rb);
+            memcpy(sub_row(pv, d), buf[cur] + rb, rb);
+            if (next == none) break;
+            cur = 1 - cur;
+            d = next;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        const skv_rkv_cand *c = &cand[k];
+        const size_t i = n - 1 - k;
+        if (c->k != pk) {
+            skv_rows_copy(pk, i, c->k, c->row);
+            skv_rows_copy(pv, i, c->v, c->row);
+        }
+        pscore[i] = c->score < 1.0f ? (double)c->score : 1.0;
+        ppos[i] = 0; /* unknown: samples and value slots carry no positions */
+    }
 }

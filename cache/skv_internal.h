@@ -248,14 +248,23 @@ subkv_status skv_rkv_sub_split(skv_config *cfg, size_t fixed, size_t row, skv_er
  * tokens. SKV_ERR_CORRUPT otherwise. */
 subkv_status skv_rkv_sub_load(skv_reader *r, const skv_sketch *expect, uint64_t tokens_seen,
                               skv_sketch **out, skv_err *err);
+/* Write the kept candidates cand[0, n) (descending; those whose k is pk are rows of the
+ * partial cache itself, moved in place) as partial rows 0..n-1 ascending, with their scores
+ * (capped at 1) and position 0; perm: pcap scratch. The caller sets pn = n, phead = 0. */
+void skv_rkv_sub_place(skv_rows *pk, skv_rows *pv, double *pscore, uint64_t *ppos, uint32_t *perm,
+                       size_t pcap, const skv_rkv_cand *cand, size_t n);
 /* Most candidates a store of resolved config c lists (rows with values). */
 size_t skv_rkv_sub_max_cands(const skv_config *c);
-/* Full step over store sub: out[g] = its estimate for Q[g][d] (unscaled); cand[0, *n_out)
- * = the best min(keep, distinct) candidates, descending; *rows_read = key and value rows the
- * step read. cap >= skv_rkv_sub_max_cands(sub's config). */
-subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const float *Q, int g, skv_partial *out,
-                                   skv_rkv_cand *cand, size_t cap, size_t keep, size_t *n_out,
-                                   uint64_t *rows_read, skv_err *err);
+/* Full step over store sub: out[g] = its estimate for Q[g][d] (unscaled); the candidates are
+ * the store's rows with values and the rows owner_rows(owner) lists (the partial cache);
+ * cand[0, *n_out) = the best min(keep, distinct) of them, descending; *rows_read = key and
+ * value rows the step read from the store. cap >= the store's max candidates + the owner's
+ * rows. */
+subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
+                                   void (*owner_rows)(const skv_sketch *, skv_seg_sink *),
+                                   const float *Q, int g, skv_partial *out, skv_rkv_cand *cand,
+                                   size_t cap, size_t keep, size_t *n_out, uint64_t *rows_read,
+                                   skv_err *err);
 
 extern const skv_policy_ops skv_policy_exact_ops;
 extern const skv_policy_ops skv_policy_sinkwin_ops;

@@ -6,8 +6,9 @@
  *     store's samples per cluster set;
  *   - bytes() never exceeds the budget, whatever the context length, and the worker's
  *     reservation (skv_config_max_bytes) is finite and within it;
- *   - a full step's output is the SubGen store's estimate, and the partial cache holds
- *     distinct rows the store holds with values;
+ *   - a full step's output is the SubGen store's estimate, and the partial cache then holds
+ *     min(K, candidates) distinct rows among the store's rows with values and the rows it
+ *     held before (re-placed in place);
  *   - checkpoints round-trip bit for bit (the store inside); a damaged store is refused.
  */
 #include <setjmp.h>
@@ -221,6 +222,63 @@ static void test_refreshkv_sub_full_step_is_store_estimate(void **state) {
                 fail_msg("partial rows %zu and %zu are the same token", j, i);
     }
     skv_entries_free(&ep), skv_entries_free(&eg);
+    /* decode steps push new tokens on top; then a forced full step re-selects among the
+     * store's rows with values and the partial cache's own rows (moved in place) */
+    float *nk = tu_malloc(40 * D * sizeof(float)), *nv = tu_malloc(40 * D * sizeof(float));
+    synth_fill_normal(&rng, nk, 40 * D, 1.0f);
+    synth_fill_normal(&rng, nv, 40 * D, 1.0f);
+    for (int t = 0; t < 40; t++) {
+        TU_OK(skv_sketch_append(s, nk + t * D, nv + t * D, 1, D, &err), &err);
+        TU_OK(skv_sketch_append(g, nk + t * D, nv + t * D, 1, D, &err), &err);
+    }
+    skv_entries before = {0};
+    TU_OK(skv_sketch_entries(s, &before, &err), &err);
+    TU_OK(skv_sketch_refresh(s, &err), &err);
+    synth_fill_normal(&rng, Q, G * D, 1.0f);
+    TU_OK(skv_sketch_attend(s, Q, G, D, p, &err), &err);
+    TU_OK(skv_sketch_attend(g, Q, G, D, pg, &err), &err);
+    assert_memory_equal(p, pg, G * skv_partial_stride(D));
+    TU_OK(skv_sketch_entries(s, &ep, &err), &err);
+    TU_OK(skv_sketch_entries(g, &eg, &err), &err);
+    size_t distinct = 0; /* candidates: store rows with values, then the old partial rows */
+    const size_t nc = eg.n + before.n;
+    for (size_t i = 0; i < nc; i++) {
+        const int st_i = i < eg.n;
+        const skv_entries *ei = st_i ? &eg : &before;
+        const size_t ri = st_i ? i : i - eg.n;
+        if (st_i && eg.b[ri] == 0.0f) continue;
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++) {
+            const int st_j = j < eg.n;
+            const skv_entries *ej = st_j ? &eg : &before;
+            const size_t rj = st_j ? j : j - eg.n;
+            if (st_j && eg.b[rj] == 0.0f) continue;
+            seen = !memcmp((char *)ei->k + ri * rb, (char *)ej->k + rj * rb, rb);
+        }
+        distinct += !seen;
+    }
+    assert_int_equal(ep.n, distinct < 24 ? distinct : 24);
+    for (size_t i = 0; i < ep.n; i++) {
+        int found = 0;
+        for (size_t j = 0; j < eg.n && !found; j++)
+            found = eg.b[j] != 0.0f && !memcmp((char *)ep.k + i * rb, (char *)eg.k + j * rb, rb) &&
+                    !memcmp((char *)ep.v + i * rb, (char *)eg.v + j * rb, rb);
+        for (size_t j = 0; j < before.n && !found; j++)
+            found = !memcmp((char *)ep.k + i * rb, (char *)before.k + j * rb, rb) &&
+                    !memcmp((char *)ep.v + i * rb, (char *)before.v + j * rb, rb);
+        if (!found) fail_msg("after re-selection, partial row %zu is no candidate", i);
+        for (size_t j = 0; j < i; j++)
+            if (!memcmp((char *)ep.k + i * rb, (char *)ep.k + j * rb, rb))
+                fail_msg("after re-selection, partial rows %zu and %zu are one token", j, i);
+    }
+    skv_buf buf = {0}; /* the loader checks the ascending-score invariant */
+    skv_sketch *back = NULL;
+    TU_OK(skv_sketch_save(s, &buf, &err), &err);
+    TU_OK(skv_sketch_load(buf.data, buf.len, &back, NULL, &err), &err);
+    skv_sketch_destroy(back);
+    skv_buf_free(&buf);
+    skv_entries_free(&ep), skv_entries_free(&eg), skv_entries_free(&before);
+    free(nk), free(nv);
     skv_sketch_destroy(s), skv_sketch_destroy(g);
     free(K), free(V), free(p), free(pg);
 }

@@ -31,19 +31,21 @@ synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float dr
 
 int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,
                          const char **labels) {
-    static const char *const names[6] = {"exact",     "sinkwin",        "h2o",
-                                         "subgen-l2", "subgen-cluster", "refreshkv"};
-    const skv_policy_id pol[6] = {SKV_POLICY_EXACT,  SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
-                                  SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV};
-    for (int i = 0; i < 6; i++) {
+    static const char *const names[7] = {
+        "exact", "sinkwin", "h2o", "subgen-l2", "subgen-cluster", "refreshkv", "refreshkv-subgen"};
+    const skv_policy_id pol[7] = {SKV_POLICY_EXACT,    SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
+                                  SKV_POLICY_SUBGEN,   SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV,
+                                  SKV_POLICY_REFRESHKV};
+    for (int i = 0; i < 7; i++) {
         skv_config_default(&cfgs[i], pol[i], d);
         cfgs[i].dtype = dtype;
         cfgs[i].seed = seed;
         cfgs[i].budget_bytes = i == 0 ? 0 : budget;
-        if (i == 4) cfgs[i].values = SKV_VALUES_CLUSTER;
+        if (i == 4 || i == 6) cfgs[i].values = SKV_VALUES_CLUSTER;
+        if (i == 6) cfgs[i].full_store = SKV_FULL_SUBGEN;
         labels[i] = names[i];
     }
-    return 6;
+    return 7;
 }
 
 void eval_cli_init(eval_cli *c) {
