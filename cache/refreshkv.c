@@ -276,11 +276,12 @@ static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, si
         return skv_set_error(
             err, SKV_ERR_BUDGET, "append of %zu tokens exceeds max_tokens: %llu of %llu held", n,
             (unsigned long long)s->tokens_seen, (unsigned long long)s->cfg.max_tokens);
-    if (im->sub) { /* every token into the SubGen store; after the selection, also on top of
-                    * the partial cache (the store cannot fail on validated input) */
+    if (im->sub) { /* every token into the SubGen store (which cannot fail on validated
+                    * input) and on top of the partial cache: before the first selection too,
+                    * so that the first full step also chooses among the last K tokens */
         SKV_CHECK(skv_sketch_append(im->sub, K, V, n, d, err));
         rkv_sub_sync(s, im);
-        for (size_t i = 0; im->selected && i < n; i++) {
+        for (size_t i = 0; i < n; i++) {
             const uint64_t t = s->tokens_seen + i;
             rkv_partial_push(im, K + i * (size_t)d, V + i * (size_t)d, 1.0 + (double)t, t);
         }
@@ -546,7 +547,7 @@ static bool rkv_consistent(const skv_sketch *s, const rkv_impl *im) {
     if (im->selected > 1 || im->forced > 1 || im->since_check >= (uint64_t)s->cfg.stride ||
         im->full_steps > im->attends || im->nfull + im->nq != (im->sub ? 0 : s->tokens_seen))
         return false;
-    if (!im->selected && (im->nq || im->pn || im->since_check)) return false;
+    if (!im->selected && (im->nq || (im->pn && !im->sub) || im->since_check)) return false;
     if (im->pn < im->pcap && im->phead != 0) return false;
     for (size_t i = 0; i < im->pn; i++) {
         const size_t r = (im->phead + i) % im->pcap,

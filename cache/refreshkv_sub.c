@@ -12,15 +12,17 @@
  * samples there are keys only) — and the rows of the partial cache itself, which the
  * sketch holds exactly too: tokens that entered it as new tokens and have since left the
  * store's window, or were selected before, can stay when they still score (without them a
- * store that holds few rows with values would leave most of the K slots empty). Each
- * candidate's score is, as in the exact store, the
- * largest attention probability it gets from the group's heads, e^(s - m) / l with m, l
- * the estimate's own (so a candidate is weighed against the estimated whole context, not
- * only the other candidates). No max-pooling: the candidates are not a contiguous run of
- * tokens (samples and slots carry no positions), so a window along them means nothing.
- * One token can sit in several places (a cluster's t samples, a value slot and the window);
- * its copies have the same key, value and score, so the selection keeps the first of a run
- * of equal scores whose rows are byte-identical and skips the rest.
+ * store that holds few rows with values would leave most of the K slots empty: 100 of 463
+ * at 4K tokens in subkv-bench sketch). New tokens enter the partial cache from the first
+ * append on (the exact store's prefill skips it), so the first full step, too, chooses
+ * among the last K tokens besides the store's rows. Each candidate's score is, as in the
+ * exact store, the largest attention probability it gets from the group's heads, e^(s - m) / l with
+ * m, l the estimate's own (so a candidate is weighed against the estimated whole context, not only
+ * the other candidates). No max-pooling: the candidates are not a contiguous run of tokens (samples
+ * and slots carry no positions), so a window along them means nothing. One token can sit in several
+ * places (a cluster's t samples, a value slot and the window); its copies have the same key, value
+ * and score, so the selection keeps the first of a run of equal scores whose rows are
+ * byte-identical and skips the rest.
  *
  * Memory: the SubGen store's size is fixed at create (its value_slots / max_clusters as
  * subgen's own budget derives them), so the whole sketch is bounded: with budget_bytes,
