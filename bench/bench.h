@@ -3,6 +3,9 @@
 #define SUBKV_BENCH_H
 
 #include <stddef.h>
+#include <stdio.h>
+
+#include "skv_cuda.h"
 
 /* "4096,32K,1M" into out[max] (K and M are powers of 1024); the count, or -1 when malformed. */
 int bench_parse_sizes(const char *s, size_t *out, int max);
@@ -19,5 +22,10 @@ int bench_gpu(int argc, char **argv);
 typedef struct skv_cuda_ctx skv_cuda_ctx;
 int bench_gpu_append(skv_cuda_ctx *ctx, const size_t *batches, int nb, size_t context,
                      size_t prefill, FILE *csv);
+/* bench/gpu_csr.c: the CSR attend vs the exact attend, one table (part of `gpu`, or alone as
+ * `subkv-bench gpu-csr`); 0 on success. */
+int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
+                        int nb, FILE *csv);
+int bench_gpu_csr(int argc, char **argv);
 
 #endif /* SUBKV_BENCH_H */

@@ -23,6 +23,10 @@ static subkv_status exact_resolve(skv_config *cfg, skv_err *err) {
     return SKV_OK;
 }
 
+static size_t exact_token_bytes(const skv_config *cfg) {
+    return 2 * skv_rows_bytes(cfg->dtype, cfg->head_dim, 1);
+}
+
 static size_t exact_create_bytes(const skv_config *cfg) {
     (void)cfg;
     return exact_fixed_bytes();
@@ -130,6 +134,7 @@ const skv_policy_ops skv_policy_exact_ops = {
     .id = SKV_POLICY_EXACT,
     .resolve = exact_resolve,
     .create_bytes = exact_create_bytes,
+    .token_bytes = exact_token_bytes,
     .init = exact_init,
     .fini = exact_fini,
     .append = exact_append,

@@ -100,6 +100,11 @@ static size_t rkv_partial_row_bytes(const skv_config *c) {
 static size_t rkv_full_row_bytes(const skv_config *c) {
     return 2 * rkv_row_bytes(c) + 2 * sizeof(float);
 }
+/* What each held token adds beyond create_bytes: a full-store row (a SubGen store: nothing,
+ * the sketch is bounded at create). */
+static size_t rkv_token_bytes(const skv_config *c) {
+    return c->full_store == SKV_FULL_SUBGEN ? 0 : rkv_full_row_bytes(c);
+}
 
 static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
     if (cfg->stride < 1 || cfg->stride > RKV_MAX_STRIDE)
@@ -610,6 +615,7 @@ const skv_policy_ops skv_policy_refreshkv_ops = {
     .id = SKV_POLICY_REFRESHKV,
     .resolve = rkv_resolve,
     .create_bytes = rkv_create_bytes,
+    .token_bytes = rkv_token_bytes,
     .init = rkv_init,
     .fini = rkv_fini,
     .append = rkv_append,

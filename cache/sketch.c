@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 
+#include "csr_dict.h"
 #include "skv_internal.h"
 
 enum { SKV_FORMAT_VERSION = 1, SKV_HEADER_BYTES = 24 };
@@ -17,6 +18,7 @@ static const skv_policy_ops *policy_ops(skv_policy_id id) {
     case SKV_POLICY_H2O: return &skv_policy_h2o_ops;
     case SKV_POLICY_SUBGEN: return &skv_policy_subgen_ops;
     case SKV_POLICY_REFRESHKV: return &skv_policy_refreshkv_ops;
+    case SKV_POLICY_CSR: return &skv_policy_csr_ops;
     default: return NULL;
     }
 }
@@ -54,6 +56,10 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim) {
         cfg->samples = 8;
         cfg->value_slots = 256;
         cfg->max_clusters = 256;
+        break;
+    case SKV_POLICY_CSR:
+        cfg->window = 128;
+        cfg->sparsity = 8;
         break;
     default: break;
     }
@@ -145,15 +151,20 @@ subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *
 size_t skv_config_max_bytes(const skv_config *c) {
     const skv_policy_ops *ops = policy_ops(c->policy);
     if (!ops) return SIZE_MAX;
-    if ((c->policy != SKV_POLICY_EXACT && c->policy != SKV_POLICY_REFRESHKV) ||
-        (c->policy == SKV_POLICY_REFRESHKV && c->full_store == SKV_FULL_SUBGEN))
-        return ops->create_bytes(c); /* bounded at create */
+    if (!ops->token_bytes) return ops->create_bytes(c);
+    const size_t row = ops->token_bytes(c);
+    if (!row) return ops->create_bytes(c); /* bounded at create (refreshkv's SubGen store) */
     if (!c->max_tokens) return SIZE_MAX;
-    /* a refreshkv full-store token also has two floats of full-step scratch */
-    const size_t row = 2 * skv_rows_bytes(c->dtype, c->head_dim, 1) +
-                       (c->policy == SKV_POLICY_REFRESHKV ? 2 * sizeof(float) : 0);
     if (c->max_tokens > (SIZE_MAX - ops->create_bytes(c)) / row) return SIZE_MAX;
     return ops->create_bytes(c) + (size_t)c->max_tokens * row;
+}
+
+uint64_t skv_config_token_cap(const skv_config *c) {
+    if (!c->max_tokens) return 0;
+    if (c->policy == SKV_POLICY_EXACT || c->policy == SKV_POLICY_REFRESHKV) return c->max_tokens;
+    if (c->policy == SKV_POLICY_CSR) /* the codes' cap plus what stays exact */
+        return c->max_tokens + (uint64_t)c->sinks + (uint64_t)c->window;
+    return 0;
 }
 
 static subkv_status sketch_new(const skv_config *cfg, skv_sketch **out, skv_err *err) {
@@ -308,6 +319,14 @@ static void write_config(skv_writer *w, const skv_config *c) {
         skv_w_u32(w, (uint32_t)c->pool_kernel);
         skv_w_u32(w, (uint32_t)c->full_store);
     }
+    if (c->policy == SKV_POLICY_CSR) {
+        const size_t plen = strnlen(c->dict_path, SKV_DICT_PATH_MAX - 1);
+        skv_w_u32(w, (uint32_t)c->sparsity);
+        skv_w_u32(w, (uint32_t)c->atoms);
+        skv_w_f32(w, c->rope_base);
+        skv_w_u32(w, (uint32_t)plen);
+        skv_w_bytes(w, c->dict_path, plen);
+    }
 }
 
 static void read_config(skv_reader *r, skv_config *c) {
@@ -332,6 +351,16 @@ static void read_config(skv_reader *r, skv_config *c) {
         c->threshold = skv_r_f32(r);
         c->pool_kernel = (int32_t)skv_r_u32(r);
         c->full_store = (skv_full_store)skv_r_u32(r);
+    }
+    if (c->policy == SKV_POLICY_CSR) {
+        c->sparsity = (int32_t)skv_r_u32(r);
+        c->atoms = (int32_t)skv_r_u32(r);
+        c->rope_base = skv_r_f32(r);
+        const uint32_t plen = skv_r_u32(r);
+        if (plen >= SKV_DICT_PATH_MAX)
+            r->failed = true;
+        else
+            skv_r_bytes(r, c->dict_path, plen);
     }
 }
 
@@ -380,6 +409,12 @@ subkv_status skv_sketch_load(const void *data, size_t len, skv_sketch **out, siz
 
 subkv_status skv_sketch_load_bounded(const void *data, size_t len, size_t max_bytes,
                                      skv_sketch **out, size_t *used, skv_err *err) {
+    return skv_sketch_load_dicts(data, len, max_bytes, NULL, out, used, err);
+}
+
+subkv_status skv_sketch_load_dicts(const void *data, size_t len, size_t max_bytes,
+                                   struct skv_dicts *dicts, skv_sketch **out, size_t *used,
+                                   skv_err *err) {
     if (!data || !out) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL data or out");
     *out = NULL;
     const uint8_t *p = data;
@@ -412,6 +447,13 @@ subkv_status skv_sketch_load_bounded(const void *data, size_t len, size_t max_by
     if (r.failed) return skv_set_error(err, SKV_ERR_CORRUPT, "body too short for its config");
     if ((uint32_t)cfg.policy != policy)
         return skv_set_error(err, SKV_ERR_CORRUPT, "header and body disagree on the policy");
+    if (cfg.policy == SKV_POLICY_CSR) { /* bind the dictionary it was coded with, by name */
+        if (!dicts)
+            return skv_set_error(err, SKV_ERR_UNSUPPORTED,
+                                 "a csr checkpoint needs a dictionary registry "
+                                 "(skv_sketch_load_dicts)");
+        SKV_CHECK(skv_config_bind_dict(&cfg, dicts, err));
+    }
     skv_sketch *s = NULL;
     skv_err inner;
     skv_config rc;

@@ -147,6 +147,14 @@ void skv_entries_free(skv_entries *e);
 /* CPU attend of one pre-scaled query over entries (the reference for the GPU kernel). */
 void skv_entries_attend(const skv_entries *e, const float *qs, skv_partial *out);
 
+/* The coded rows of a csr sketch (cache/csr.c) for a kernel that reads codes directly
+ * (cuda/skv_csr_cuda.h): *n rows of 2 s atom indices and 2 s float16 coefficients each, in
+ * token order after the sinks (s key pairs, then ceil(s/2) and floor(s/2) pairs over the
+ * value halves). Borrowed: valid until the sketch's next append, load or destroy.
+ * SKV_ERR_INVALID_ARG for a sketch of another policy. */
+subkv_status skv_csr_codes(const skv_sketch *s, const uint16_t **idx, const uint16_t **coef,
+                           size_t *n, skv_err *err);
+
 /* Grow *buf (an array of elements of elem bytes, capacity *cap) to hold at least need,
  * doubling; contents kept. SKV_ERR_NOMEM leaves *buf and *cap as they were. The scratch
  * buffers of the coordinator, the workers and the GPU staging all grow through this. */
@@ -204,6 +212,10 @@ struct skv_policy_ops {
     /* Exact bytes a sketch with this resolved config allocates at create (without the
      * growth of an unbounded exact cache). */
     size_t (*create_bytes)(const skv_config *cfg);
+    /* Optional (policies that grow up to max_tokens: exact, refreshkv's full store, csr's
+     * codes): bytes each held token adds beyond create_bytes. NULL: the sketch never grows
+     * past create_bytes. skv_config_max_bytes is create_bytes + max_tokens * token_bytes. */
+    size_t (*token_bytes)(const skv_config *cfg);
     subkv_status (*init)(skv_sketch *s, skv_err *err);
     void (*fini)(skv_sketch *s);
     /* n >= 1 validated tokens; must leave the sketch unchanged when it fails. */
@@ -271,6 +283,7 @@ extern const skv_policy_ops skv_policy_sinkwin_ops;
 extern const skv_policy_ops skv_policy_h2o_ops;
 extern const skv_policy_ops skv_policy_subgen_ops;
 extern const skv_policy_ops skv_policy_refreshkv_ops;
+extern const skv_policy_ops skv_policy_csr_ops;
 
 /* Allocation accounted in s->heap_bytes (zeroed). NULL on failure. */
 void *skv_sketch_alloc(skv_sketch *s, size_t bytes);

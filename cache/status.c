@@ -24,6 +24,8 @@ const char *subkv_status_name(subkv_status s) {
         [SKV_ERR_INTERNAL] = "SKV_ERR_INTERNAL",
         [SKV_ERR_DEVICE] = "SKV_ERR_DEVICE",
         [SKV_ERR_AUTH] = "SKV_ERR_AUTH",
+        [SKV_ERR_WORKER_LOST] = "SKV_ERR_WORKER_LOST",
+        [SKV_ERR_LIMIT] = "SKV_ERR_LIMIT",
     };
     if ((unsigned)s >= SKV_STATUS_COUNT) return "SKV_ERR_UNKNOWN";
     return names[s];
@@ -42,20 +44,29 @@ subkv_status skv_set_error(skv_err *err, subkv_status code, const char *fmt, ...
 
 static int parse_name(const char *name, const char *const *names, int count) {
     if (!name) return -1;
-    for (int i = 0; i < count; i++)
-        if (strcmp(name, names[i]) == 0) return i;
+    for (int i = 0; i < count; i++) /* a table may have gaps (ids not built in) */
+        if (names[i] && strcmp(name, names[i]) == 0) return i;
     return -1;
 }
 
-static const char *const policy_names[SKV_POLICY_COUNT] = {"exact", "sinkwin", "h2o", "subgen",
-                                                           "refreshkv"};
+/* one line per policy (designated: helpers add theirs in parallel; gaps read "unknown") */
+// clang-format off
+static const char *const policy_names[SKV_POLICY_COUNT] = {
+    [SKV_POLICY_EXACT] = "exact",
+    [SKV_POLICY_SINKWIN] = "sinkwin",
+    [SKV_POLICY_H2O] = "h2o",
+    [SKV_POLICY_SUBGEN] = "subgen",
+    [SKV_POLICY_REFRESHKV] = "refreshkv",
+    [SKV_POLICY_CSR] = "csr",
+};
+// clang-format on
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const values_names[] = {"l2", "cluster"};
 static const char *const decide_names[] = {"layer", "group"};
 static const char *const full_store_names[] = {"exact", "subgen"};
 
 const char *skv_policy_name(skv_policy_id p) {
-    return (unsigned)p < SKV_POLICY_COUNT ? policy_names[p] : "unknown";
+    return (unsigned)p < SKV_POLICY_COUNT && policy_names[p] ? policy_names[p] : "unknown";
 }
 int skv_policy_parse(const char *name) { return parse_name(name, policy_names, SKV_POLICY_COUNT); }
 const char *skv_dtype_name(skv_dtype t) { return (unsigned)t < 3 ? dtype_names[t] : "unknown"; }

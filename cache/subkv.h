@@ -43,6 +43,8 @@ typedef enum subkv_status {
     SKV_ERR_INTERNAL = 14,    /* a bug: an invariant did not hold                  */
     SKV_ERR_DEVICE = 15,      /* CUDA / NCCL failure (GPU backend)                 */
     SKV_ERR_AUTH = 16,        /* missing or wrong shared token (service layers)    */
+    SKV_ERR_WORKER_LOST = 17, /* a worker died or missed its deadline (service)    */
+    SKV_ERR_LIMIT = 18,       /* a per-client limit would be exceeded (service)    */
     SKV_STATUS_COUNT
 } subkv_status;
 
@@ -65,6 +67,7 @@ typedef enum skv_policy_id {
     SKV_POLICY_H2O = 2,       /* heavy hitters by accumulated attention + recent W  */
     SKV_POLICY_SUBGEN = 3,    /* SubGen sketch + exact sinks and window             */
     SKV_POLICY_REFRESHKV = 4, /* RefreshKV: full store + refreshed top-K partial  */
+    SKV_POLICY_CSR = 5,       /* sparse codes over a learned dictionary + window    */
     SKV_POLICY_COUNT
 } skv_policy_id;
 
@@ -85,9 +88,9 @@ typedef enum skv_full_store {
     SKV_FULL_SUBGEN = 1, /* a SubGen sketch: bounded memory, full steps are its estimate */
 } skv_full_store;
 
-/* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv"; "f32", "f16", "bf16"; "l2", "cluster";
- * "layer", "group"; "exact", "subgen" (full stores). The parse functions return -1 for an
- * unknown name. */
+/* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv", "csr"; "f32", "f16", "bf16"; "l2",
+ * "cluster"; "layer", "group"; "exact", "subgen" (full stores). The parse functions return -1
+ * for an unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
 const char *skv_dtype_name(skv_dtype t);
@@ -101,6 +104,10 @@ const char *skv_full_store_name(skv_full_store f);
 int skv_full_store_parse(const char *name);
 
 /* ---- configuration ------------------------------------------------------------------ */
+
+/* A CSR dictionary set (cache/csr_dict.h). */
+typedef struct skv_dict skv_dict;
+enum { SKV_DICT_PATH_MAX = 256 };
 
 /*
  * Parameters of one sketch. Start from skv_config_default(), which fills each policy's
@@ -118,10 +125,12 @@ int skv_full_store_parse(const char *name);
  *                 store (skv_stats.full_bytes / partial_bytes split the two).
  *  max_tokens     exact [derived]: most tokens held (0 = unlimited); appending past it
  *                 fails with SKV_ERR_BUDGET and stores nothing. refreshkv: the same cap on
- *                 its full store (never derived from the budget).
- *  sinks          sinkwin, subgen: first tokens kept exactly (default 4).
+ *                 its full store (never derived from the budget). csr [derived]: the same
+ *                 for the coded tokens (sinks and window not counted).
+ *  sinks          sinkwin, subgen: first tokens kept exactly (default 4); csr (default 0).
  *  window         sinkwin [derived]: last tokens kept exactly (default 1024);
- *                 subgen: the same (default 64); h2o [derived]: recent tokens (512).
+ *                 subgen: the same (default 64); h2o [derived]: recent tokens (512);
+ *                 csr: the same (default 128).
  *  heavy          h2o [derived]: heavy-hitter slots (default 512; a budget splits
  *                 heavy = recent = half).
  *  samples        subgen t >= 1: uniform reservoir samples per cluster (default 8).
@@ -155,6 +164,23 @@ int skv_full_store_parse(const char *name);
  *                 partial_tokens and the rest the store's value_slots / max_clusters, and
  *                 skv_sketch_bytes() never exceeds the budget; max_tokens is not needed.
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
+ *  sparsity       csr s: atoms per key and per value vector (ceil(s/2) for value channels
+ *                 [0, d/2), floor(s/2) for [d/2, d)), 2..head_dim (default 8);
+ *                 32 s / head_dim bits per element.
+ *  atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when bound).
+ *  rope_base      csr: 0 codes keys as given (post-rotary, with a post-rotary dictionary);
+ *                 > 0 codes them before rotary (the paper's choice, a pre-rotary dictionary):
+ *                 the sketch undoes RoPE of this base (adjacent pairs (2i, 2i+1), GGUF
+ *                 llama order; angle p * base^(-2i/d)) at each token's position p before
+ *                 coding and redoes it when decoding. p is the token's index in the sketch's
+ *                 own stream: the sequence position for an unsharded sequence; a context
+ *                 shard sees other positions, which stays exact but codes less well.
+ *  dict_path      csr: name of the dictionary set (a file path, or a name registered in an
+ *                 skv_dicts registry); what travels on the wire and in checkpoints.
+ *  dict           csr: the bound set (cache/csr_dict.h), borrowed: it must outlive the
+ *                 sketch. Required by create; resolve works without it (a coordinator can
+ *                 size csr sketches without loading dictionaries). Fill it with
+ *                 skv_config_bind_dict.
  *
  * Errors at create: head_dim outside [1, 1024] -> SKV_ERR_SHAPE; unknown policy or
  * dtype -> SKV_ERR_UNSUPPORTED; other bad values -> SKV_ERR_INVALID_ARG.
@@ -183,13 +209,12 @@ typedef struct skv_config {
     uint64_t seq_id;
     uint32_t layer;
     uint32_t head;
+    int sparsity;
+    int atoms;
+    float rope_base;
+    char dict_path[SKV_DICT_PATH_MAX];
+    const struct skv_dict *dict;
 } skv_config;
-
-/* Does max_tokens cap the tokens a sketch of this policy stores (exact, refreshkv's full
- * store)? The service checks such caps before an append reaches any worker. */
-static inline int skv_capped_policy(skv_policy_id p) {
-    return p == SKV_POLICY_EXACT || p == SKV_POLICY_REFRESHKV;
-}
 
 /* Fill *cfg with the defaults of `policy` at head dimension `head_dim`. */
 void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
@@ -200,9 +225,16 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim);
 subkv_status skv_config_resolve(const skv_config *in, skv_config *out, skv_err *err);
 
 /* The most heap bytes a sketch of resolved config `c` can ever hold (what a memory budget
- * must reserve for it): fixed for every policy but exact and refreshkv (its full store),
- * whose rows are bounded only by max_tokens; SIZE_MAX for those without max_tokens. */
+ * must reserve for it): fixed for every policy but exact, refreshkv (its full store) and csr
+ * (its codes), which grow per token up to max_tokens; SIZE_MAX for those without it. */
 size_t skv_config_max_bytes(const skv_config *c);
+
+/* The most tokens a sketch of resolved config `c` accepts in all (an append past it fails
+ * with SKV_ERR_BUDGET): exact max_tokens; refreshkv max_tokens (its full store); csr
+ * max_tokens coded + sinks + window; 0 for no cap (every other policy, or max_tokens = 0).
+ * The one cap the service checks: the coordinator before dispatching, the worker before
+ * appending. */
+uint64_t skv_config_token_cap(const skv_config *c);
 
 /* ---- partials (DESIGN.md section 2) ------------------------------------------------- */
 
@@ -356,6 +388,15 @@ subkv_status skv_sketch_load(const void *data, size_t len, skv_sketch **out, siz
  * loader allocate more than its caller can hold. */
 subkv_status skv_sketch_load_bounded(const void *data, size_t len, size_t max_bytes,
                                      skv_sketch **out, size_t *used, skv_err *err);
+
+/* The same for a checkpoint that may hold csr sketches: their dictionaries are looked up by
+ * the dict_path they were saved with in `dicts` (cache/csr_dict.h; loaded on first use) and
+ * must have the fingerprint they were saved with (else SKV_ERR_CORRUPT). Without a registry
+ * (dicts NULL, as in skv_sketch_load) a csr checkpoint fails with SKV_ERR_UNSUPPORTED. */
+struct skv_dicts;
+subkv_status skv_sketch_load_dicts(const void *data, size_t len, size_t max_bytes,
+                                   struct skv_dicts *dicts, skv_sketch **out, size_t *used,
+                                   skv_err *err);
 
 #ifdef __cplusplus
 }

@@ -4,9 +4,12 @@
  * machine's Open MPI is not CUDA-aware). Which path the job uses is agreed at create
  * (data_path_mpi.h); the NCCL transfers themselves arrive with the GPU backend.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "coord_internal.h"
 #include "shard_map.h"
@@ -108,15 +111,135 @@ float *coord_job_payload(skv_coord *c, int rank, size_t n, skv_err *err) {
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Between polls: spin first (a step's replies come back in microseconds), then yield the
+ * core, then sleep briefly, so a slow op does not burn a core the workers need. */
+static void poll_pause(double waited_s) {
+    if (waited_s < 2e-4) return;
+    if (waited_s < 2e-3) {
+        sched_yield();
+        return;
+    }
+    struct timespec ts = {0, 50000};
+    nanosleep(&ts, NULL);
+}
+
+/* Declare rank r lost: remember one message naming it and what it held; every later op
+ * fails with it. */
+static subkv_status worker_lost(skv_coord *c, int r, const char *why, skv_err *err) {
+    if (!c->lost) {
+        c->lost = 1;
+        coord_describe_lost(c, r, why, c->lost_msg, sizeof c->lost_msg);
+        fprintf(stderr, "subkv-coordinator: %s\n", c->lost_msg);
+    }
+    return skv_set_error(err, SKV_ERR_WORKER_LOST, "%s", c->lost_msg);
+}
+
+/* Has process pid (on this host) exited? Gone from /proc, or a zombie its parent has not
+ * reaped yet (the MPI runtime's daemon is about to tear the job down). */
+static int pid_dead(pid_t pid) {
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    const size_t got = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[got] = '\0';
+    const char *rp = strrchr(line, ')'); /* the command name may hold spaces */
+    return rp && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+const char *skv_coord_check_workers(skv_coord *c) {
+    skv_err e;
+    for (int r = 1; r <= c->nworkers && !c->lost; r++)
+        if (c->wpid && c->wpid[r] > 0 && pid_dead(c->wpid[r]))
+            (void)worker_lost(c, r, "its process exited", &e);
+    return skv_coord_lost(c);
+}
+
+/* Wait for req until t_end; 0 done, -1 MPI error, -2 deadline. */
+static int wait_one(MPI_Request *req, double t_end) {
+    const double t0 = now_s();
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
+        if (done) return 0;
+        const double t = now_s();
+        if (t > t_end) return -2;
+        poll_pause(t - t0);
+    }
+}
+
+static const char *op_name(Subkv__WorkerOpCode op) {
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&subkv__worker_op_code__descriptor, (int)op);
+    return v ? v->name : "op";
+}
+
+/* Receive rank r's reply (its header has arrived) and its partials. */
+static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double t_end,
+                               skv_err *err) {
+    coord_job *j = &c->jobs[r];
+    int len = 0;
+    char why[96];
+    MPI_Get_count(ms, MPI_BYTE, &len);
+    uint8_t *buf = malloc(len > 0 ? (size_t)len : 1);
+    if (!buf) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for worker %d's reply", r);
+    /* the message is there (probed): this receive completes at once */
+    if (MPI_Recv(buf, len, MPI_BYTE, r, SKV_TAG_HEADER, c->comm, MPI_STATUS_IGNORE) !=
+        MPI_SUCCESS) {
+        free(buf);
+        return worker_lost(c, r, "MPI error receiving its reply", err);
+    }
+    j->reply = subkv__worker_reply__unpack(NULL, (size_t)len, buf);
+    free(buf);
+    if (!j->reply) return worker_lost(c, r, "undecodable reply", err);
+    j->status = j->reply->status;
+    snprintf(j->msg, sizeof j->msg, "%s", j->reply->message ? j->reply->message : "");
+    const size_t nout = (size_t)j->reply->payload_floats;
+    j->nout = 0;
+    if (nout) {
+        if (nout > (size_t)INT32_MAX) return worker_lost(c, r, "reply of impossible size", err);
+        SKV_CHECK(skv_grow((void **)&j->out, &j->cap_out, nout, sizeof(float), err));
+        MPI_Request rq;
+        if (MPI_Irecv(j->out, (int)nout, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm, &rq) !=
+            MPI_SUCCESS)
+            return worker_lost(c, r, "MPI error receiving its partials", err);
+        int w = wait_one(&rq, t_end);
+        if (w != 0) {
+            snprintf(why, sizeof why, "%s",
+                     w == -1 ? "MPI error receiving its partials"
+                             : "its partials missed the deadline");
+            return worker_lost(c, r, why, err);
+        }
+    }
+    j->nout = nout;
+    return SKV_OK;
+}
+
 subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coord_op_extra *x,
                             int *ok_any, skv_err *err) {
     const int nw = c->nworkers;
-    MPI_Request *reqs = calloc((size_t)(2 * nw), sizeof *reqs);
-    if (!reqs) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for MPI requests");
+    if (ok_any) *ok_any = 0;
+    if (c->lost) return skv_set_error(err, SKV_ERR_WORKER_LOST, "%s", c->lost_msg);
+    SKV_CHECK(skv_grow((void **)&c->reqs, &c->reqs_cap, (size_t)(2 * nw), sizeof *c->reqs, err));
+    MPI_Request *reqs = c->reqs; /* [2 (r - 1)]: header to r, [2 (r - 1) + 1]: payload */
+    for (int i = 0; i < 2 * nw; i++) reqs[i] = MPI_REQUEST_NULL;
     int nreq = 0;
     subkv_status st = SKV_OK;
     skv_wire_policy wp;
     if (x && x->policy) skv_wire_policy_from_config(&wp, x->policy);
+    int deadline_ms = c->opts.deadline_ms > 0 ? c->opts.deadline_ms : SKV_COORD_DEFAULT_DEADLINE_MS;
+    if ((opcode == SUBKV__WORKER_OP_CODE__WOP_CHECKPOINT ||
+         opcode == SUBKV__WORKER_OP_CODE__WOP_RESTORE) &&
+        deadline_ms < SKV_COORD_IO_DEADLINE_MS)
+        deadline_ms = SKV_COORD_IO_DEADLINE_MS;
+    const double t_end = now_s() + 1e-3 * deadline_ms;
     for (int r = 1; r <= nw && st == SKV_OK; r++) {
         coord_job *j = &c->jobs[r];
         if (!j->active) continue;
@@ -144,66 +267,82 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
         st = skv_grow((void **)&j->hdr, &j->hdr_cap, len + 1, 1, err);
         if (st != SKV_OK) break;
         subkv__worker_op__pack(&op, j->hdr);
-        if (MPI_Isend(j->hdr, (int)len, MPI_BYTE, r, SKV_TAG_HEADER, c->comm, &reqs[nreq++]) !=
+        MPI_Request *rq = &reqs[2 * (r - 1)];
+        if (MPI_Isend(j->hdr, (int)len, MPI_BYTE, r, SKV_TAG_HEADER, c->comm, &rq[0]) !=
                 MPI_SUCCESS ||
             (j->nfl && MPI_Isend(j->payload, (int)j->nfl, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm,
-                                 &reqs[nreq++]) != MPI_SUCCESS))
-            st = skv_set_error(err, SKV_ERR_IO, "MPI send to worker %d failed", r);
-        else
+                                 &rq[1]) != MPI_SUCCESS)) {
+            st = worker_lost(c, r, "MPI error sending it an op", err);
+        } else {
+            nreq++;
             j->active = 2; /* sent: a reply will come */
+        }
     }
-    if (st != SKV_OK && nreq == 0) { /* nothing left this rank: the request fails cleanly */
-        free(reqs);
-        return st;
-    }
-    /* gather: every worker that got a header answers with one reply (and its partials) */
-    int ok = 0;
+    if (st != SKV_OK && nreq == 0) return st; /* nothing left this rank: fails cleanly */
+    /* gather: poll every worker that got a header until each has answered (one reply and
+     * its partials) or the deadline passes */
+    int ok = 0, pending = 0;
     subkv_status first = st;
-    for (int r = 1; r <= nw && st != SKV_ERR_IO; r++) {
-        coord_job *j = &c->jobs[r];
-        if (j->active != 2) continue;
-        MPI_Status ms;
-        int len = 0;
-        if (MPI_Probe(r, SKV_TAG_HEADER, c->comm, &ms) != MPI_SUCCESS) {
-            st = first = skv_set_error(err, SKV_ERR_IO, "lost worker %d", r);
-            break;
-        }
-        MPI_Get_count(&ms, MPI_BYTE, &len);
-        uint8_t *buf = malloc(len > 0 ? (size_t)len : 1);
-        if (!buf || MPI_Recv(buf, len, MPI_BYTE, r, SKV_TAG_HEADER, c->comm, MPI_STATUS_IGNORE) !=
-                        MPI_SUCCESS) {
-            free(buf);
-            st = first = skv_set_error(err, SKV_ERR_IO, "reply from worker %d lost", r);
-            break;
-        }
-        j->reply = subkv__worker_reply__unpack(NULL, (size_t)len, buf);
-        free(buf);
-        if (!j->reply) {
-            st = first = skv_set_error(err, SKV_ERR_IO, "undecodable reply from worker %d", r);
-            break;
-        }
-        j->status = j->reply->status;
-        snprintf(j->msg, sizeof j->msg, "%s", j->reply->message ? j->reply->message : "");
-        size_t nout = (size_t)j->reply->payload_floats;
-        if (nout) {
-            if (skv_grow((void **)&j->out, &j->cap_out, nout, sizeof(float), err) != SKV_OK ||
-                MPI_Recv(j->out, (int)nout, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm,
-                         MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-                st = first = skv_set_error(err, SKV_ERR_IO, "partials from worker %d lost", r);
+    for (int r = 1; r <= nw; r++) pending += c->jobs[r].active == 2;
+    const double t0 = now_s();
+    double next_pid_check = t0 + 0.01;
+    char why[96];
+    while (pending > 0 && !c->lost) {
+        int progressed = 0;
+        for (int r = 1; r <= nw && !c->lost; r++) {
+            coord_job *j = &c->jobs[r];
+            if (j->active != 2) continue;
+            int flag = 0;
+            MPI_Status ms;
+            if (MPI_Iprobe(r, SKV_TAG_HEADER, c->comm, &flag, &ms) != MPI_SUCCESS) {
+                first = worker_lost(c, r, "MPI error waiting for its reply", err);
                 break;
             }
+            if (!flag) continue;
+            progressed = 1;
+            pending--;
+            j->active = 3; /* answered */
+            subkv_status g = gather_one(c, r, &ms, t_end, err);
+            if (g != SKV_OK) {
+                if (first == SKV_OK || g == SKV_ERR_WORKER_LOST) first = g;
+                continue;
+            }
+            if (j->status == SKV_OK)
+                ok = 1;
+            else if (first == SKV_OK)
+                first = skv_set_error(err, (subkv_status)j->status, "worker %d: %s", r, j->msg);
         }
-        j->nout = nout;
-        if (j->status == SKV_OK)
-            ok = 1;
-        else if (first == SKV_OK)
-            first = skv_set_error(err, (subkv_status)j->status, "worker %d: %s", r, j->msg);
+        if (progressed || c->lost || pending == 0) continue;
+        const double t = now_s();
+        if (t > next_pid_check) { /* a worker of this host that died is lost at once */
+            next_pid_check = t + 0.01;
+            for (int r = 1; r <= nw && !c->lost; r++)
+                if (c->jobs[r].active == 2 && c->wpid && c->wpid[r] > 0 && pid_dead(c->wpid[r]))
+                    first = worker_lost(c, r, "its process exited", err);
+            if (c->lost) break;
+        }
+        if (t > t_end) {
+            for (int r = 1; r <= nw; r++)
+                if (c->jobs[r].active == 2) {
+                    snprintf(why, sizeof why, "no reply to %s within %d ms", op_name(opcode),
+                             deadline_ms);
+                    first = worker_lost(c, r, why, err);
+                    break;
+                }
+            break;
+        }
+        poll_pause(t - t0);
     }
-    MPI_Waitall(nreq, reqs, MPI_STATUSES_IGNORE);
-    free(reqs);
+    /* the sends: done once the replies are in; a lost worker's may never complete (the job
+     * is over then, so they are left to MPI_Abort) */
+    for (int i = 0; i < 2 * nw && !c->lost; i++)
+        if (wait_one(&reqs[i], t_end) != 0)
+            first = worker_lost(c, i / 2 + 1, "the op sent to it did not complete", err);
     if (ok_any) *ok_any = ok;
-    return first;
+    return c->lost ? skv_set_error(err, SKV_ERR_WORKER_LOST, "%s", c->lost_msg) : first;
 }
+
+const char *skv_coord_lost(const skv_coord *c) { return c && c->lost ? c->lost_msg : NULL; }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
@@ -219,6 +358,9 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
                              "subkv-worker");
     /* Collective with the workers' node split (worker.c): they number themselves per node
      * to pick GPUs by local rank; the coordinator takes part without joining a group. */
+    /* Errors come back as codes (a dead worker must not take rank 0 down with it before the
+     * clients hear why); every wait on a worker is nonblocking against a deadline. */
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
     MPI_Comm none = MPI_COMM_NULL;
     MPI_Comm_split_type(comm, MPI_UNDEFINED, 0, MPI_INFO_NULL, &none);
     if (none != MPI_COMM_NULL) MPI_Comm_free(&none);
@@ -241,6 +383,31 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
         free(c);
         return st;
     }
+    /* Collective with the workers' (worker.c): who the coordinator is, so a worker on this
+     * host can tell when it is gone (then nobody will ever send it another op). */
+    skv_coord_ident id = {(int64_t)getpid(), 0};
+    char host[MPI_MAX_PROCESSOR_NAME + 1] = "";
+    int hlen = 0;
+    if (MPI_Get_processor_name(host, &hlen) == MPI_SUCCESS && hlen >= 0 &&
+        hlen <= MPI_MAX_PROCESSOR_NAME)
+        host[hlen] = '\0';
+    id.host_hash = skv_host_hash(host);
+    /* ... and who the workers are: the pids of those on this host are watched while waiting */
+    skv_coord_ident *all = calloc((size_t)size, sizeof *all);
+    c->wpid = calloc((size_t)size, sizeof *c->wpid);
+    if (!all || !c->wpid || MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, comm) != MPI_SUCCESS ||
+        MPI_Gather(&id, (int)sizeof id, MPI_BYTE, all, (int)sizeof id, MPI_BYTE, 0, comm) !=
+            MPI_SUCCESS) {
+        free(all);
+        skv_data_path_stop(&c->dp);
+        free(c->wpid);
+        free(c->jobs);
+        free(c);
+        return skv_set_error(err, SKV_ERR_IO, "start-up exchange of process identities failed");
+    }
+    for (int r = 1; r < size; r++)
+        c->wpid[r] = all[r].host_hash == id.host_hash ? (pid_t)all[r].pid : 0;
+    free(all);
     if (c->opts.verbose)
         fprintf(stderr, "subkv-coordinator: data path %s (%s)\n", skv_data_path_name(c->dp.path),
                 c->dp.why);
@@ -255,7 +422,8 @@ void skv_coord_destroy(skv_coord *c) {
     skv_err err;
     coord_jobs_reset(c);
     coord_jobs_all(c);
-    if (coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN, NULL, NULL, &err) != SKV_OK)
+    if (!c->lost &&
+        coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN, NULL, NULL, &err) != SKV_OK)
         fprintf(stderr, "subkv-coordinator: worker shutdown: %s\n", err.msg);
     coord_jobs_reset(c);
     skv_data_path_stop(&c->dp); /* the workers drop theirs after their shutdown reply */
@@ -276,5 +444,8 @@ void skv_coord_destroy(skv_coord *c) {
     free(c->outbuf);
     free(c->pmerge);
     free(c->loc);
+    free(c->reqs);
+    free(c->owners);
+    free(c->wpid);
     free(c);
 }

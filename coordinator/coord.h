@@ -20,7 +20,25 @@ typedef struct skv_coord skv_coord;
 
 typedef struct skv_coord_opts {
     int verbose;
+    /* Most milliseconds an op waits for every worker's reply before the worker that has not
+     * answered is declared lost (0: SKV_COORD_DEFAULT_DEADLINE_MS). Checkpoint and restore
+     * wait at least SKV_COORD_IO_DEADLINE_MS. */
+    int deadline_ms;
+    /* Per client (one connection): live sequences it created, and bytes of float32 K/V it
+     * has stored in them (tokens x kv_heads x head_dim x 8). 0: the defaults below. */
+    uint64_t max_seqs_per_client, max_bytes_per_client;
+    /* Live sequences of all clients together (0: SKV_COORD_DEFAULT_MAX_SEQS). */
+    uint64_t max_seqs;
+    /* Test hook (env SUBKV_FAULT, e.g. "ckpt-before-current:2"): die by SIGKILL at that point
+     * of the Nth checkpoint, to prove an interrupted checkpoint loses nothing. NULL: never. */
+    const char *fault;
 } skv_coord_opts;
+
+#define SKV_COORD_DEFAULT_DEADLINE_MS 30000
+#define SKV_COORD_IO_DEADLINE_MS 120000
+#define SKV_COORD_DEFAULT_MAX_SEQS 65536ull
+#define SKV_COORD_DEFAULT_SEQS_PER_CLIENT 1024ull
+#define SKV_COORD_DEFAULT_BYTES_PER_CLIENT (16ull << 30)
 
 /* Create the engine on comm, where this process is rank 0 and ranks 1.. are workers. */
 subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coord **out,
@@ -40,6 +58,27 @@ typedef enum skv_handle_result {
 skv_handle_result skv_coord_handle(skv_coord *c, const uint8_t *req, size_t len, const char *token,
                                    skv_buf *reply);
 
+/* The same for client `client` (a connection number > 0 from the server; 0: the embedding
+ * process): sequences it creates, and the K/V bytes stored in them, count against its
+ * limits (skv_coord_opts), refused with SKV_ERR_LIMIT before anything changes. */
+skv_handle_result skv_coord_handle_client(skv_coord *c, uint64_t client, const uint8_t *req,
+                                          size_t len, const char *token, skv_buf *reply);
+
+/* NULL while every worker answers; once one died or missed its deadline, the message that
+ * names it and what it held. From then on every request fails with SKV_ERR_WORKER_LOST and
+ * the job cannot continue: answer the clients, then MPI_Abort (a dead rank's MPI job cannot
+ * finalize); deploy/subkv-launch --restart brings the job back from the last checkpoint. */
+const char *skv_coord_lost(const skv_coord *c);
+
+/* Look at the workers that run on this host (their pids, learned at start-up): one whose
+ * process has exited is lost now. Returns skv_coord_lost(c). Cheap (a /proc read per
+ * worker): the server calls it when idle and when told to stop, since the MPI runtime's
+ * teardown after a rank's death starts with SIGTERM to every other rank. */
+const char *skv_coord_check_workers(skv_coord *c);
+
+/* Write a checkpoint generation under dir (what a client's checkpoint request does). */
+subkv_status skv_coord_checkpoint(skv_coord *c, const char *dir, skv_err *err);
+
 /* Load the sequence table from the checkpoint under dir and have every worker load its
  * sketches from it. Fails (nothing changed) when the job size differs. */
 subkv_status skv_coord_restore(skv_coord *c, const char *dir, skv_err *err);
@@ -47,7 +86,8 @@ subkv_status skv_coord_restore(skv_coord *c, const char *dir, skv_err *err);
 /* Number of workers. */
 int skv_coord_workers(const skv_coord *c);
 
-/* Send WOP_SHUTDOWN to every worker, wait for their replies, free everything. */
+/* Send WOP_SHUTDOWN to every worker, wait for their replies (skipped once a worker is
+ * lost), free everything. */
 void skv_coord_destroy(skv_coord *c);
 
 #endif /* SUBKV_COORD_H */

@@ -84,7 +84,7 @@ static subkv_status save_table(const skv_coord *c, skv_buf *b, skv_err *err) {
     return w.failed ? skv_set_error(err, SKV_ERR_NOMEM, "checkpoint buffer") : SKV_OK;
 }
 
-subkv_status coord_checkpoint(skv_coord *c, const char *dir, skv_err *err) {
+subkv_status skv_coord_checkpoint(skv_coord *c, const char *dir, skv_err *err) {
     char gdir[4096], path[4200];
     if (!dir || !dir[0])
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "checkpoint needs a directory");
@@ -95,20 +95,24 @@ subkv_status coord_checkpoint(skv_coord *c, const char *dir, skv_err *err) {
     snprintf(gdir, sizeof gdir, "%s/gen-%ld", dir, gen);
     remove_generation(dir, gen); /* leftovers of an interrupted attempt */
     SKV_CHECK(skv_dir_ensure(gdir, err));
+    c->ckpt_count++;
     coord_jobs_reset(c);
     coord_jobs_all(c);
     coord_op_extra x = {.path = gdir};
     SKV_CHECK(coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_CHECKPOINT, &x, NULL, err));
+    coord_fault(c, "ckpt-before-table");
     skv_buf b = {0};
     subkv_status st = save_table(c, &b, err);
     snprintf(path, sizeof path, "%s/coordinator.skv", gdir);
     if (st == SKV_OK) st = skv_file_write_atomic(path, b.data, b.len, err);
     skv_buf_free(&b);
     if (st != SKV_OK) return st;
+    coord_fault(c, "ckpt-before-current");
     char cur[64];
     int n = snprintf(cur, sizeof cur, "gen-%ld\n", gen);
     snprintf(path, sizeof path, "%s/CURRENT", dir);
     SKV_CHECK(skv_file_write_atomic(path, cur, (size_t)n, err));
+    coord_fault(c, "ckpt-after-current");
     if (prev > 1) remove_generation(dir, prev - 1);
     return SKV_OK;
 }
@@ -162,7 +166,7 @@ static subkv_status load_table(skv_coord *c, const unsigned char *data, size_t l
             st = skv_wire_config_from_policy(pc, (int)s->head_dim, &s->cfg, err);
         skv_config rc;
         if (st == SKV_OK) st = skv_config_resolve(&s->cfg, &rc, err);
-        if (st == SKV_OK) s->max_tokens = skv_capped_policy(rc.policy) ? rc.max_tokens : 0;
+        if (st == SKV_OK) s->max_tokens = skv_config_token_cap(&rc);
         if (pc) subkv__policy_config__free_unpacked(pc, NULL);
         if (st == SKV_OK && (s->head_dim < 1 || s->head_dim > SKV_MAX_HEAD_DIM))
             st = skv_set_error(err, SKV_ERR_CORRUPT, "head_dim of sequence record %zu", i);
@@ -225,5 +229,6 @@ subkv_status skv_coord_restore(skv_coord *c, const char *dir, skv_err *err) {
     c->nseq = c->cap_seq = nseq;
     if (nseq == 0) c->cap_seq = 1;
     c->next_id = next_id;
+    c->nowners = 0; /* restored sequences belong to no client */
     return SKV_OK;
 }

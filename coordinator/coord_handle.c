@@ -69,6 +69,11 @@ static void pack_reply(const Subkv__Reply *rep, skv_buf *out) {
 
 skv_handle_result skv_coord_handle(skv_coord *c, const uint8_t *bytes, size_t len,
                                    const char *token, skv_buf *reply) {
+    return skv_coord_handle_client(c, 0, bytes, len, token, reply);
+}
+
+skv_handle_result skv_coord_handle_client(skv_coord *c, uint64_t client, const uint8_t *bytes,
+                                          size_t len, const char *token, skv_buf *reply) {
     Subkv__Reply rep = SUBKV__REPLY__INIT;
     skv_err err = {SKV_OK, ""};
     skv_handle_result res = SKV_HANDLE_REPLY;
@@ -93,6 +98,11 @@ skv_handle_result skv_coord_handle(skv_coord *c, const uint8_t *bytes, size_t le
         st = skv_set_error(&err, SKV_ERR_AUTH, "missing or wrong auth token");
         goto reply;
     }
+    if (c->lost && req->body_case != SUBKV__REQUEST__BODY_SHUTDOWN) {
+        st = skv_set_error(&err, SKV_ERR_WORKER_LOST, "%s", c->lost_msg);
+        goto reply;
+    }
+    c->client = client;
     switch (req->body_case) {
     case SUBKV__REQUEST__BODY_CREATE:
         st = coord_h_create(c, req->create, &cr.seq_id, &err);
@@ -121,7 +131,7 @@ skv_handle_result skv_coord_handle(skv_coord *c, const uint8_t *bytes, size_t le
         if (st == SKV_OK) rep.body_case = SUBKV__REPLY__BODY_STATS, rep.stats = &sr;
         break;
     case SUBKV__REQUEST__BODY_CHECKPOINT:
-        st = coord_checkpoint(c, req->checkpoint->dir, &err);
+        st = skv_coord_checkpoint(c, req->checkpoint->dir, &err);
         break;
     case SUBKV__REQUEST__BODY_SHUTDOWN: res = SKV_HANDLE_SHUTDOWN; break;
     default: st = skv_set_error(&err, SKV_ERR_PROTOCOL, "request without a known op"); break;

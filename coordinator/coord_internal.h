@@ -4,6 +4,8 @@
 #ifndef SUBKV_COORD_INTERNAL_H
 #define SUBKV_COORD_INTERNAL_H
 
+#include <sys/types.h>
+
 #include "coord.h"
 #include "data_path_mpi.h"
 #include "skv_check.h"
@@ -27,12 +29,20 @@ typedef struct coord_seq {
     uint64_t max_tokens; /* resolved cap of each exact sketch (0: none), checked up front */
     uint64_t *tokens;    /* tokens appended, per layer */
     int broken;          /* a multi-worker op failed halfway: the sketches disagree */
+    uint64_t owner;      /* the client that created it (limits); 0 after a restore */
     /* refreshkv with decide = layer (skv_shard_layer_rule): the paper's per-layer refresh
      * decision, one per layer (NULL otherwise); rule_q holds each layer's reference mean
      * query [layers][head_dim]. Checkpointed with the table (coord_ckpt.c). */
     skv_layer_rule *rule;
     float *rule_q;
 } coord_seq;
+
+/* What one client holds, for its limits (skv_coord_opts). */
+typedef struct coord_owner {
+    uint64_t client;
+    uint64_t seqs;  /* live sequences it created */
+    uint64_t bytes; /* float32 K/V bytes stored in them */
+} coord_owner;
 
 /* One worker's part of an op: its items, their payload, its reply and partials. */
 typedef struct coord_job {
@@ -68,7 +78,35 @@ struct skv_coord {
     size_t pmerge_cap;
     struct coord_loc *loc; /* where each (seq, kv head, shard)'s partials come back */
     size_t loc_cap;
+    MPI_Request *reqs; /* one op's sends */
+    size_t reqs_cap;
+    coord_owner *owners; /* sorted by client */
+    size_t nowners, cap_owners;
+    uint64_t client; /* the client of the request being handled */
+    int ckpt_count;  /* checkpoints attempted (the fault hook counts them) */
+    pid_t *wpid;     /* [rank]: the worker's pid when on this host, else 0 */
+    int lost;        /* a worker died or missed its deadline: the job cannot continue */
+    char lost_msg[200];
 };
+
+/* Bytes of float32 K/V one token of s stores (all kv heads). */
+static inline uint64_t coord_seq_token_bytes(const coord_seq *s) {
+    return (uint64_t)s->kv_heads * s->head_dim * 2u * sizeof(float);
+}
+
+/* The owner record of client (created when create != 0; NULL when absent / no memory). */
+coord_owner *coord_owner_get(skv_coord *c, uint64_t client, int create);
+/* Would client storing `bytes` more (and `seqs` more sequences) exceed its limits? */
+subkv_status coord_limit_check(skv_coord *c, uint64_t client, uint64_t seqs, uint64_t bytes,
+                               skv_err *err);
+/* Charge (or, negative, release) a client's usage. */
+void coord_owner_charge(skv_coord *c, uint64_t client, int64_t seqs, int64_t bytes);
+
+/* One line naming lost rank r, why, and the sketches the shard map gave it. */
+void coord_describe_lost(const skv_coord *c, int r, const char *why, char *out, size_t n);
+
+/* Die by SIGKILL when opts.fault names `point` for checkpoint number c->ckpt_count. */
+void coord_fault(const skv_coord *c, const char *point);
 
 typedef struct coord_loc {
     int rank;
@@ -104,9 +142,11 @@ typedef struct coord_op_extra {
 /*
  * Send the op to every active job's worker, gather every reply (and its partials into
  * job->out). Returns SKV_OK when every worker succeeded, else the first failure (rank
- * order) with "worker R: message". *failed_any / *ok_any (optional) tell whether some
- * workers failed and some succeeded, so callers can detect a half-applied op.
- * SKV_ERR_IO when MPI itself failed.
+ * order) with "worker R: message". *ok_any (optional) tells whether some workers
+ * succeeded, so callers can detect a half-applied op. Every wait is nonblocking (MPI_Test /
+ * MPI_Iprobe polling) against the op's deadline: a worker that dies (an MPI error) or does
+ * not answer in time is declared lost (skv_coord_lost), and this and every later op fail
+ * with SKV_ERR_WORKER_LOST naming its rank and the sketches it held.
  */
 subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode op, const coord_op_extra *x,
                             int *ok_any, skv_err *err);
@@ -122,7 +162,6 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
                             const Subkv__Tensor *tq, const Subkv__Tensor *tk,
                             const Subkv__Tensor *tv, int is_step, uint32_t dims[3], skv_err *err);
 
-/* Checkpoint files (coord_ckpt.c). */
-subkv_status coord_checkpoint(skv_coord *c, const char *dir, skv_err *err);
+/* Checkpoint files (coord_ckpt.c): skv_coord_checkpoint. */
 
 #endif /* SUBKV_COORD_INTERNAL_H */

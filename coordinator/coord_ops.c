@@ -70,10 +70,12 @@ subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64
                    .head_dim = sh->head_dim,
                    .shards = shards,
                    .block = m->shard_block ? m->shard_block : COORD_DEFAULT_BLOCK};
+    SKV_CHECK(coord_limit_check(c, c->client, 1, 0, err));
+    s.owner = c->client;
     SKV_CHECK(skv_wire_config_from_policy(m->policy, (int)sh->head_dim, &s.cfg, err));
     skv_config resolved;
     SKV_CHECK(skv_config_resolve(&s.cfg, &resolved, err));
-    s.max_tokens = skv_capped_policy(resolved.policy) ? resolved.max_tokens : 0;
+    s.max_tokens = skv_config_token_cap(&resolved);
     SKV_CHECK(coord_seq_alloc(&s, err));
 
     coord_jobs_reset(c);
@@ -108,14 +110,19 @@ subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64
         return st;
     }
     c->next_id++;
+    coord_owner_charge(c, s.owner, 1, 0);
     *id_out = s.id;
     return SKV_OK;
 }
 
 subkv_status coord_h_drop(skv_coord *c, uint64_t id, skv_err *err) {
-    if (!coord_seq_find(c, id))
+    const coord_seq *s = coord_seq_find(c, id);
+    if (!s)
         return skv_set_error(err, SKV_ERR_NOT_FOUND, "unknown sequence %llu",
                              (unsigned long long)id);
+    uint64_t held = 0;
+    for (uint32_t l = 0; l < s->layers; l++) held += s->tokens[l];
+    const uint64_t owner = s->owner, bytes = held * coord_seq_token_bytes(s);
     coord_jobs_reset(c);
     for (int w = 1; w <= c->nworkers; w++) {
         Subkv__WorkItem *it = coord_job_item(c, w, err);
@@ -123,7 +130,9 @@ subkv_status coord_h_drop(skv_coord *c, uint64_t id, skv_err *err) {
         it->seq_id = id;
     }
     subkv_status st = coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_DROP, NULL, NULL, err);
+    if (st == SKV_ERR_WORKER_LOST) return st; /* the job is over: keep the table as it was */
     coord_seq_remove(c, id); /* a drop cannot fail on a worker; forget it either way */
+    coord_owner_charge(c, owner, -1, -(int64_t)bytes);
     return st;
 }
 
@@ -144,6 +153,8 @@ subkv_status coord_h_append(skv_coord *c, const Subkv__Append *m, skv_err *err) 
     SKV_CHECK(skv_wire_tensor_check(m->k, dims, 3, "k", err)); /* sizes match the data sent */
     SKV_CHECK(skv_wire_tensor_check(m->v, dims, 3, "v", err));
     SKV_CHECK(cap_check(s, m->layer, n, err));
+    const uint64_t bytes = (uint64_t)n * coord_seq_token_bytes(s);
+    SKV_CHECK(coord_limit_check(c, s->owner, 0, bytes, err));
     SKV_CHECK(skv_grow((void **)&c->tk, &c->tk_cap, count, sizeof(float), err));
     SKV_CHECK(skv_grow((void **)&c->tv, &c->tv_cap, count, sizeof(float), err));
     SKV_CHECK(skv_wire_tensor_read(m->k, dims, 3, c->tk, "k", err));
@@ -177,6 +188,7 @@ subkv_status coord_h_append(skv_coord *c, const Subkv__Append *m, skv_err *err) 
     subkv_status st = coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_APPEND, &x, &ok_any, err);
     if (st == SKV_OK) {
         s->tokens[m->layer] += n;
+        coord_owner_charge(c, s->owner, 0, (int64_t)bytes);
         if (s->rule) skv_layer_rule_appended(&s->rule[m->layer], n);
     } else if (ok_any)
         s->broken = 1;
@@ -223,6 +235,24 @@ static subkv_status batch_check(skv_coord *c, uint32_t layer, size_t B, const ui
     return st;
 }
 
+/* One token more for each of B sequences: within every owner's byte limit, counting all of
+ * an owner's sequences in the batch (charged one by one, then given back). */
+static subkv_status step_limit_check(skv_coord *c, size_t B, const uint64_t *ids, skv_err *err) {
+    subkv_status st = SKV_OK;
+    size_t b = 0;
+    for (; b < B && st == SKV_OK; b++) {
+        const coord_seq *s = coord_seq_find(c, ids[b]);
+        st = coord_limit_check(c, s->owner, 0, coord_seq_token_bytes(s), err);
+        if (st == SKV_OK) coord_owner_charge(c, s->owner, 0, (int64_t)coord_seq_token_bytes(s));
+    }
+    const size_t charged = st == SKV_OK ? b : b - 1;
+    for (size_t k = 0; k < charged; k++) {
+        const coord_seq *s = coord_seq_find(c, ids[k]);
+        coord_owner_charge(c, s->owner, 0, -(int64_t)coord_seq_token_bytes(s));
+    }
+    return st;
+}
+
 /*
  * Step (k, v given) or attend (k == v == NULL) of `layer` for B sequences. On success
  * c->outbuf holds [B][q_heads][d] and dims[3] its shape.
@@ -240,6 +270,7 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
         SKV_CHECK(skv_wire_tensor_check(tv, kd, 3, "v", err));
         for (size_t b = 0; b < B; b++)
             SKV_CHECK(cap_check(coord_seq_find(c, ids[b]), layer, 1, err));
+        SKV_CHECK(step_limit_check(c, B, ids, err));
     }
     SKV_CHECK(skv_grow((void **)&c->tq, &c->tq_cap, (size_t)B * qh * d, sizeof(float), err));
     SKV_CHECK(skv_wire_tensor_read(tq, qd, 3, c->tq, "q", err));
@@ -331,7 +362,10 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
     li = 0;
     for (size_t b = 0; b < B; b++) {
         coord_seq *s = coord_seq_find(c, ids[b]);
-        if (is_step) s->tokens[layer]++;
+        if (is_step) {
+            s->tokens[layer]++;
+            coord_owner_charge(c, s->owner, 0, (int64_t)coord_seq_token_bytes(s));
+        }
         for (uint32_t h = 0; h < kv; h++) {
             for (uint32_t r = 0; r < s->shards; r++, li++) {
                 const float *src = c->jobs[c->loc[li].rank].out + c->loc[li].offset;

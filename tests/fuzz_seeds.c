@@ -1,12 +1,13 @@
 /*
  * fuzz_seeds.c — writes a few valid inputs for each fuzz harness (not a harness itself):
  *
- *   build/fuzz/fuzz-seeds DIR   ->  DIR/{sketch_load,table_load,request,frame,trace}/seed-*
+ *   build/fuzz/fuzz-seeds DIR   ->  DIR/{sketch_load,table_load,request,frame,trace,bpe,gguf,
+ *                                        dict_load}/seed-*
  *
  * libFuzzer finds checksummed, nested formats slowly from nothing; starting from one real
  * sketch of each policy and dtype, a worker checkpoint, each kind of request, framed
- * requests and a small trace, it mutates structure it could not easily invent. Sizes stay
- * small (head_dim 4, tens of tokens) so every seed is a few KiB. Deterministic.
+ * requests, a small trace and tokenizer text, it mutates structure it could not easily invent.
+ * Sizes stay small (head_dim 4, tens of tokens) so every seed is a few KiB. Deterministic.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -15,6 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fuzz_dict.h"
+#include "gguf_build.h"
 #include "sketch_table.h"
 #include "skv_frame.h"
 #include "skv_wire.h"
@@ -60,11 +63,12 @@ static const seed_case CASES[] = {
     {"subgen-l2-f16", SKV_POLICY_SUBGEN, SKV_VALUES_L2, SKV_DTYPE_F16},
     {"subgen-cluster-f32", SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER, SKV_DTYPE_F32},
     {"refreshkv-bf16", SKV_POLICY_REFRESHKV, SKV_VALUES_L2, SKV_DTYPE_BF16},
+    {"csr-f16", SKV_POLICY_CSR, SKV_VALUES_L2, SKV_DTYPE_F16},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
 /* Small parameters so every structure fills, evicts and (subgen) merges clusters. */
-static skv_sketch *make_sketch(synth_rng *r, const seed_case *c) {
+static skv_sketch *make_sketch(synth_rng *r, const seed_case *c, const skv_dict *dict) {
     skv_config cfg;
     skv_config_default(&cfg, c->policy, D);
     cfg.dtype = c->dtype;
@@ -74,6 +78,10 @@ static skv_sketch *make_sketch(synth_rng *r, const seed_case *c) {
     if (c->policy == SKV_POLICY_H2O) cfg.heavy = 6, cfg.window = 4;
     if (c->policy == SKV_POLICY_SUBGEN)
         cfg.sinks = 2, cfg.window = 4, cfg.samples = 2, cfg.value_slots = 6, cfg.max_clusters = 3;
+    if (c->policy == SKV_POLICY_CSR) { /* coded with the harness's set, by its name */
+        cfg.sinks = 1, cfg.window = 5, cfg.sparsity = 2, cfg.layer = 2, cfg.dict = dict;
+        snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", FUZZ_DICT_NAME);
+    }
     if (c->policy == SKV_POLICY_REFRESHKV) cfg.partial_tokens = 6, cfg.stride = 3;
     skv_sketch *s;
     skv_err e;
@@ -94,14 +102,29 @@ static void sketch_and_table_seeds(synth_rng *r) {
     skv_table t;
     skv_table_init(&t);
     skv_err e;
+    skv_dict *dict = fuzz_dict_make();
+    if (!dict) die("cannot build the fuzz dictionary");
+    skv_buf db = {0};
+    if (skv_dict_save(dict, &db, &e) != SKV_OK) die(e.msg);
+    put("dict_load", "small", db.data, db.len);
+    skv_buf_free(&db);
     for (size_t i = 0; i < NCASES; i++) {
-        skv_sketch *s = make_sketch(r, &CASES[i]);
+        skv_sketch *s = make_sketch(r, &CASES[i], dict);
         skv_buf b = {0};
         if (skv_sketch_save(s, &b, &e) != SKV_OK) die(e.msg);
         put("sketch_load", CASES[i].name, b.data, b.len);
+        if (CASES[i].policy == SKV_POLICY_CSR) { /* the harness's registry resolves it */
+            skv_dicts *reg = fuzz_dicts_make();
+            skv_sketch *back = NULL;
+            if (!reg ||
+                skv_sketch_load_dicts(b.data, b.len, SIZE_MAX, reg, &back, NULL, &e) != SKV_OK)
+                die("the csr seed does not load with the fuzz dictionary");
+            skv_sketch_destroy(back);
+            skv_dicts_free(reg);
+        }
         skv_buf_free(&b);
         skv_item_key k = {.seq = 1 + i / 3, .layer = (uint32_t)(i % 3), .head = 1, .shard = 0};
-        if (i % 2 == 0) { /* every other sketch goes into the checkpoint */
+        if (i % 2 == 0 && CASES[i].policy != SKV_POLICY_CSR) { /* every other sketch */
             if (skv_table_insert(&t, &k, s, &e) != SKV_OK) die(e.msg);
         } else {
             skv_sketch_destroy(s);
@@ -115,6 +138,7 @@ static void sketch_and_table_seeds(synth_rng *r) {
     if (skv_table_save(&t, 1, 2, &b, &e) != SKV_OK) die(e.msg);
     put("table_load", "empty", b.data, b.len);
     skv_buf_free(&b);
+    skv_dict_free(dict);
 }
 
 /* Pack m into a malloc'd buffer; *len gets its size. */
@@ -129,13 +153,17 @@ static uint8_t *pack(const Subkv__Request *m, size_t *len) {
 static void request_seeds(synth_rng *r) {
     uint8_t *reqs[8];
     size_t lens[8], n = 0;
-    /* create, one per policy, every field set */
-    for (size_t i = 0; i < NCASES; i += 2) {
+    /* create, one per policy but h2o, every field set */
+    static const size_t creates[] = {0, 2, 4, 6, 7};
+    for (size_t ci = 0; ci < sizeof creates / sizeof creates[0]; ci++) {
+        const size_t i = creates[ci];
         skv_config cfg;
         skv_config_default(&cfg, CASES[i].policy, D);
         cfg.dtype = CASES[i].dtype;
         cfg.values = CASES[i].values;
         cfg.budget_bytes = i ? 4096 : 0;
+        if (CASES[i].policy == SKV_POLICY_CSR)
+            snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", FUZZ_DICT_NAME);
         skv_wire_policy w;
         skv_wire_policy_from_config(&w, &cfg);
         Subkv__ModelShape sh = SUBKV__MODEL_SHAPE__INIT;
@@ -183,8 +211,9 @@ static void request_seeds(synth_rng *r) {
     reqs[n] = pack(&m, &lens[n]);
     n++;
 
-    static const char *names[8] = {"create-exact", "create-sinkwin", "create-subgen",
-                                   "append",       "step",           "attend"};
+    static const char *names[8] = {
+        "create-exact", "create-sinkwin", "create-subgen", "create-refreshkv",
+        "create-csr",   "append",         "step",          "attend"};
     uint8_t frames[8192];
     size_t flen = 0;
     for (size_t i = 0; i < n; i++) {
@@ -213,6 +242,55 @@ static void trace_seed(synth_rng *r) {
     put("trace", "small", buf, sizeof buf);
 }
 
+/* Tokenizer inputs: a mode byte (bit 0 parse specials, bit 1 pre-type gpt2), then text with
+ * the tiny vocabulary's merges, its special tokens, digits, contractions, whitespace runs,
+ * U+0085, other scripts, a byte 0x04 and bytes that are not UTF-8. */
+static void bpe_seeds(void) {
+    static const char text[] = "the thing's  in\n\n    aaaa 1234 <|x|>[U]<|x| caf\xc3\xa9 "
+                               "\xc2\x85!\xc2\x85 \xd0\x9f\xe4\xbd\xa0\xf0\x9f\x98\x80 "
+                               "\x04!\x04! \xff\xfe\xc3 it'S   ";
+    char buf[sizeof text];
+    for (unsigned mode = 0; mode < 4; mode++) {
+        char name[16];
+        buf[0] = (char)mode;
+        memcpy(buf + 1, text, sizeof text - 1);
+        snprintf(name, sizeof name, "mode%u", mode);
+        put("bpe", name, buf, sizeof text);
+    }
+}
+
+/* A llama-shaped GGUF: typed metadata, a token list, one tensor of each dequantised type. */
+static void gguf_seed(synth_rng *r) {
+    gguf_builder b;
+    gguf_build_init(&b, 32);
+    const uint32_t blocks = 2, heads = 4;
+    const float eps = 1e-5f;
+    const uint8_t yes = 1;
+    gguf_build_string(&b, "general.architecture", "llama");
+    gguf_build_scalar(&b, "llama.block_count", GGUF_TYPE_UINT32, &blocks);
+    gguf_build_scalar(&b, "llama.attention.head_count", GGUF_TYPE_UINT32, &heads);
+    gguf_build_scalar(&b, "llama.attention.layer_norm_rms_epsilon", GGUF_TYPE_FLOAT32, &eps);
+    gguf_build_scalar(&b, "tokenizer.ggml.add_bos_token", GGUF_TYPE_BOOL, &yes);
+    static const char *const toks[] = {"<|endoftext|>", "a", "b", "ab"};
+    const int32_t types[] = {3, 1, 1, 1};
+    gguf_build_str_array(&b, "tokenizer.ggml.tokens", toks, 4);
+    gguf_build_array(&b, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 4);
+    uint8_t q[2 * 34];
+    for (size_t i = 0; i < sizeof q; i++) q[i] = (uint8_t)synth_rng_u64(r);
+    q[0] = 0x00, q[1] = 0x38, q[34] = 0x00, q[35] = 0x34; /* finite half scales */
+    float w[8];
+    fill(r, w, 8);
+    gguf_build_tensor(&b, "f32", 1, (uint64_t[]){8}, GGML_F32, w, sizeof w);
+    gguf_build_tensor(&b, "q8_0", 2, (uint64_t[]){32, 2}, GGML_Q8_0, q, sizeof q);
+    gguf_build_tensor(&b, "q4_1", 1, (uint64_t[]){32}, GGML_Q4_1, q, 20);
+    gguf_build_tensor(&b, "q4_0", 1, (uint64_t[]){32}, GGML_Q4_0, q, 18);
+    skv_buf img = {0};
+    skv_err e;
+    if (gguf_build_finish(&b, &img, &e) != SKV_OK) die(e.msg);
+    put("gguf", "llama", img.data, img.len);
+    skv_buf_free(&img);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -225,5 +303,7 @@ int main(int argc, char **argv) {
     sketch_and_table_seeds(&r);
     request_seeds(&r);
     trace_seed(&r);
+    bpe_seeds();
+    gguf_seed(&r);
     return 0;
 }

@@ -1,6 +1,8 @@
 /*
  * fuzz_sketch_load.c — libFuzzer harness for skv_sketch_load (cache/subkv.h).
  *
+ * CSR checkpoints resolve their dictionary through a registry holding the harness's one
+ * set (tests/fuzz_dict.h) under the name the seed uses.
  * Each input is tried twice: as given, and with the header's body_len and crc32c rewritten to
  * cover the rest of the input, so the fuzzer reaches the policy loaders instead of stopping
  * at the checksum. On a successful load it checks:
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_dict.h"
 #include "skv_internal.h"
 #include "subkv.h"
 
@@ -57,11 +60,11 @@ static void check_attend(skv_sketch *s) {
     free(out);
 }
 
-static void try_load(const uint8_t *data, size_t size) {
+static void try_load(const uint8_t *data, size_t size, skv_dicts *reg) {
     skv_sketch *s = NULL;
     size_t used = 0;
     skv_err e;
-    if (skv_sketch_load(data, size, &s, &used, &e) != SKV_OK) {
+    if (skv_sketch_load_dicts(data, size, SIZE_MAX, reg, &s, &used, &e) != SKV_OK) {
         if (s) FUZZ_FAIL("failed load returned a sketch");
         return;
     }
@@ -71,7 +74,7 @@ static void try_load(const uint8_t *data, size_t size) {
     if (skv_sketch_save(s, &a, &e) != SKV_OK) FUZZ_FAIL("save of a loaded sketch: %s", e.msg);
     skv_sketch *s2 = NULL;
     size_t used2 = 0;
-    if (skv_sketch_load(a.data, a.len, &s2, &used2, &e) != SKV_OK)
+    if (skv_sketch_load_dicts(a.data, a.len, SIZE_MAX, reg, &s2, &used2, &e) != SKV_OK)
         FUZZ_FAIL("reload of a saved sketch: %s", e.msg);
     if (used2 != a.len) FUZZ_FAIL("reload used %zu of %zu bytes", used2, a.len);
     if (skv_sketch_save(s2, &b, &e) != SKV_OK) FUZZ_FAIL("second save: %s", e.msg);
@@ -92,17 +95,26 @@ static void try_load(const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    try_load(data, size);
-    if (size < HEADER) return 0;
+    skv_dicts *reg = fuzz_dicts_make();
+    if (!reg) FUZZ_FAIL("cannot build the dictionary registry");
+    try_load(data, size, reg);
+    if (size < HEADER) {
+        skv_dicts_free(reg);
+        return 0;
+    }
     /* The same input with a consistent body_len and checksum. */
     uint8_t *copy = malloc(size);
-    if (!copy) return 0;
+    if (!copy) {
+        skv_dicts_free(reg);
+        return 0;
+    }
     memcpy(copy, data, size);
     const uint64_t body_len = size - HEADER;
     const uint32_t crc = skv_crc32c(copy + HEADER, size - HEADER);
     memcpy(copy + 12, &body_len, 8);
     memcpy(copy + 20, &crc, 4);
-    if (memcmp(copy, data, size) != 0) try_load(copy, size);
+    if (memcmp(copy, data, size) != 0) try_load(copy, size, reg);
     free(copy);
+    skv_dicts_free(reg);
     return 0;
 }

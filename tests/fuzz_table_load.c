@@ -39,7 +39,7 @@ const char *__asan_default_options(void) {
 static void try_load(const uint8_t *data, size_t size) {
     skv_table t;
     skv_err e;
-    if (skv_table_load(data, size, RANK, NWORKERS, FUZZ_LOAD_LIMIT, &t, &e) != SKV_OK) {
+    if (skv_table_load(data, size, RANK, NWORKERS, FUZZ_LOAD_LIMIT, NULL, &t, &e) != SKV_OK) {
         if (t.count != 0 || t.cap != 0 || t.slots) FUZZ_FAIL("failed load left a non-empty table");
         skv_table_free(&t);
         return;
@@ -47,7 +47,7 @@ static void try_load(const uint8_t *data, size_t size) {
     skv_buf a = {0};
     if (skv_table_save(&t, RANK, NWORKERS, &a, &e) != SKV_OK) FUZZ_FAIL("save: %s", e.msg);
     skv_table t2;
-    if (skv_table_load(a.data, a.len, RANK, NWORKERS, FUZZ_LOAD_LIMIT, &t2, &e) != SKV_OK)
+    if (skv_table_load(a.data, a.len, RANK, NWORKERS, FUZZ_LOAD_LIMIT, NULL, &t2, &e) != SKV_OK)
         FUZZ_FAIL("reload of a saved table: %s", e.msg);
     if (t2.count != t.count || skv_table_bytes(&t2) != skv_table_bytes(&t))
         FUZZ_FAIL("reload: %zu sketches / %zu bytes, saved %zu / %zu", t2.count,

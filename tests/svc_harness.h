@@ -15,6 +15,9 @@
  * a process group of its own, so killing mpirun's group alone would orphan the ranks:
  * svc_job_kill first collects mpirun's children from /proc, then kills them and the group.
  * The binaries are found next to the test binary (build/tests/.. = build/).
+ * SUBKV_TEST_WRAP (e.g. "valgrind --error-exitcode=97 ..."; split on spaces) runs every rank
+ * under that command (make valgrind, tests/valgrind.sh); the start and stop waits are then
+ * five times longer.
  * Include after <cmocka.h> and test_util.h. POSIX + Linux /proc; no global state.
  */
 #ifndef SUBKV_SVC_HARNESS_H
@@ -42,8 +45,9 @@
 #include "subkv_client.h"
 
 enum { SVC_MAX_ARGS = 32 };
-#define SVC_START_TIMEOUT_S 60.0
-#define SVC_STOP_TIMEOUT_S 30.0
+#define SVC_WRAP_SLOWDOWN (getenv("SUBKV_TEST_WRAP") ? 5.0 : 1.0)
+#define SVC_START_TIMEOUT_S (60.0 * SVC_WRAP_SLOWDOWN)
+#define SVC_STOP_TIMEOUT_S (30.0 * SVC_WRAP_SLOWDOWN)
 
 typedef struct svc_job {
     pid_t pid;  /* mpirun; also its process group; 0 once reaped */
@@ -145,21 +149,29 @@ static inline int svc_children(pid_t pid, pid_t *out, int cap) {
     return n;
 }
 
-/* The child of mpirun whose comm starts with `name` (e.g. "subkv-coordinat"), or -1. */
+/* Does process pid run a program whose file name starts with `name` (its comm, or any
+ * argument's base name: under a wrapper such as valgrind the comm is the wrapper's)? */
+static inline int svc_pid_runs(pid_t pid, const char *name) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (size_t i = 0; i < n; i += strlen(buf + i) + 1) {
+        const char *slash = strrchr(buf + i, '/'), *base = slash ? slash + 1 : buf + i;
+        if (!strncmp(base, name, strlen(name))) return 1;
+    }
+    return 0;
+}
+
+/* The child of mpirun that runs a program named `name...` (e.g. "subkv-coordinat"), or -1. */
 static inline pid_t svc_job_rank_pid(const svc_job *j, const char *name) {
     pid_t kids[64];
     int n = svc_children(j->pid, kids, 64);
-    for (int i = 0; i < n; i++) {
-        char path[64], comm[64] = "";
-        snprintf(path, sizeof path, "/proc/%d/comm", (int)kids[i]);
-        FILE *f = fopen(path, "r");
-        if (!f) continue;
-        if (fgets(comm, sizeof comm, f) && !strncmp(comm, name, strlen(name))) {
-            fclose(f);
-            return kids[i];
-        }
-        fclose(f);
-    }
+    for (int i = 0; i < n; i++)
+        if (svc_pid_runs(kids[i], name)) return kids[i];
     return -1;
 }
 
@@ -230,15 +242,29 @@ static inline int svc_job_start_ex(svc_job *j, int nworkers, const char *const *
     snprintf(coord, sizeof coord, "%s/subkv-coordinator", bdir);
     snprintf(worker, sizeof worker, "%s/subkv-worker", bdir);
     snprintf(np, sizeof np, "%d", nworkers);
-    const char *argv[3 * SVC_MAX_ARGS];
+    const char *argv[5 * SVC_MAX_ARGS];
     int a = 0;
-    const char *pre[] = {"mpirun", "--oversubscribe", "--bind-to", "none", "-np", "1",
-                         coord,    "--no-tcp",        "--unix",    j->sock};
+    /* the optional wrapper, split on spaces (the copy lives until exec) */
+    char wrapbuf[1024];
+    const char *wrap[SVC_MAX_ARGS];
+    int nwrap = 0;
+    snprintf(wrapbuf, sizeof wrapbuf, "%s",
+             getenv("SUBKV_TEST_WRAP") ? getenv("SUBKV_TEST_WRAP") : "");
+    for (char *save = NULL, *t = strtok_r(wrapbuf, " ", &save); t && nwrap < SVC_MAX_ARGS;
+         t = strtok_r(NULL, " ", &save))
+        wrap[nwrap++] = t;
+    const char *pre[] = {"mpirun", "--oversubscribe", "--bind-to", "none", "-np", "1"};
     for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++) argv[a++] = pre[i];
+    for (int i = 0; i < nwrap; i++) argv[a++] = wrap[i];
+    argv[a++] = coord;
+    argv[a++] = "--no-tcp";
+    argv[a++] = "--unix";
+    argv[a++] = j->sock;
     for (int i = 0; i < SVC_MAX_ARGS && coord_args[i]; i++) argv[a++] = coord_args[i];
     argv[a++] = ":";
     argv[a++] = "-np";
     argv[a++] = np;
+    for (int i = 0; i < nwrap; i++) argv[a++] = wrap[i];
     argv[a++] = worker;
     int has_backend = 0;
     for (int i = 0; i < SVC_MAX_ARGS && worker_args[i]; i++) {

@@ -116,7 +116,9 @@ static void conformance(skv_policy_id pol, skv_values_mode vm, skv_dtype dt, int
             skv_err e0;
             skv_partial *p1 = tu_partials_new(g, d);
             TU_OK(skv_sketch_attend_begin(s, q, g, d, p1, &done, &e0), &e0);
-            assert_int_equal(done, 0);
+            /* an attend of an empty sketch selects nothing, so the next one is still the
+             * prefill (a full step on the CPU); every other job's is a partial step */
+            assert_int_equal(done, ns[j] == 0 ? 1 : 0);
             free(p1);
         }
         for (int i = 0; i < g * d; i++) qs[i] = q[i] / sqrtf((float)d);

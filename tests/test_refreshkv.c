@@ -385,6 +385,7 @@ static void test_refreshkv_bad_params_rejected(void **state) {
     c.max_tokens = 10;
     s = tu_create(&c);
     assert_int_equal(skv_config_max_bytes(skv_sketch_config(s)) < SIZE_MAX, 1);
+    assert_int_equal(skv_config_token_cap(skv_sketch_config(s)), 10); /* what the service checks */
     synth_rng r;
     tu_rng_for(&r, __func__);
     float *K, *V;

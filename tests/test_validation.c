@@ -314,8 +314,11 @@ static void test_validation_status_names_are_distinct_and_stable(void **state) {
 
 static void test_validation_enum_names_round_trip_and_unknown_parse_fails(void **state) {
     (void)state;
-    for (int p = 0; p < SKV_POLICY_COUNT; p++)
+    for (int p = 0; p < SKV_POLICY_COUNT; p++) /* every id is built in: no gaps */
         assert_int_equal(skv_policy_parse(skv_policy_name((skv_policy_id)p)), p);
+    assert_string_equal(skv_policy_name(SKV_POLICY_REFRESHKV), "refreshkv");
+    assert_string_equal(skv_policy_name(SKV_POLICY_CSR), "csr");
+    assert_string_equal(skv_policy_name(SKV_POLICY_COUNT), "unknown");
     for (int t = SKV_DTYPE_F32; t <= SKV_DTYPE_BF16; t++)
         assert_int_equal(skv_dtype_parse(skv_dtype_name((skv_dtype)t)), t);
     for (int v = SKV_VALUES_L2; v <= SKV_VALUES_CLUSTER; v++)

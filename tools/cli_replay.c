@@ -24,14 +24,17 @@
 static void replay_usage(FILE *f) {
     fprintf(f, "usage: subkv replay TRACE [--policy P] [--budget BYTES] [--dtype f32|f16|bf16]\n"
                "                          [--values l2|cluster] [--decode M] [--shards C]\n"
+               "                          [--window W] [--dict PATH] [--sparsity S]\n"
                "Creates a sequence with TRACE's shape, prefills the first n-M tokens of every\n"
                "layer, then decodes the last M tokens with one step per (token, layer) and\n"
                "compares each output with float64 exact attention over tokens [0, t].\n"
                "Prints per layer: mean / max relative error, step latency p50 / p99 (ms);\n"
                "then the bytes the service holds. The sequence is dropped at the end.\n"
                "Defaults: --policy subgen, --budget 0 (the policy's raw defaults), --dtype and\n"
-               "--values from the policy's defaults, --decode 64, --shards 1.\n"
-               "Policies: exact, sinkwin, h2o, subgen, refreshkv.\n");
+               "--values from the policy's defaults, --decode 64, --shards 1; --window and\n"
+               "--sparsity (csr) from the policy's defaults. --dict: the csr dictionary set\n"
+               "(subkv-dict train), a path the workers can read.\n"
+               "Policies: exact, sinkwin, h2o, subgen, refreshkv, csr.\n");
     eval_cli_usage(f, 0);
 }
 
@@ -40,13 +43,20 @@ typedef struct replay_opts {
     skv_policy_id policy;
     int dtype, values; /* -1: policy default */
     uint64_t budget, decode, shards;
+    int64_t window, sparsity; /* -1: policy default */
+    const char *dict;
     eval_cli knobs; /* refreshkv's */
 } replay_opts;
 
 /* Parse replay's arguments; 0, or 2 after printing the problem (1 never). */
 static int replay_parse(int argc, char **argv, replay_opts *o) {
-    *o = (replay_opts){
-        .policy = SKV_POLICY_SUBGEN, .dtype = -1, .values = -1, .decode = 64, .shards = 1};
+    *o = (replay_opts){.policy = SKV_POLICY_SUBGEN,
+                       .dtype = -1,
+                       .values = -1,
+                       .decode = 64,
+                       .shards = 1,
+                       .window = -1,
+                       .sparsity = -1};
     eval_cli_init(&o->knobs);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -68,6 +78,13 @@ static int replay_parse(int argc, char **argv, replay_opts *o) {
             bad = cli_parse_size(v, &o->budget) != 0;
         } else if (!strcmp(a, "--decode")) {
             bad = cli_parse_size(v, &o->decode) != 0 || o->decode < 1;
+        } else if (!strcmp(a, "--window") || !strcmp(a, "--sparsity")) {
+            uint64_t x = 0;
+            bad = cli_parse_size(v, &x) != 0 || x > INT32_MAX;
+            *(a[2] == 'w' ? &o->window : &o->sparsity) = (int64_t)x;
+        } else if (!strcmp(a, "--dict")) {
+            bad = strlen(v) >= SKV_DICT_PATH_MAX;
+            o->dict = v;
         } else if (!strcmp(a, "--shards")) {
             bad = cli_parse_size(v, &o->shards) != 0 || o->shards < 1 || o->shards > 4096;
         } else if ((eo = eval_cli_option(&o->knobs, a, v)) != 0) {
@@ -247,6 +264,9 @@ int cli_replay(const cli_target *t, int argc, char **argv) {
     if (o.dtype >= 0) cfg.dtype = (skv_dtype)o.dtype;
     if (o.values >= 0) cfg.values = (skv_values_mode)o.values;
     cfg.budget_bytes = (size_t)o.budget;
+    if (o.window >= 0) cfg.window = (int)o.window;
+    if (o.sparsity >= 0) cfg.sparsity = (int)o.sparsity;
+    if (o.dict) snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", o.dict);
     eval_cli_knobs(&o.knobs, &cfg);
     err_sum = calloc(s->layers, sizeof *err_sum);
     err_max = calloc(s->layers, sizeof *err_max);

@@ -13,17 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "csr_dict.h"
 #include "policy_eval.h"
 #include "synth.h"
 #include "trace.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: subkv-trace-synth OUT [--layers L] [--q-heads H] [--kv-heads KV] [--d D]\n"
-               "                         [--n N] [--seed S]\n"
-               "Writes a synthetic trace (Q, K, V of every layer, float32; format in\n"
-               "tools/trace.h) to OUT. Keys come from drifting clusters visited in topic phases;\n"
-               "each query aims at the cluster of a random earlier token.\n"
-               "Defaults: --layers 2 --q-heads 8 --kv-heads 2 --d 64 --n 4096 --seed 1.\n");
+    fprintf(f,
+            "usage: subkv-trace-synth OUT [--layers L] [--q-heads H] [--kv-heads KV] [--d D]\n"
+            "                         [--n N] [--seed S] [--rope-base B]\n"
+            "Writes a synthetic trace (Q, K, V of every layer, float32; format in\n"
+            "tools/trace.h) to OUT. Keys come from drifting clusters visited in topic phases;\n"
+            "each query aims at the cluster of a random earlier token.\n"
+            "--rope-base B > 0 applies RoPE of base B (adjacent pairs) to every query and key\n"
+            "at its token index, like a rotary model's post-rotary Q and K.\n"
+            "Defaults: --layers 2 --q-heads 8 --kv-heads 2 --d 64 --n 4096 --seed 1, no rope.\n");
 }
 
 /* Parse an unsigned decimal option value; -1 on junk. */
@@ -69,6 +73,7 @@ static int synth_layer(const trace_shape *sh, uint32_t layer, uint64_t seed, flo
 int main(int argc, char **argv) {
     trace_shape sh = {.layers = 2, .q_heads = 8, .kv_heads = 2, .head_dim = 64, .n_tokens = 4096};
     uint64_t seed = 1;
+    double rope = 0.0;
     const char *out = NULL;
     int rc = 1, lib_err = 0;
     float *Q = NULL, *K = NULL, *V = NULL, *kb = NULL, *vb = NULL;
@@ -82,6 +87,15 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--rope-base")) {
+            char *end = NULL;
+            rope = v ? strtod(v, &end) : 0.0;
+            if (!v || *end || !(rope >= 1.0) || rope > 1e12) {
+                fprintf(stderr, "subkv-trace-synth: --rope-base needs a number >= 1\n");
+                return 2;
+            }
+            i++;
+            continue;
         } else if (!strcmp(a, "--layers")) {
             dst = &sh.layers;
         } else if (!strcmp(a, "--q-heads")) {
@@ -142,6 +156,14 @@ int main(int argc, char **argv) {
         if (synth_layer(&sh, l, seed, Q, K, V, cl, kb, vb) != 0) {
             fprintf(stderr, "subkv-trace-synth: could not create a synth stream\n");
             goto cleanup;
+        }
+        for (size_t t = 0; t < (size_t)sh.n_tokens && rope > 0.0; t++) {
+            for (uint32_t h = 0; h < sh.q_heads; h++)
+                skv_rope_apply(Q + (t * sh.q_heads + h) * sh.head_dim, (int)sh.head_dim, t, rope,
+                               1.0);
+            for (uint32_t h = 0; h < sh.kv_heads; h++)
+                skv_rope_apply(K + (t * sh.kv_heads + h) * sh.head_dim, (int)sh.head_dim, t, rope,
+                               1.0);
         }
         if (trace_writer_write_layer(w, l, Q, K, V, &err) != SKV_OK) {
             lib_err = 1;

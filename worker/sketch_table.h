@@ -53,9 +53,12 @@ size_t skv_table_bytes(const skv_table *t);
 subkv_status skv_table_save(const skv_table *t, int rank, int nworkers, skv_buf *out, skv_err *err);
 /* Parse a checkpoint written by rank `rank` of a job of `nworkers` workers into a new
  * table *out (initialised here), its sketches together reserving at most max_bytes
- * (SIZE_MAX: no limit), checked before each allocation. Any damage fails with an error and
- * leaves *out empty. */
+ * (SIZE_MAX: no limit), checked before each allocation. csr sketches find their dictionary
+ * sets by name in `dicts` (loaded on first use; NULL: a csr entry fails). Any damage fails
+ * with an error and leaves *out empty. */
+struct skv_dicts;
 subkv_status skv_table_load(const unsigned char *data, size_t len, int rank, int nworkers,
-                            size_t max_bytes, skv_table *out, skv_err *err);
+                            size_t max_bytes, struct skv_dicts *dicts, skv_table *out,
+                            skv_err *err);
 
 #endif /* SUBKV_SKETCH_TABLE_H */

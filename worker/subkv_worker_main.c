@@ -45,7 +45,7 @@ static int parse_bytes(const char *s, size_t *out) {
 }
 
 int main(int argc, char **argv) {
-    skv_worker_opts o = {0};
+    skv_worker_opts o = {.fault = getenv("SUBKV_FAULT")};
     int reserve_set = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {

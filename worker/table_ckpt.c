@@ -35,7 +35,8 @@ subkv_status skv_table_save(const skv_table *t, int rank, int nworkers, skv_buf 
 }
 
 subkv_status skv_table_load(const unsigned char *data, size_t len, int rank, int nworkers,
-                            size_t max_bytes, skv_table *out, skv_err *err) {
+                            size_t max_bytes, struct skv_dicts *dicts, skv_table *out,
+                            skv_err *err) {
     size_t reserved = 0;
     skv_table_init(out);
     if (len < 28) return skv_set_error(err, SKV_ERR_TRUNCATED, "checkpoint of %zu bytes", len);
@@ -69,8 +70,8 @@ subkv_status skv_table_load(const unsigned char *data, size_t len, int rank, int
         }
         skv_sketch *s = NULL;
         size_t used = 0;
-        st = skv_sketch_load_bounded(r.p + r.pos, (size_t)blob, max_bytes - reserved, &s, &used,
-                                     err);
+        st = skv_sketch_load_dicts(r.p + r.pos, (size_t)blob, max_bytes - reserved, dicts, &s,
+                                   &used, err);
         if (st == SKV_OK) { /* what this sketch holds against the limit from now on */
             size_t r1 = skv_config_max_bytes(skv_sketch_config(s));
             reserved += r1 == SIZE_MAX ? skv_sketch_bytes(s) : r1;

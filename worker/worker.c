@@ -8,15 +8,21 @@
  */
 #include "worker.h"
 
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "data_path_mpi.h"
 #include "fileio.h"
 #include "gpu_attend.h"
 #include "shard_map.h"
 #include "sketch_table.h"
+#include "csr_dict.h"
 #include "skv_backend.h"
 #include "skv_check.h"
 #include "skv_wire.h"
@@ -26,6 +32,7 @@ typedef struct worker {
     int rank, nworkers;
     skv_worker_opts opts;
     skv_table table;
+    skv_dicts *dicts; /* csr dictionary sets by dict_path, loaded once, shared by sketches */
     char backend[256];
     uint8_t *hdr;
     size_t hdr_cap;
@@ -36,6 +43,9 @@ typedef struct worker {
     skv_gpu_item *gitems;
     size_t gitems_cap;
     skv_data_path dp; /* MPI or NCCL, agreed with the coordinator at start-up */
+    pid_t coord_pid;  /* the coordinator's pid when it runs on this host, else 0 */
+    double next_alive_check;
+    int ckpt_count; /* checkpoints written (the fault hook counts them) */
 } worker;
 
 static skv_item_key item_key(const Subkv__WorkItem *it) {
@@ -83,6 +93,8 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
         skv_config c;
         skv_shard_item_config(&base, it->seq_id, it->layer, it->kv_head, it->shard,
                               op->shards ? op->shards : 1, &c);
+        st = skv_config_bind_dict(&c, w->dicts, err); /* csr: its set, loaded on first use */
+        if (st != SKV_OK) break;
         if (w->opts.budget_bytes) { /* check the reservation before allocating anything */
             skv_config rc;
             st = skv_config_resolve(&c, &rc, err);
@@ -93,7 +105,7 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
                                    "worker %d has a memory budget: a %s sketch needs max_tokens"
                                    "%s",
                                    w->rank, skv_policy_name(rc.policy),
-                                   rc.policy == SKV_POLICY_EXACT ? " or budget_bytes" : "");
+                                   rc.policy == SKV_POLICY_REFRESHKV ? "" : " or budget_bytes");
                 break;
             }
             need += r;
@@ -131,14 +143,13 @@ static subkv_status op_drop(worker *w, const Subkv__WorkerOp *op) {
 /* Would appending n tokens to s break its own cap? (The coordinator checks this before
  * dispatch; this is the worker's own guard.) */
 static subkv_status check_cap(skv_sketch *s, size_t n, skv_err *err) {
-    const skv_config *c = skv_sketch_config(s);
-    if (!skv_capped_policy(c->policy) || !c->max_tokens) return SKV_OK;
+    const uint64_t cap = skv_config_token_cap(skv_sketch_config(s));
+    if (!cap) return SKV_OK;
     skv_stats st;
     skv_sketch_stats(s, &st);
-    if (st.tokens_seen + n > c->max_tokens)
+    if (st.tokens_seen + n > cap)
         return skv_set_error(err, SKV_ERR_BUDGET, "sketch holds %llu of %llu tokens, +%zu exceeds",
-                             (unsigned long long)st.tokens_seen, (unsigned long long)c->max_tokens,
-                             n);
+                             (unsigned long long)st.tokens_seen, (unsigned long long)cap, n);
     return SKV_OK;
 }
 
@@ -264,6 +275,30 @@ static void ckpt_path(const worker *w, const char *dir, char *path, size_t n) {
     snprintf(path, n, "%s/worker-%d.skv", dir, w->rank);
 }
 
+/* The fault hook: the process dies with half of its checkpoint file written (the temporary
+ * name skv_file_write_atomic uses), as a kill in the middle of the write would leave it. */
+static void fault_partial_write(const worker *w, const char *path, const skv_buf *b) {
+    const char *f = w->opts.fault, *point = "ckpt-worker-partial";
+    const size_t n = strlen(point);
+    if (!f || strncmp(f, point, n) != 0 || (f[n] && f[n] != ':')) return;
+    if ((f[n] == ':' ? atoi(f + n + 1) : 1) != w->ckpt_count) return;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *fp = fopen(tmp, "wb");
+    if (fp) {
+        fwrite(b->data, 1, b->len / 2, fp);
+        fclose(fp);
+    }
+    fprintf(stderr, "subkv-worker %d: SUBKV_FAULT=%s: dying halfway through %s\n", w->rank, f,
+            path);
+    fflush(stderr);
+    /* SIGKILL as from outside, sent by a shell exec'd in this process's place: a memory
+     * checker running it (make valgrind) then reports nothing, rather than the request it
+     * was halfway through as leaked */
+    execl("/bin/sh", "sh", "-c", "kill -9 $$", (char *)NULL);
+    raise(SIGKILL); /* no shell */
+}
+
 static subkv_status op_checkpoint(worker *w, const Subkv__WorkerOp *op, skv_err *err) {
     char path[4096];
     SKV_CHECK(skv_dir_ensure(op->path, err));
@@ -272,7 +307,9 @@ static subkv_status op_checkpoint(worker *w, const Subkv__WorkerOp *op, skv_err 
     for (size_t i = 0; w->gpu_on && i < w->table.cap; i++)
         if (w->table.slots[i].sketch) SKV_CHECK(skv_gpu_pull(&w->gpu, &w->table.slots[i], err));
     skv_buf b = {0};
+    w->ckpt_count++;
     subkv_status st = skv_table_save(&w->table, w->rank, w->nworkers, &b, err);
+    if (st == SKV_OK) fault_partial_write(w, path, &b);
     if (st == SKV_OK) st = skv_file_write_atomic(path, b.data, b.len, err);
     skv_buf_free(&b);
     return st;
@@ -287,7 +324,7 @@ static subkv_status op_restore(worker *w, const Subkv__WorkerOp *op, skv_err *er
     skv_table t;
     subkv_status st =
         skv_table_load(data, len, w->rank, w->nworkers,
-                       w->opts.budget_bytes ? w->opts.budget_bytes : SIZE_MAX, &t, err);
+                       w->opts.budget_bytes ? w->opts.budget_bytes : SIZE_MAX, w->dicts, &t, err);
     free(data);
     if (st != SKV_OK) return st;
     if (w->opts.budget_bytes && reserved_bytes(&t) > w->opts.budget_bytes) {
@@ -303,6 +340,58 @@ static subkv_status op_restore(worker *w, const Subkv__WorkerOp *op, skv_err *er
 
 /* ---- the loop --------------------------------------------------------------------------- */
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Is the coordinator still there? Only answerable on its host (its pid); elsewhere the MPI
+ * runtime has to tear the job down. Checked at most once a second. */
+static int coordinator_alive(worker *w) {
+    if (w->coord_pid <= 0) return 1;
+    const double t = now_s();
+    if (t < w->next_alive_check) return 1;
+    w->next_alive_check = t + 1.0;
+    return !(kill(w->coord_pid, 0) != 0 && errno == ESRCH);
+}
+
+/* Between polls: spin right after an op (the next one of a decode loop follows within
+ * microseconds), then yield, then sleep 100 us, so an idle worker leaves its core alone. */
+static void idle_pause(double idle_s) {
+    if (idle_s < 2e-4) return;
+    if (idle_s < 5e-3) {
+        sched_yield();
+        return;
+    }
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+}
+
+/* Complete req by MPI_Test polling; -1 on an MPI error or once the coordinator is gone. */
+static int wait_req(worker *w, MPI_Request *req) {
+    const double t0 = now_s();
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
+        if (done) return 0;
+        if (!coordinator_alive(w)) return -1;
+        idle_pause(now_s() - t0);
+    }
+}
+
+/* Wait for the next op header: 0 with *ms, -1 on an MPI error or a vanished coordinator. */
+static int wait_header(worker *w, MPI_Status *ms) {
+    const double t0 = now_s();
+    for (;;) {
+        int flag = 0;
+        if (MPI_Iprobe(0, SKV_TAG_HEADER, w->comm, &flag, ms) != MPI_SUCCESS) return -1;
+        if (flag) return 0;
+        if (!coordinator_alive(w)) return -1;
+        idle_pause(now_s() - t0);
+    }
+}
+
 static int send_reply(worker *w, subkv_status st, const skv_err *err, size_t nout,
                       Subkv__WorkerStats *ws) {
     Subkv__WorkerReply r = SUBKV__WORKER_REPLY__INIT;
@@ -314,18 +403,27 @@ static int send_reply(worker *w, subkv_status st, const skv_err *err, size_t nou
     skv_err e2;
     if (skv_grow((void **)&w->hdr, &w->hdr_cap, len + 1, 1, &e2) != SKV_OK) return -1;
     subkv__worker_reply__pack(&r, w->hdr);
-    if (MPI_Send(w->hdr, (int)len, MPI_BYTE, 0, SKV_TAG_HEADER, w->comm) != MPI_SUCCESS) return -1;
-    if (nout && MPI_Send(w->out, (int)nout, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, w->comm) != MPI_SUCCESS)
+    MPI_Request rq;
+    if (MPI_Isend(w->hdr, (int)len, MPI_BYTE, 0, SKV_TAG_HEADER, w->comm, &rq) != MPI_SUCCESS ||
+        wait_req(w, &rq) != 0)
+        return -1;
+    if (nout &&
+        (MPI_Isend(w->out, (int)nout, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, w->comm, &rq) != MPI_SUCCESS ||
+         wait_req(w, &rq) != 0))
         return -1;
     return 0;
 }
 
 int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
     worker w = {.comm = comm, .opts = *opts};
+    /* errors come back as codes: a lost coordinator ends the loop with a message */
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm, &w.rank);
     MPI_Comm_size(comm, &w.nworkers);
     w.nworkers -= 1;
     skv_table_init(&w.table);
+    skv_err derr;
+    if (skv_dicts_new(&w.dicts, &derr) != SKV_OK) return 1;
     skv_backend_info bi;
     /* the GPU by node-local rank among the workers of this node (collective with the
      * coordinator's MPI_UNDEFINED split in skv_coord_create) */
@@ -367,10 +465,26 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
     if (opts->verbose)
         fprintf(stderr, "subkv-worker %d: data path %s (%s)\n", w.rank,
                 skv_data_path_name(w.dp.path), w.dp.why);
+    /* Collective with skv_coord_create's: the coordinator's pid, watched when on this host */
+    skv_coord_ident ident = {0, 0}, mine = {(int64_t)getpid(), 0};
+    char host[MPI_MAX_PROCESSOR_NAME + 1] = "";
+    int hlen = 0;
+    if (MPI_Get_processor_name(host, &hlen) == MPI_SUCCESS && hlen >= 0 &&
+        hlen <= MPI_MAX_PROCESSOR_NAME)
+        host[hlen] = '\0';
+    mine.host_hash = skv_host_hash(host);
+    if (MPI_Bcast(&ident, (int)sizeof ident, MPI_BYTE, 0, comm) != MPI_SUCCESS ||
+        MPI_Gather(&mine, (int)sizeof mine, MPI_BYTE, NULL, (int)sizeof mine, MPI_BYTE, 0, comm) !=
+            MPI_SUCCESS) {
+        fprintf(stderr, "subkv-worker %d: MPI_Bcast of the coordinator's identity failed\n",
+                w.rank);
+        goto out;
+    }
+    if (ident.host_hash == mine.host_hash) w.coord_pid = (pid_t)ident.pid;
     for (;;) {
         MPI_Status ms;
         int len = 0;
-        if (MPI_Probe(0, SKV_TAG_HEADER, comm, &ms) != MPI_SUCCESS) break;
+        if (wait_header(&w, &ms) != 0) break;
         MPI_Get_count(&ms, MPI_BYTE, &len);
         skv_err err = {0};
         if (skv_grow((void **)&w.hdr, &w.hdr_cap, (size_t)len + 1, 1, &err) != SKV_OK) break;
@@ -387,9 +501,11 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         size_t nin = (size_t)op->payload_floats, nout = 0;
         if (nin) {
             if (nin > (size_t)INT32_MAX) break; /* the coordinator never sends this */
+            MPI_Request rq = MPI_REQUEST_NULL;
             if (skv_grow((void **)&w.in, &w.in_cap, nin, sizeof(float), &err) != SKV_OK ||
-                MPI_Recv(w.in, (int)nin, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, comm, MPI_STATUS_IGNORE) !=
-                    MPI_SUCCESS) {
+                MPI_Irecv(w.in, (int)nin, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, comm, &rq) !=
+                    MPI_SUCCESS ||
+                wait_req(&w, &rq) != 0) {
                 subkv__worker_op__free_unpacked(op, NULL);
                 break;
             }
@@ -418,10 +534,14 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
             break;
         }
     }
-    if (rc != 0) fprintf(stderr, "subkv-worker %d: lost the coordinator link\n", w.rank);
+    w.next_alive_check = 0.0; /* look now, for the message */
+    if (rc != 0)
+        fprintf(stderr, "subkv-worker %d: lost the coordinator (%s); exiting\n", w.rank,
+                coordinator_alive(&w) ? "MPI error" : "its process is gone");
 out:
     skv_data_path_stop(&w.dp);
     skv_table_free(&w.table); /* mirrors first: they live in the GPU context's device */
+    skv_dicts_free(w.dicts);  /* after every sketch that borrowed a set */
     if (w.gpu_on) skv_gpu_fini(&w.gpu);
     free(w.gitems);
     free(w.hdr);

@@ -19,12 +19,17 @@ typedef struct skv_worker_opts {
     skv_worker_backend backend;
     size_t gpu_reserve_bytes; /* device memory reserved at start for the GPU pool; 0: on demand */
     int verbose;
+    /* Test hook (env SUBKV_FAULT "ckpt-worker-partial:N"): on the Nth checkpoint write half
+     * of this worker's file, then die by SIGKILL. NULL: never. */
+    const char *fault;
 } skv_worker_opts;
 
 /*
  * Serve rank 0 of comm until it sends WOP_SHUTDOWN. Returns 0 after a clean shutdown,
- * non-zero when the coordinator link failed. Every request gets a reply; a failed
- * request leaves every sketch as it was.
+ * non-zero when the coordinator link failed: an MPI error (errors return on comm), or the
+ * coordinator's process gone from this host (checked about once a second while waiting, so
+ * a worker never waits forever for a dead coordinator). Every request gets a reply; a
+ * failed request leaves every sketch as it was.
  */
 int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts);
 
