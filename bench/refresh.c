@@ -1,7 +1,8 @@
 /*
  * refresh.c — `subkv-bench refresh`: RefreshKV's refresh decision per GQA group (what each
  * sketch does alone, cache/refreshkv.c) against the paper's per-layer decision (the mean
- * query of all the layer's heads, applied through skv_sketch_refresh), on one synthetic
+ * query of all the layer's heads: skv_layer_rule, as the service's coordinator runs it for
+ * decide=layer, applied through skv_sketch_refresh), on one synthetic
  * layer of H kv groups x g query heads. Each group has its own keys (its own stream) and
  * its own query topic (a key cluster); a topic lasts a geometric number of steps (the
  * probability it continues is --persist). Two regimes: every group changes topic on its
@@ -69,7 +70,8 @@ static int rb_run(const rb_opts *o, int shared, int layer, rb_row *row) {
     synth_rng rng;
     synth_rng_seed(&rng, o->seed ^ (shared ? 0x5a5a : 0xa5a5));
     double err_sum = 0.0;
-    uint64_t since = 0, last_full = 0;
+    skv_layer_rule rule = {0};
+    skv_layer_rule_appended(&rule, o->n); /* the prefill: the first attend is a full step */
     for (int t = 0; t < o->steps; t++) {
         const int shift = t == 0 || synth_rng_uniform(&rng) >= o->persist;
         for (int h = 0; h < RB_H; h++) {
@@ -78,17 +80,10 @@ static int rb_run(const rb_opts *o, int shared, int layer, rb_row *row) {
             for (int j = 0; j < RB_G; j++)
                 synth_stream_query(st[h], topic[h], 1.0f, 0.3f, Q + ((size_t)h * RB_G + j) * d);
         }
-        if (layer && t > 0 && ++since >= (uint64_t)o->stride) { /* the paper's rule */
-            since = 0;
-            double dot = 0, na = 0, nb = 0;
-            for (int i = 0; i < d; i++) {
-                double m = 0;
-                for (int q = 0; q < RB_H * RB_G; q++) m += Q[(size_t)q * d + i];
-                dot += m * lref[i], na += m * m, nb += (double)lref[i] * lref[i];
-            }
-            if (!(na > 0 && nb > 0 && dot / sqrt(na * nb) >= o->threshold))
-                for (int h = 0; h < RB_H; h++) skv_sketch_refresh(sk[h], &err);
-        }
+        /* the paper's rule, as the service's coordinator runs it (skv_layer_rule) */
+        const int full =
+            layer && skv_layer_rule_check(&rule, lref, o->stride, o->threshold, Q, RB_H * RB_G, d);
+        for (int h = 0; full && h < RB_H; h++) skv_sketch_refresh(sk[h], &err);
         for (int h = 0; h < RB_H; h++) {
             if (skv_sketch_attend(sk[h], Q + (size_t)h * RB_G * d, RB_G, d, p, &err) != SKV_OK) {
                 fprintf(stderr, "subkv-bench refresh: %s\n", err.msg);
@@ -100,19 +95,7 @@ static int rb_run(const rb_opts *o, int shared, int layer, rb_row *row) {
                 err_sum += synth_rel_error(out, ref, d);
             }
         }
-        if (layer) { /* the layer's reference query: its mean at the last full step (the
-                      * layer's sketches refresh together, so sketch 0 tells) */
-            skv_stats s0;
-            skv_sketch_stats(sk[0], &s0);
-            if (s0.full_steps != last_full) {
-                last_full = s0.full_steps;
-                for (int i = 0; i < d; i++) {
-                    double m = 0;
-                    for (int q = 0; q < RB_H * RB_G; q++) m += Q[(size_t)q * d + i];
-                    lref[i] = (float)(m / (RB_H * RB_G));
-                }
-            }
-        }
+        if (layer) skv_layer_rule_commit(&rule, lref, o->stride, full, Q, RB_H * RB_G, d, o->n);
     }
     uint64_t attends = 0, full = 0, bytes = 0;
     for (int h = 0; h < RB_H; h++) {

@@ -37,7 +37,9 @@ static void usage(FILE *f) {
         "Budget is per KV head for sinkwin, h2o and subgen, and sizes refreshkv's partial cache\n"
         "(its full store is host memory on top); exact holds everything. With refreshkv in the\n"
         "run, h2o@eq-read and sinkwin@eq-read hold what refreshkv reads per step (equal time\n"
-        "for a bandwidth-bound decode, the paper's comparison).\n");
+        "for a bandwidth-bound decode, the paper's comparison); sinkwin@eq-read-sg and\n"
+        "subgen@eq-read-sg what refreshkv-subgen reads. refreshkv-subgen (full_store=subgen):\n"
+        "the budget bounds the whole sketch (half partial cache, half SubGen store).\n");
     eval_cli_usage(f, 1);
 }
 
@@ -62,28 +64,35 @@ int bench_parse_sizes(const char *s, size_t *out, int max) {
 }
 
 /*
- * The equal-time rows: when refreshkv ran, h2o and sinkwin again with a budget equal to the
- * bytes refreshkv read per step on average (partial steps and its amortized full steps), so
- * each reads as much per decode step. Appended to res (cfgs/labels have room).
+ * The equal-time rows: for each refreshkv entry that ran, other policies again with a budget
+ * equal to the bytes that entry read per step on average (partial steps and its amortized
+ * full steps), so each reads as much per decode step: h2o and sinkwin for refreshkv (the
+ * paper's comparison), sinkwin and subgen-cluster for refreshkv-subgen. Appended to res
+ * (cfgs/labels have room); rows that do not fit are left out.
  */
 static int bench_equal_read(const eval_opts *o, skv_config *cfgs, const char **labels,
                             eval_result *res, int *np) {
-    int r = -1;
-    for (int p = 0; p < *np; p++)
-        if (cfgs[p].policy == SKV_POLICY_REFRESHKV && res[p].status == SKV_OK) r = p;
-    if (r < 0 || *np + 2 > EVAL_MAX_LINEUP) return 0;
-    static const char *const names[2] = {"h2o@eq-read", "sinkwin@eq-read"};
-    const skv_policy_id pol[2] = {SKV_POLICY_H2O, SKV_POLICY_SINKWIN};
-    const int base = *np;
-    for (int i = 0; i < 2; i++) {
-        skv_config_default(&cfgs[base + i], pol[i], cfgs[r].head_dim);
-        cfgs[base + i].dtype = cfgs[r].dtype;
-        cfgs[base + i].seed = cfgs[r].seed;
-        cfgs[base + i].budget_bytes = (size_t)res[r].read_step;
-        labels[base + i] = names[i];
+    const int n0 = *np;
+    for (int r = 0; r < n0; r++) {
+        if (cfgs[r].policy != SKV_POLICY_REFRESHKV || res[r].status != SKV_OK) continue;
+        const int sub = cfgs[r].full_store == SKV_FULL_SUBGEN;
+        static const char *const names[2][2] = {{"h2o@eq-read", "sinkwin@eq-read"},
+                                                {"sinkwin@eq-read-sg", "subgen@eq-read-sg"}};
+        const skv_policy_id pol[2][2] = {{SKV_POLICY_H2O, SKV_POLICY_SINKWIN},
+                                         {SKV_POLICY_SINKWIN, SKV_POLICY_SUBGEN}};
+        const int base = *np;
+        if (base + 2 > EVAL_MAX_LINEUP) break;
+        for (int i = 0; i < 2; i++) {
+            skv_config_default(&cfgs[base + i], pol[sub][i], cfgs[r].head_dim);
+            cfgs[base + i].dtype = cfgs[r].dtype;
+            cfgs[base + i].seed = cfgs[r].seed;
+            cfgs[base + i].budget_bytes = (size_t)res[r].read_step;
+            if (pol[sub][i] == SKV_POLICY_SUBGEN) cfgs[base + i].values = SKV_VALUES_CLUSTER;
+            labels[base + i] = names[sub][i];
+        }
+        if (eval_run(o, cfgs + base, labels + base, 2, res + base) != 0) return -1;
+        *np = base + 2;
     }
-    if (eval_run(o, cfgs + base, labels + base, 2, res + base) != 0) return -1;
-    *np = base + 2;
     return 0;
 }
 

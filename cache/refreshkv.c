@@ -38,24 +38,13 @@
  *    full step. threshold >= 1 makes every check a full step (the paper's fixed stride S;
  *    with S = 1 every attend is exact).
  *
- * Deviation from the paper, recorded: the paper decides per layer from the mean query of
- * all the layer's heads. The contract gives a sketch only its own GQA group's queries, so
- * each sketch decides from its group's mean query. Why: it needs no new wire field nor
- * coordination between the workers that own a layer's heads, and it is finer, not coarser:
- * a group whose queries stay put keeps its partial cache while a group whose queries move
- * refreshes (a layer-wide rule refreshes all or none). The price is that a layer's heads
- * may refresh at different steps, so in the service a layer's full step is not one
- * all-heads op; each worker still runs the full steps of the heads it owns inside the same
- * batched step op (worker/worker.c), on the CPU where the full store lives. The paper's
- * rule stays available to a caller that sees the whole layer: threshold -1 plus
- * skv_sketch_refresh on the layer's sketches. Measured (`subkv-bench refresh`, one layer
- * of 8 groups x 4 heads, d 64, 8K tokens per group, K 256, S 10, threshold 0.9, topics
- * lasting ~10 steps): when groups change topic independently, per-group decisions run
- * 6.1% full steps vs 10.0% per layer (381 KB vs 537 KB read per attend) at the same error
- * (0.367 vs 0.362); when the whole layer shifts at once, 7.5% vs 8.3%, error 0.323 vs
- * 0.322. With a check every step (--stride 1) and independent topics the layer rule fires
- * on most steps: 52.5% full steps (error 0.056, 2.26 MB read per attend) against 10.0%
- * per group (error 0.100, 0.54 MB): it buys its lower error with 4x the reads.
+ * Who decides: a lone sketch decides from its own group's mean query (the contract gives
+ * it no other query); the paper's per-layer rule runs above the sketches (skv_layer_rule,
+ * cache/layer_rule.c, where the two are compared), in the service by default.
+ *
+ * full_store = subgen: the full store is a SubGen sketch (cache/refreshkv_sub.c): bounded
+ * memory, full steps answer with its estimate, re-selection among the rows it keeps with
+ * values; no queue (tokens go straight into it).
  *
  * Bytes read per attend (skv_stats.bytes_read): a partial step reads its K rows of keys and
  * values, a full step every flushed row of the full store (keys and values once: a fused
@@ -84,23 +73,37 @@ typedef struct rkv_impl {
     uint32_t selected;
     uint32_t forced; /* skv_sketch_refresh: the next attend is a full step */
     uint64_t since_check, attends, full_steps, bytes_read;
+    /* full_store = subgen (refreshkv_sub.c): the store, and the candidates of a full step */
+    skv_sketch *sub;
+    size_t sub_bytes; /* sub's heap, counted in this sketch's heap_bytes */
+    skv_rkv_cand *cand;
+    size_t ccap;
+    uint32_t *perm; /* pcap: where each partial row goes at a re-selection */
 } rkv_impl;
 
 static size_t rkv_row_bytes(const skv_config *c) {
     return skv_rows_bytes(c->dtype, c->head_dim, 1);
 }
-/* Device-side bytes besides the partial rows: struct, state, queue. */
+static bool rkv_sub(const skv_config *c) { return c->full_store == SKV_FULL_SUBGEN; }
+/* Device-side bytes besides the partial rows: struct, state, queue (none with a SubGen
+ * store: tokens go straight into it). */
 static size_t rkv_fixed_bytes(const skv_config *c) {
     return skv_sketch_base_bytes() + sizeof(rkv_impl) + (size_t)c->head_dim * sizeof(float) +
-           2 * (size_t)c->stride * rkv_row_bytes(c);
+           (rkv_sub(c) ? 0 : 2 * (size_t)c->stride * rkv_row_bytes(c));
 }
 /* Per partial-cache token: key, value, score, position. */
 static size_t rkv_partial_row_bytes(const skv_config *c) {
-    return 2 * rkv_row_bytes(c) + sizeof(double) + sizeof(uint64_t);
+    return 2 * rkv_row_bytes(c) + sizeof(double) + sizeof(uint64_t) +
+           (c->full_store == SKV_FULL_SUBGEN ? sizeof(skv_rkv_cand) + sizeof(uint32_t) : 0);
 }
 /* Per full-store token: key, value and two floats of scratch. */
 static size_t rkv_full_row_bytes(const skv_config *c) {
     return 2 * rkv_row_bytes(c) + 2 * sizeof(float);
+}
+/* What each held token adds beyond create_bytes: a full-store row (a SubGen store: nothing,
+ * the sketch is bounded at create). */
+static size_t rkv_token_bytes(const skv_config *c) {
+    return c->full_store == SKV_FULL_SUBGEN ? 0 : rkv_full_row_bytes(c);
 }
 
 static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
@@ -114,7 +117,9 @@ static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
                              "refreshkv pool_kernel %d must be odd, in [1, %d]", cfg->pool_kernel,
                              RKV_MAX_POOL);
-    if (cfg->budget_bytes) { /* the budget sizes the device side: K from what is left */
+    if (rkv_sub(cfg)) {
+        SKV_CHECK(skv_rkv_sub_split(cfg, rkv_fixed_bytes(cfg), rkv_partial_row_bytes(cfg), err));
+    } else if (cfg->budget_bytes) { /* the budget sizes the device side: K from what is left */
         const size_t fixed = rkv_fixed_bytes(cfg), row = rkv_partial_row_bytes(cfg);
         if (cfg->budget_bytes < fixed + row)
             return skv_set_error(err, SKV_ERR_BUDGET,
@@ -129,7 +134,31 @@ static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
 }
 
 static size_t rkv_create_bytes(const skv_config *cfg) {
-    return rkv_fixed_bytes(cfg) + (size_t)cfg->partial_tokens * rkv_partial_row_bytes(cfg);
+    size_t store = 0;
+    skv_config sc;
+    if (rkv_sub(cfg) && skv_rkv_sub_resolve(cfg, 0, &sc, &store, NULL) != SKV_OK) return SIZE_MAX;
+    return rkv_fixed_bytes(cfg) + (size_t)cfg->partial_tokens * rkv_partial_row_bytes(cfg) + store;
+}
+
+/* Count the store's heap in this sketch's (after anything that may change it). */
+static void rkv_sub_sync(skv_sketch *s, rkv_impl *im) {
+    const size_t now = im->sub ? skv_sketch_bytes(im->sub) : 0;
+    s->heap_bytes = s->heap_bytes - im->sub_bytes + now;
+    im->sub_bytes = now;
+}
+
+/* Create the SubGen store (and its candidate scratch) from the resolved config. */
+static subkv_status rkv_sub_init(skv_sketch *s, rkv_impl *im, skv_err *err) {
+    skv_config c;
+    skv_rkv_sub_config(&s->cfg, 0, &c); /* the resolved fields already hold the split */
+    SKV_CHECK(skv_sketch_create(&c, &im->sub, err));
+    rkv_sub_sync(s, im);
+    im->ccap = skv_rkv_sub_max_cands(skv_sketch_config(im->sub)) + im->pcap;
+    im->cand = skv_sketch_alloc(s, im->ccap * sizeof *im->cand);
+    im->perm = skv_sketch_alloc(s, im->pcap * sizeof *im->perm);
+    if (!im->cand || !im->perm)
+        return skv_set_error(err, SKV_ERR_NOMEM, "cannot allocate %zu candidates", im->ccap);
+    return SKV_OK;
 }
 
 static subkv_status rkv_init(skv_sketch *s, skv_err *err) {
@@ -140,7 +169,7 @@ static subkv_status rkv_init(skv_sketch *s, skv_err *err) {
     im->fk = (skv_rows){c->dtype, c->head_dim, 0, NULL};
     im->fv = im->fk;
     im->pcap = (size_t)c->partial_tokens;
-    im->qcap = (size_t)c->stride;
+    im->qcap = rkv_sub(c) ? 0 : (size_t)c->stride;
     SKV_CHECK(skv_sketch_rows(s, &im->pk, c->dtype, c->head_dim, im->pcap, err));
     SKV_CHECK(skv_sketch_rows(s, &im->pv, c->dtype, c->head_dim, im->pcap, err));
     SKV_CHECK(skv_sketch_rows(s, &im->qk, c->dtype, c->head_dim, im->qcap, err));
@@ -150,6 +179,7 @@ static subkv_status rkv_init(skv_sketch *s, skv_err *err) {
     im->qref = skv_sketch_alloc(s, (size_t)c->head_dim * sizeof(float));
     if (!im->pscore || !im->ppos || !im->qref)
         return skv_set_error(err, SKV_ERR_NOMEM, "cannot allocate refreshkv partial cache");
+    if (rkv_sub(c)) SKV_CHECK(rkv_sub_init(s, im, err));
     return SKV_OK;
 }
 
@@ -166,6 +196,11 @@ static void rkv_fini(skv_sketch *s) {
     rkv_impl *im = s->impl;
     if (!im) return;
     rkv_full_free(s, im);
+    skv_sketch_destroy(im->sub);
+    im->sub = NULL;
+    rkv_sub_sync(s, im);
+    skv_sketch_free(s, im->cand, im->ccap * sizeof *im->cand);
+    skv_sketch_free(s, im->perm, im->pcap * sizeof *im->perm);
     skv_sketch_rows_free(s, &im->pk);
     skv_sketch_rows_free(s, &im->pv);
     skv_sketch_rows_free(s, &im->qk);
@@ -246,6 +281,18 @@ static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, si
         return skv_set_error(
             err, SKV_ERR_BUDGET, "append of %zu tokens exceeds max_tokens: %llu of %llu held", n,
             (unsigned long long)s->tokens_seen, (unsigned long long)s->cfg.max_tokens);
+    if (im->sub) { /* every token into the SubGen store (which cannot fail on validated
+                    * input) and on top of the partial cache: before the first selection too,
+                    * so that the first full step also chooses among the last K tokens */
+        SKV_CHECK(skv_sketch_append(im->sub, K, V, n, d, err));
+        rkv_sub_sync(s, im);
+        for (size_t i = 0; i < n; i++) {
+            const uint64_t t = s->tokens_seen + i;
+            rkv_partial_push(im, K + i * (size_t)d, V + i * (size_t)d, 1.0 + (double)t, t);
+        }
+        if (im->selected && n > 1) im->forced = 1;
+        return SKV_OK;
+    }
     if (!im->selected) { /* prefill: straight into the full store */
         SKV_CHECK(rkv_full_reserve(s, im, im->nfull + n, err));
         for (size_t i = 0; i < n; i++) {
@@ -352,9 +399,43 @@ static void rkv_select(rkv_impl *im) {
     im->phead = 0;
 }
 
+/* After a full step: the reference query, the flags and the counters. */
+static void rkv_full_done(skv_sketch *s, rkv_impl *im, const float *Q, int g, uint64_t rows) {
+    const int d = s->cfg.head_dim;
+    for (int j = 0; j < d; j++) {
+        double m = 0.0;
+        for (int h = 0; h < g; h++) m += Q[(size_t)h * (size_t)d + (size_t)j];
+        im->qref[j] = (float)(m / g);
+    }
+    im->selected = s->tokens_seen > 0; /* an attend before any token selects nothing */
+    im->forced = 0;
+    im->since_check = 0;
+    im->full_steps++;
+    im->bytes_read += rows * rkv_row_bytes(&s->cfg);
+}
+
+static void rkv_segments(const skv_sketch *s, skv_seg_sink *sink);
+
+/* A full step over the SubGen store (refreshkv_sub.c): its estimate answers; the partial
+ * cache becomes the best candidates, ascending. Scores are capped at 1 (an estimated
+ * normalizer can be below a single entry's weight), so new tokens (1 + index) stay above. */
+static subkv_status rkv_sub_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g,
+                                      skv_partial *out, skv_err *err) {
+    size_t n = 0;
+    uint64_t rows = 0;
+    SKV_CHECK(skv_rkv_sub_full_step(im->sub, s, rkv_segments, Q, g, out, im->cand, im->ccap,
+                                    im->pcap, &n, &rows, err));
+    skv_rkv_sub_place(&im->pk, &im->pv, im->pscore, im->ppos, im->perm, im->pcap, im->cand, n);
+    im->pn = n;
+    im->phead = 0;
+    rkv_full_done(s, im, Q, g, rows);
+    return SKV_OK;
+}
+
 /* A full step: flush, exact attention of every head over the full store, re-select. */
 static subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g,
                                   skv_partial *out, skv_err *err) {
+    if (im->sub) return rkv_sub_full_step(s, im, Q, g, out, err);
     const int d = s->cfg.head_dim;
     SKV_CHECK(rkv_full_reserve(s, im, im->nfull + im->nq, err));
     rkv_flush(im);
@@ -387,16 +468,7 @@ static subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, i
         im->fpool[i] = m;
     }
     rkv_select(im);
-    for (int j = 0; j < d; j++) {
-        double m = 0.0;
-        for (int h = 0; h < g; h++) m += Q[(size_t)h * (size_t)d + (size_t)j];
-        im->qref[j] = (float)(m / g);
-    }
-    im->selected = n > 0; /* an attend before any token selects nothing: still prefill */
-    im->forced = 0;
-    im->since_check = 0;
-    im->full_steps++;
-    im->bytes_read += (uint64_t)n * 2 * rkv_row_bytes(&s->cfg);
+    rkv_full_done(s, im, Q, g, (uint64_t)n * 2);
     return SKV_OK;
 }
 
@@ -433,7 +505,8 @@ static void rkv_stats(const skv_sketch *s, skv_stats *st) {
     st->attends = im->attends;
     st->full_steps = im->full_steps;
     st->bytes_read = im->bytes_read;
-    st->full_bytes = im->fcap * rkv_full_row_bytes(&s->cfg);
+    st->full_bytes = im->sub ? im->sub_bytes + im->ccap * sizeof *im->cand
+                             : im->fcap * rkv_full_row_bytes(&s->cfg);
     st->partial_bytes = s->heap_bytes - st->full_bytes;
 }
 
@@ -458,14 +531,28 @@ static void rkv_save(const skv_sketch *s, skv_writer *w) {
     skv_w_bytes(w, im->pscore, im->pn * sizeof(double));
     skv_w_bytes(w, im->ppos, im->pn * sizeof(uint64_t));
     for (int j = 0; j < s->cfg.head_dim; j++) skv_w_f32(w, im->qref[j]);
+    if (im->sub) { /* the SubGen store, in its own checksummed frame */
+        skv_err e;
+        if (!w->failed && skv_sketch_save(im->sub, w->buf, &e) != SKV_OK) w->failed = true;
+    }
+}
+
+/* Replace the store made at init by the saved one (same config, same tokens). */
+static subkv_status rkv_sub_load(skv_sketch *s, rkv_impl *im, skv_reader *r, skv_err *err) {
+    skv_sketch *sub = NULL;
+    SKV_CHECK(skv_rkv_sub_load(r, im->sub, s->tokens_seen, &sub, err));
+    skv_sketch_destroy(im->sub);
+    im->sub = sub;
+    rkv_sub_sync(s, im);
+    return SKV_OK;
 }
 
 /* Every invariant attend and append rely on, checked on the loaded state. */
 static bool rkv_consistent(const skv_sketch *s, const rkv_impl *im) {
     if (im->selected > 1 || im->forced > 1 || im->since_check >= (uint64_t)s->cfg.stride ||
-        im->full_steps > im->attends || im->nfull + im->nq != s->tokens_seen)
+        im->full_steps > im->attends || im->nfull + im->nq != (im->sub ? 0 : s->tokens_seen))
         return false;
-    if (!im->selected && (im->nq || im->pn || im->since_check)) return false;
+    if (!im->selected && (im->nq || (im->pn && !im->sub) || im->since_check)) return false;
     if (im->pn < im->pcap && im->phead != 0) return false;
     for (size_t i = 0; i < im->pn; i++) {
         const size_t r = (im->phead + i) % im->pcap,
@@ -514,6 +601,7 @@ static subkv_status rkv_load(skv_sketch *s, skv_reader *r, skv_err *err) {
         return skv_set_error(err, SKV_ERR_CORRUPT, "refreshkv partial cache cut short");
     for (int j = 0; j < s->cfg.head_dim; j++) im->qref[j] = skv_r_f32(r);
     if (r->failed) return skv_set_error(err, SKV_ERR_CORRUPT, "refreshkv state cut short");
+    if (im->sub) SKV_CHECK(rkv_sub_load(s, im, r, err));
     if (!skv_rows_finite(&im->fk, im->nfull) || !skv_rows_finite(&im->fv, im->nfull) ||
         !skv_rows_finite(&im->qk, im->nq) || !skv_rows_finite(&im->qv, im->nq) ||
         !skv_rows_finite(&im->pk, im->pn) || !skv_rows_finite(&im->pv, im->pn))
@@ -527,7 +615,7 @@ const skv_policy_ops skv_policy_refreshkv_ops = {
     .id = SKV_POLICY_REFRESHKV,
     .resolve = rkv_resolve,
     .create_bytes = rkv_create_bytes,
-    .token_bytes = rkv_full_row_bytes, /* the full store grows per token */
+    .token_bytes = rkv_token_bytes,
     .init = rkv_init,
     .fini = rkv_fini,
     .append = rkv_append,

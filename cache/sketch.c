@@ -50,6 +50,12 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim) {
         cfg->stride = 10;
         cfg->threshold = 0.9f;
         cfg->pool_kernel = 7;
+        /* a SubGen full store (full_store = subgen) takes subgen's defaults */
+        cfg->sinks = 4;
+        cfg->window = 64;
+        cfg->samples = 8;
+        cfg->value_slots = 256;
+        cfg->max_clusters = 256;
         break;
     case SKV_POLICY_CSR:
         cfg->window = 128;
@@ -114,6 +120,11 @@ static subkv_status resolve_config(skv_config *cfg, const skv_policy_ops **ops, 
         return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown dtype %d", (int)cfg->dtype);
     if ((unsigned)cfg->values > SKV_VALUES_CLUSTER)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown values mode %d", (int)cfg->values);
+    if ((unsigned)cfg->full_store > SKV_FULL_SUBGEN)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown full store %d",
+                             (int)cfg->full_store);
+    if ((unsigned)cfg->decide > SKV_DECIDE_GROUP)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown decide mode %d", (int)cfg->decide);
     if (cfg->sinks < 0 || cfg->window < 0 || cfg->heavy < 0 || cfg->samples < 0 ||
         cfg->value_slots < 0 || cfg->max_clusters < 0 || cfg->partial_tokens < 0 ||
         cfg->stride < 0 || cfg->pool_kernel < 0)
@@ -141,8 +152,9 @@ size_t skv_config_max_bytes(const skv_config *c) {
     const skv_policy_ops *ops = policy_ops(c->policy);
     if (!ops) return SIZE_MAX;
     if (!ops->token_bytes) return ops->create_bytes(c);
-    if (!c->max_tokens) return SIZE_MAX;
     const size_t row = ops->token_bytes(c);
+    if (!row) return ops->create_bytes(c); /* bounded at create (refreshkv's SubGen store) */
+    if (!c->max_tokens) return SIZE_MAX;
     if (c->max_tokens > (SIZE_MAX - ops->create_bytes(c)) / row) return SIZE_MAX;
     return ops->create_bytes(c) + (size_t)c->max_tokens * row;
 }
@@ -305,6 +317,7 @@ static void write_config(skv_writer *w, const skv_config *c) {
         skv_w_u32(w, (uint32_t)c->stride);
         skv_w_f32(w, c->threshold);
         skv_w_u32(w, (uint32_t)c->pool_kernel);
+        skv_w_u32(w, (uint32_t)c->full_store);
     }
     if (c->policy == SKV_POLICY_CSR) {
         const size_t plen = strnlen(c->dict_path, SKV_DICT_PATH_MAX - 1);
@@ -337,6 +350,7 @@ static void read_config(skv_reader *r, skv_config *c) {
         c->stride = (int32_t)skv_r_u32(r);
         c->threshold = skv_r_f32(r);
         c->pool_kernel = (int32_t)skv_r_u32(r);
+        c->full_store = (skv_full_store)skv_r_u32(r);
     }
     if (c->policy == SKV_POLICY_CSR) {
         c->sparsity = (int32_t)skv_r_u32(r);

@@ -236,6 +236,48 @@ struct skv_policy_ops {
     subkv_status (*load)(skv_sketch *s, skv_reader *r, skv_err *err);
 };
 
+/* ---- refreshkv with a SubGen full store (refreshkv_sub.c) ------------------------------ */
+
+enum { SKV_RKV_DOT_BLOCK = 256 };
+
+/* A candidate of a re-selection: row `row` of k and v (in the store), listing order, score. */
+typedef struct skv_rkv_cand {
+    const skv_rows *k, *v;
+    uint32_t row, order;
+    float score;
+} skv_rkv_cand;
+
+/* The SubGen store's config from refreshkv config p, with that budget (0: raw fields). */
+void skv_rkv_sub_config(const skv_config *p, size_t budget, skv_config *c);
+/* The store's resolved config (budget 0: its raw fields) and its cost: the store's bytes
+ * plus the candidate scratch. */
+subkv_status skv_rkv_sub_resolve(const skv_config *cfg, size_t budget, skv_config *sc, size_t *cost,
+                                 skv_err *err);
+/* Resolve refreshkv's store fields (and, with a budget, split it: K from half, the store
+ * from the rest); fixed = refreshkv's state bytes, row = bytes per partial-cache token. */
+subkv_status skv_rkv_sub_split(skv_config *cfg, size_t fixed, size_t row, skv_err *err);
+/* Read a saved store from r; it must match expect's config and bytes, and hold tokens_seen
+ * tokens. SKV_ERR_CORRUPT otherwise. */
+subkv_status skv_rkv_sub_load(skv_reader *r, const skv_sketch *expect, uint64_t tokens_seen,
+                              skv_sketch **out, skv_err *err);
+/* Write the kept candidates cand[0, n) (descending; those whose k is pk are rows of the
+ * partial cache itself, moved in place) as partial rows 0..n-1 ascending, with their scores
+ * (capped at 1) and position 0; perm: pcap scratch. The caller sets pn = n, phead = 0. */
+void skv_rkv_sub_place(skv_rows *pk, skv_rows *pv, double *pscore, uint64_t *ppos, uint32_t *perm,
+                       size_t pcap, const skv_rkv_cand *cand, size_t n);
+/* Most candidates a store of resolved config c lists (rows with values). */
+size_t skv_rkv_sub_max_cands(const skv_config *c);
+/* Full step over store sub: out[g] = its estimate for Q[g][d] (unscaled); the candidates are
+ * the store's rows with values and the rows owner_rows(owner) lists (the partial cache);
+ * cand[0, *n_out) = the best min(keep, distinct) of them, descending; *rows_read = key and
+ * value rows the step read from the store. cap >= the store's max candidates + the owner's
+ * rows. */
+subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
+                                   void (*owner_rows)(const skv_sketch *, skv_seg_sink *),
+                                   const float *Q, int g, skv_partial *out, skv_rkv_cand *cand,
+                                   size_t cap, size_t keep, size_t *n_out, uint64_t *rows_read,
+                                   skv_err *err);
+
 extern const skv_policy_ops skv_policy_exact_ops;
 extern const skv_policy_ops skv_policy_sinkwin_ops;
 extern const skv_policy_ops skv_policy_h2o_ops;

@@ -62,6 +62,8 @@ static const char *const policy_names[SKV_POLICY_COUNT] = {
 // clang-format on
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const values_names[] = {"l2", "cluster"};
+static const char *const decide_names[] = {"layer", "group"};
+static const char *const full_store_names[] = {"exact", "subgen"};
 
 const char *skv_policy_name(skv_policy_id p) {
     return (unsigned)p < SKV_POLICY_COUNT && policy_names[p] ? policy_names[p] : "unknown";
@@ -74,3 +76,11 @@ const char *skv_values_name(skv_values_mode v) {
     return (unsigned)v < 2 ? values_names[v] : "unknown";
 }
 int skv_values_parse(const char *name) { return parse_name(name, values_names, 2); }
+const char *skv_decide_name(skv_decide_mode m) {
+    return (unsigned)m < 2 ? decide_names[m] : "unknown";
+}
+int skv_decide_parse(const char *name) { return parse_name(name, decide_names, 2); }
+const char *skv_full_store_name(skv_full_store f) {
+    return (unsigned)f < 2 ? full_store_names[f] : "unknown";
+}
+int skv_full_store_parse(const char *name) { return parse_name(name, full_store_names, 2); }

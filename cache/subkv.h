@@ -76,9 +76,21 @@ typedef enum skv_values_mode {
     SKV_VALUES_CLUSTER = 1, /* stratified: cluster reservoirs keep (k, v) pairs   */
 } skv_values_mode;
 
+/* Who decides a refreshkv full step (see skv_config.decide). */
+typedef enum skv_decide_mode {
+    SKV_DECIDE_LAYER = 0, /* the paper: per (sequence, layer), from all its query heads   */
+    SKV_DECIDE_GROUP = 1, /* each (layer, kv-head) sketch from its GQA group's queries    */
+} skv_decide_mode;
+
+/* What a refreshkv sketch keeps every token in (see skv_config.full_store). */
+typedef enum skv_full_store {
+    SKV_FULL_EXACT = 0,  /* every token, exactly (host memory, bounded by max_tokens)    */
+    SKV_FULL_SUBGEN = 1, /* a SubGen sketch: bounded memory, full steps are its estimate */
+} skv_full_store;
+
 /* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv", "csr"; "f32", "f16", "bf16"; "l2",
- * "cluster".
- * The parse functions return -1 for an unknown name. */
+ * "cluster"; "layer", "group"; "exact", "subgen" (full stores). The parse functions return -1
+ * for an unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
 const char *skv_dtype_name(skv_dtype t);
@@ -86,6 +98,10 @@ int skv_dtype_parse(const char *name);
 size_t skv_dtype_size(skv_dtype t);
 const char *skv_values_name(skv_values_mode v);
 int skv_values_parse(const char *name);
+const char *skv_decide_name(skv_decide_mode m);
+int skv_decide_parse(const char *name);
+const char *skv_full_store_name(skv_full_store f);
+int skv_full_store_parse(const char *name);
 
 /* ---- configuration ------------------------------------------------------------------ */
 
@@ -129,6 +145,24 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *                 now vs at the last full step) is below it runs a full step (default
  *                 0.9); 1.0 makes every check a full step (the paper's fixed stride).
  *  pool_kernel    refreshkv, odd >= 1: max-pool width over token scores (default 7).
+ *  decide         refreshkv in the service: layer (default, the paper's rule) — the
+ *                 coordinator keeps per (sequence, layer) the check counter and the mean
+ *                 of all the layer's query heads at its last full step, decides with
+ *                 stride and threshold (skv_layer_rule below), and makes every sketch of
+ *                 the layer run its full step at once; the sketches themselves get
+ *                 threshold -1 (skv_shard_item_config). group: each sketch decides from
+ *                 its GQA group's mean query. A lone sketch ignores decide: it always
+ *                 decides from its own group (use threshold -1 + skv_sketch_refresh, or
+ *                 skv_layer_rule, to decide above it).
+ *  full_store     refreshkv: exact (default) — every token in the full store, full steps
+ *                 exact; subgen — the full store is a SubGen sketch built from this
+ *                 config's subgen fields (values, sinks, window, samples, value_slots,
+ *                 max_clusters, delta; refreshkv's defaults are subgen's): full steps
+ *                 answer with its estimate and re-select the partial cache among the rows
+ *                 it holds with values (cache/refreshkv_sub.c). Memory is then bounded for
+ *                 any input: with budget_bytes, half (less the fixed state) derives
+ *                 partial_tokens and the rest the store's value_slots / max_clusters, and
+ *                 skv_sketch_bytes() never exceeds the budget; max_tokens is not needed.
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
  *  sparsity       csr s: atoms per key and per value vector (ceil(s/2) for value channels
  *                 [0, d/2), floor(s/2) for [d/2, d)), 2..head_dim (default 8);
@@ -169,6 +203,8 @@ typedef struct skv_config {
     int stride;
     float threshold;
     int pool_kernel;
+    skv_decide_mode decide;
+    skv_full_store full_store;
     uint64_t seed;
     uint64_t seq_id;
     uint32_t layer;
@@ -284,6 +320,42 @@ subkv_status skv_sketch_attend_begin(skv_sketch *s, const float *Q, int g, int d
  * this on every sketch of the layer when its rule fires. Saved with the sketch.
  */
 subkv_status skv_sketch_refresh(skv_sketch *s, skv_err *err);
+
+/*
+ * The paper's per-layer refresh decision, for a caller that sees all the query heads of a
+ * layer at once (the service's coordinator, which keeps one per (sequence, layer); the
+ * tests' in-process replica; subkv-bench refresh). The layer's refreshkv sketches are
+ * created with threshold -1, so they never decide alone, and when the rule says "full"
+ * the caller calls skv_sketch_refresh on each of them before their attend.
+ *
+ * A layer's attend is a full step when: no full step has selected tokens yet (primed = 0),
+ * or a prefill chunk (an append of n > 1 tokens, as the sketches count it) arrived since the
+ * last full step (pending), or it is a check — every `stride` attends since the last full
+ * step or check — and the cosine similarity between the mean of the layer's nq query heads
+ * now and at the last full step (qref) is below `threshold` (threshold >= 1: every check).
+ * These are the sketch's own rules (refreshkv.c) with the group's mean query replaced by
+ * the layer's, so with one context shard a layer's sketches run their full steps on exactly
+ * the steps this rule names. State: this struct plus qref[head_dim] kept by the caller.
+ */
+typedef struct skv_layer_rule {
+    uint64_t since_check; /* attends since the last full step or check, < stride */
+    uint32_t primed;      /* a full step with tokens has happened                 */
+    uint32_t pending;     /* a prefill chunk arrived since the last full step      */
+} skv_layer_rule;
+
+/* Would this attend be a full step? Q [nq][d] unscaled; reads, never changes, the state. */
+int skv_layer_rule_check(const skv_layer_rule *r, const float *qref, int stride, float threshold,
+                         const float *Q, int nq, int d);
+/* Record the attend (after it succeeded): full is what check said; tokens is the layer's
+ * token count after the attend's own append. A full step sets qref to the layers' mean
+ * query and primed to tokens > 0. */
+void skv_layer_rule_commit(skv_layer_rule *r, float *qref, int stride, int full, const float *Q,
+                           int nq, int d, uint64_t tokens);
+/* Record an append of n tokens to the layer (a step's own token counts as n = 1). */
+void skv_layer_rule_appended(skv_layer_rule *r, uint64_t n);
+/* Is a loaded state one that commit could have produced (flags 0/1, counter < stride,
+ * finite qref)? For checkpoint readers. */
+int skv_layer_rule_valid(const skv_layer_rule *r, const float *qref, int stride, int d);
 
 /* Exact heap bytes the sketch owns (struct and every buffer). */
 size_t skv_sketch_bytes(const skv_sketch *s);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "coord_internal.h"
+#include "shard_map.h"
 
 /* ---- sequences (sorted by id: ids only grow, so adding appends) ------------------------- */
 
@@ -27,6 +28,30 @@ coord_seq *coord_seq_find(skv_coord *c, uint64_t id) {
     return lo < c->nseq && c->seqs[lo].id == id ? &c->seqs[lo] : NULL;
 }
 
+subkv_status coord_seq_alloc(coord_seq *s, skv_err *err) {
+    s->tokens = calloc(s->layers, sizeof *s->tokens);
+    s->rule = NULL;
+    s->rule_q = NULL;
+    if (s->tokens && skv_shard_layer_rule(&s->cfg)) {
+        s->rule = calloc(s->layers, sizeof *s->rule);
+        s->rule_q = calloc((size_t)s->layers * s->head_dim, sizeof *s->rule_q);
+    }
+    if (!s->tokens || (skv_shard_layer_rule(&s->cfg) && (!s->rule || !s->rule_q))) {
+        coord_seq_free(s);
+        return skv_set_error(err, SKV_ERR_NOMEM, "no memory for a %u-layer sequence", s->layers);
+    }
+    return SKV_OK;
+}
+
+void coord_seq_free(coord_seq *s) {
+    free(s->tokens);
+    free(s->rule);
+    free(s->rule_q);
+    s->tokens = NULL;
+    s->rule = NULL;
+    s->rule_q = NULL;
+}
+
 subkv_status coord_seq_add(skv_coord *c, const coord_seq *s, skv_err *err) {
     if (c->nseq && c->seqs[c->nseq - 1].id >= s->id)
         return skv_set_error(err, SKV_ERR_INTERNAL, "sequence ids must increase");
@@ -38,7 +63,7 @@ subkv_status coord_seq_add(skv_coord *c, const coord_seq *s, skv_err *err) {
 void coord_seq_remove(skv_coord *c, uint64_t id) {
     coord_seq *s = coord_seq_find(c, id);
     if (!s) return;
-    free(s->tokens);
+    coord_seq_free(s);
     size_t i = (size_t)(s - c->seqs);
     memmove(&c->seqs[i], &c->seqs[i + 1], (c->nseq - i - 1) * sizeof *s);
     c->nseq--;
@@ -410,7 +435,7 @@ void skv_coord_destroy(skv_coord *c) {
         free(j->out);
         free(j->hdr);
     }
-    for (size_t i = 0; i < c->nseq; i++) free(c->seqs[i].tokens);
+    for (size_t i = 0; i < c->nseq; i++) coord_seq_free(&c->seqs[i]);
     free(c->seqs);
     free(c->jobs);
     free(c->tq);

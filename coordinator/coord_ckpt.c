@@ -6,7 +6,10 @@
  *
  * coordinator.skv: "SKVC" | u32 version | u32 nworkers | u64 next_id | u64 nseq |
  *   nseq x (u64 id | u32 layers, q_heads, kv_heads, head_dim, shards, block, broken |
- *           u32 n | PolicyConfig (n bytes, protobuf) | u64 tokens[layers]) | u32 crc32c
+ *           u32 n | PolicyConfig (n bytes, protobuf) | u64 tokens[layers] |
+ *           [refreshkv, decide = layer: layers x (u64 since_check | u32 primed | u32 pending |
+ *            f32 qref[head_dim])]) | u32 crc32c
+ * Version 2 added the per-layer refresh rule's state.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -16,9 +19,10 @@
 
 #include "coord_internal.h"
 #include "fileio.h"
+#include "shard_map.h"
 #include "skv_internal.h"
 
-enum { SKVC_VERSION = 1 };
+enum { SKVC_VERSION = 2 };
 
 static long read_current(const char *dir) {
     char path[4096], buf[64];
@@ -68,6 +72,13 @@ static subkv_status save_table(const skv_coord *c, skv_buf *b, skv_err *err) {
         skv_w_u32(&w, (uint32_t)n);
         skv_w_bytes(&w, tmp, n);
         skv_w_bytes(&w, s->tokens, s->layers * sizeof(uint64_t));
+        for (uint32_t l = 0; s->rule && l < s->layers; l++) {
+            skv_w_u64(&w, s->rule[l].since_check);
+            skv_w_u32(&w, s->rule[l].primed);
+            skv_w_u32(&w, s->rule[l].pending);
+            for (uint32_t j = 0; j < s->head_dim; j++)
+                skv_w_f32(&w, s->rule_q[(size_t)l * s->head_dim + j]);
+        }
     }
     if (!w.failed) skv_w_u32(&w, skv_crc32c(b->data, b->len));
     return w.failed ? skv_set_error(err, SKV_ERR_NOMEM, "checkpoint buffer") : SKV_OK;
@@ -157,15 +168,28 @@ static subkv_status load_table(skv_coord *c, const unsigned char *data, size_t l
         if (st == SKV_OK) st = skv_config_resolve(&s->cfg, &rc, err);
         if (st == SKV_OK) s->max_tokens = skv_config_token_cap(&rc);
         if (pc) subkv__policy_config__free_unpacked(pc, NULL);
+        if (st == SKV_OK && (s->head_dim < 1 || s->head_dim > SKV_MAX_HEAD_DIM))
+            st = skv_set_error(err, SKV_ERR_CORRUPT, "head_dim of sequence record %zu", i);
+        if (st == SKV_OK) st = coord_seq_alloc(s, err);
         if (st != SKV_OK) break;
-        s->tokens = calloc(s->layers, sizeof *s->tokens);
-        if (!s->tokens || !skv_r_bytes(&r, s->tokens, s->layers * sizeof(uint64_t)))
+        if (!skv_r_bytes(&r, s->tokens, s->layers * sizeof(uint64_t)))
             st = skv_set_error(err, SKV_ERR_CORRUPT, "tokens of sequence record %zu", i);
+        for (uint32_t l = 0; st == SKV_OK && s->rule && l < s->layers; l++) {
+            skv_layer_rule *lr = &s->rule[l];
+            float *q = s->rule_q + (size_t)l * s->head_dim;
+            lr->since_check = skv_r_u64(&r);
+            lr->primed = skv_r_u32(&r);
+            lr->pending = skv_r_u32(&r);
+            for (uint32_t j = 0; j < s->head_dim; j++) q[j] = skv_r_f32(&r);
+            if (r.failed || !skv_layer_rule_valid(lr, q, s->cfg.stride, (int)s->head_dim))
+                st = skv_set_error(err, SKV_ERR_CORRUPT,
+                                   "refresh rule of sequence record %zu, layer %u", i, l);
+        }
     }
     if (st == SKV_OK && r.pos != r.len)
         st = skv_set_error(err, SKV_ERR_CORRUPT, "trailing bytes in coordinator checkpoint");
     if (st != SKV_OK) {
-        for (size_t k = 0; k < nseq; k++) free(seqs[k].tokens);
+        for (size_t k = 0; k < nseq; k++) coord_seq_free(&seqs[k]);
         free(seqs);
         return st;
     }
@@ -195,11 +219,11 @@ subkv_status skv_coord_restore(skv_coord *c, const char *dir, skv_err *err) {
     coord_op_extra x = {.path = gdir};
     st = coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_RESTORE, &x, NULL, err);
     if (st != SKV_OK) {
-        for (size_t k = 0; k < nseq; k++) free(seqs[k].tokens);
+        for (size_t k = 0; k < nseq; k++) coord_seq_free(&seqs[k]);
         free(seqs);
         return st;
     }
-    for (size_t k = 0; k < c->nseq; k++) free(c->seqs[k].tokens);
+    for (size_t k = 0; k < c->nseq; k++) coord_seq_free(&c->seqs[k]);
     free(c->seqs);
     c->seqs = seqs;
     c->nseq = c->cap_seq = nseq;

@@ -30,6 +30,11 @@ typedef struct coord_seq {
     uint64_t *tokens;    /* tokens appended, per layer */
     int broken;          /* a multi-worker op failed halfway: the sketches disagree */
     uint64_t owner;      /* the client that created it (limits); 0 after a restore */
+    /* refreshkv with decide = layer (skv_shard_layer_rule): the paper's per-layer refresh
+     * decision, one per layer (NULL otherwise); rule_q holds each layer's reference mean
+     * query [layers][head_dim]. Checkpointed with the table (coord_ckpt.c). */
+    skv_layer_rule *rule;
+    float *rule_q;
 } coord_seq;
 
 /* What one client holds, for its limits (skv_coord_opts). */
@@ -109,6 +114,10 @@ typedef struct coord_loc {
 } coord_loc;
 
 coord_seq *coord_seq_find(skv_coord *c, uint64_t id);
+/* Allocate s's per-layer state (tokens; the layer rule's where s needs one), zeroed. */
+subkv_status coord_seq_alloc(coord_seq *s, skv_err *err);
+/* Free what coord_seq_alloc allocated (NULL-safe; the record itself stays). */
+void coord_seq_free(coord_seq *s);
 /* Insert (the table takes s->tokens); ids must increase. */
 subkv_status coord_seq_add(skv_coord *c, const coord_seq *s, skv_err *err);
 void coord_seq_remove(skv_coord *c, uint64_t id);

@@ -76,8 +76,7 @@ subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64
     skv_config resolved;
     SKV_CHECK(skv_config_resolve(&s.cfg, &resolved, err));
     s.max_tokens = skv_config_token_cap(&resolved);
-    s.tokens = calloc(s.layers, sizeof *s.tokens);
-    if (!s.tokens) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the sequence");
+    SKV_CHECK(coord_seq_alloc(&s, err));
 
     coord_jobs_reset(c);
     subkv_status st = SKV_OK;
@@ -107,7 +106,7 @@ subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64
     }
     if (st == SKV_OK) st = coord_seq_add(c, &s, err);
     if (st != SKV_OK) {
-        free(s.tokens);
+        coord_seq_free(&s);
         return st;
     }
     c->next_id++;
@@ -190,6 +189,7 @@ subkv_status coord_h_append(skv_coord *c, const Subkv__Append *m, skv_err *err) 
     if (st == SKV_OK) {
         s->tokens[m->layer] += n;
         coord_owner_charge(c, s->owner, 0, (int64_t)bytes);
+        if (s->rule) skv_layer_rule_appended(&s->rule[m->layer], n);
     } else if (ok_any)
         s->broken = 1;
     return st;
@@ -289,6 +289,20 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
     coord_jobs_reset(c);
     subkv_status st = SKV_OK;
     size_t li = 0;
+    /* refreshkv, decide = layer: the paper's rule over all the layer's query heads decides
+     * now; committed only once the op succeeded (a failed op leaves the rule as it was) */
+    uint8_t *full = calloc(B, 1);
+    if (!full) {
+        free(outpos);
+        return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the refresh flags");
+    }
+    for (size_t b = 0; b < B; b++) {
+        const coord_seq *s = coord_seq_find(c, ids[b]);
+        if (s->rule)
+            full[b] = (uint8_t)skv_layer_rule_check(&s->rule[layer], s->rule_q + (size_t)layer * d,
+                                                    s->cfg.stride, s->cfg.threshold,
+                                                    c->tq + (size_t)b * qh * d, (int)qh, (int)d);
+    }
     for (size_t b = 0; b < B && st == SKV_OK; b++) {
         coord_seq *s = coord_seq_find(c, ids[b]);
         const uint32_t s_new = skv_shard_of_token(s->tokens[layer], s->block, s->shards);
@@ -305,6 +319,7 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
                 it->seq_id = s->id, it->layer = layer, it->kv_head = h, it->shard = r;
                 it->n_tokens = nt;
                 it->group = g;
+                it->refresh = full[b];
                 if (nt) {
                     memcpy(p, c->tk + ((size_t)b * kv + h) * d, d * sizeof(float));
                     memcpy(p + d, c->tv + ((size_t)b * kv + h) * d, d * sizeof(float));
@@ -328,8 +343,18 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
     if (st != SKV_OK) {
         if (is_step && ok_any)
             for (size_t b = 0; b < B; b++) coord_seq_find(c, ids[b])->broken = 1;
+        free(full);
         return st;
     }
+    for (size_t b = 0; b < B; b++) {
+        coord_seq *s = coord_seq_find(c, ids[b]);
+        if (!s->rule) continue;
+        if (is_step) skv_layer_rule_appended(&s->rule[layer], 1);
+        skv_layer_rule_commit(&s->rule[layer], s->rule_q + (size_t)layer * d, s->cfg.stride,
+                              full[b], c->tq + (size_t)b * qh * d, (int)qh, (int)d,
+                              s->tokens[layer] + (is_step ? 1 : 0));
+    }
+    free(full);
     /* merge each head's context shards in shard order, then o / l per query head */
     const size_t pstride = (size_t)d + 2, gsz = (size_t)g * pstride;
     SKV_CHECK(skv_grow((void **)&c->outbuf, &c->out_cap, (size_t)B * qh * d, sizeof(float), err));

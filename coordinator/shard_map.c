@@ -13,6 +13,7 @@ void skv_shard_item_config(const skv_config *base, uint64_t seq_id, uint32_t lay
     out->seq_id = seq_id;
     out->layer = layer;
     out->head = kv_head * (shards ? shards : 1u) + shard;
+    if (skv_shard_layer_rule(base)) out->threshold = -1.0f;
 }
 
 const char *skv_shard_rule(void) {

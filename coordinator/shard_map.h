@@ -26,9 +26,16 @@ static inline uint32_t skv_shard_of_token(uint64_t t, uint32_t block, uint32_t s
 }
 
 /* The config of one sketch: base with the RNG key (seq, layer, head) filled in; context
- * shards of a head get distinct keys (head = kv_head * shards + shard). */
+ * shards of a head get distinct keys (head = kv_head * shards + shard). A refreshkv base
+ * with decide = layer gets threshold -1: the coordinator decides for the whole layer
+ * (skv_shard_layer_rule) and the sketch never decides alone. */
 void skv_shard_item_config(const skv_config *base, uint64_t seq_id, uint32_t layer,
                            uint32_t kv_head, uint32_t shard, uint32_t shards, skv_config *out);
+
+/* Does the coordinator run the per-layer refresh rule (skv_layer_rule) for this sequence? */
+static inline int skv_shard_layer_rule(const skv_config *base) {
+    return base->policy == SKV_POLICY_REFRESHKV && base->decide == SKV_DECIDE_LAYER;
+}
 
 /* The rule above in one line, for `subkv stats`. */
 const char *skv_shard_rule(void);

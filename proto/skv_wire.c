@@ -48,6 +48,10 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
         subkv__opt_float__init(&w->threshold);
         w->threshold.v = cfg->threshold;
         w->msg.threshold = &w->threshold;
+        snprintf(w->decide, sizeof w->decide, "%s", skv_decide_name(cfg->decide));
+        w->msg.decide = w->decide;
+        snprintf(w->full_store, sizeof w->full_store, "%s", skv_full_store_name(cfg->full_store));
+        w->msg.full_store = w->full_store;
     }
     if (cfg->policy == SKV_POLICY_CSR) { /* likewise: fields 18-21 only for csr */
         w->ints[9].v = cfg->sparsity;
@@ -130,6 +134,19 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
             return skv_set_error(err, SKV_ERR_INVALID_ARG, "dict_path longer than %d bytes",
                                  SKV_DICT_PATH_MAX - 1);
         snprintf(cfg->dict_path, sizeof cfg->dict_path, "%s", p->dict_path);
+    }
+    if (p->decide && p->decide[0]) {
+        int m = skv_decide_parse(p->decide);
+        if (m < 0)
+            return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown decide mode '%s'", p->decide);
+        cfg->decide = (skv_decide_mode)m;
+    }
+    if (p->full_store && p->full_store[0]) {
+        int f = skv_full_store_parse(p->full_store);
+        if (f < 0)
+            return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown full store '%s'",
+                                 p->full_store);
+        cfg->full_store = (skv_full_store)f;
     }
     return SKV_OK;
 }

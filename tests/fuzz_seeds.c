@@ -63,6 +63,8 @@ static const seed_case CASES[] = {
     {"subgen-l2-f16", SKV_POLICY_SUBGEN, SKV_VALUES_L2, SKV_DTYPE_F16},
     {"subgen-cluster-f32", SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER, SKV_DTYPE_F32},
     {"refreshkv-bf16", SKV_POLICY_REFRESHKV, SKV_VALUES_L2, SKV_DTYPE_BF16},
+    /* values = cluster marks the refreshkv case whose full store is a SubGen sketch */
+    {"refreshkv-subgen-f32", SKV_POLICY_REFRESHKV, SKV_VALUES_CLUSTER, SKV_DTYPE_F32},
     {"csr-f16", SKV_POLICY_CSR, SKV_VALUES_L2, SKV_DTYPE_F16},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
@@ -83,6 +85,9 @@ static skv_sketch *make_sketch(synth_rng *r, const seed_case *c, const skv_dict 
         snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", FUZZ_DICT_NAME);
     }
     if (c->policy == SKV_POLICY_REFRESHKV) cfg.partial_tokens = 6, cfg.stride = 3;
+    if (c->policy == SKV_POLICY_REFRESHKV && c->values == SKV_VALUES_CLUSTER)
+        cfg.full_store = SKV_FULL_SUBGEN, cfg.sinks = 2, cfg.window = 4, cfg.samples = 2,
+        cfg.max_clusters = 3;
     skv_sketch *s;
     skv_err e;
     if (skv_sketch_create(&cfg, &s, &e) != SKV_OK) die(e.msg);

@@ -8,7 +8,11 @@
  *    in one skv_sketch_append call;
  *  - a step appends the token to its shard's sketch, attends the g query rows of head h on
  *    every shard, and for q head h*g+j takes shard 0's partial j, merges shards 1, 2, ... in
- *    order (skv_partial_merge) and writes skv_partial_output.
+ *    order (skv_partial_merge) and writes skv_partial_output;
+ *  - refreshkv with decide = layer (skv_shard_layer_rule): one skv_layer_rule per layer sees
+ *    every append (n tokens) and, at each step, all the layer's query heads; when it says
+ *    "full", every sketch of the layer (all heads, all shards) gets skv_sketch_refresh before
+ *    its attend, and the rule commits after the step.
  *
  * The service must answer bit for bit what this computes. Header-only; no global state.
  */
@@ -33,6 +37,8 @@ typedef struct svc_replica {
     float *kbuf, *vbuf;
     size_t buf_rows;
     skv_partial *part, *acc; /* g partials each */
+    skv_layer_rule *rule;    /* per layer, refreshkv decide = layer only (else NULL) */
+    float *rule_q;           /* [layer][head_dim] */
 } svc_replica;
 
 static inline skv_sketch **svc_replica_at(svc_replica *r, uint32_t l, uint32_t h, uint32_t s) {
@@ -49,6 +55,8 @@ static inline void svc_replica_free(svc_replica *r) {
     free(r->vbuf);
     free(r->part);
     free(r->acc);
+    free(r->rule);
+    free(r->rule_q);
     memset(r, 0, sizeof *r);
 }
 
@@ -68,7 +76,12 @@ static inline subkv_status svc_replica_init(svc_replica *r, const skv_model_shap
     r->tokens = calloc(sh->layers, sizeof *r->tokens);
     r->part = malloc(g * skv_partial_stride((int)sh->head_dim));
     r->acc = malloc(g * skv_partial_stride((int)sh->head_dim));
-    if (!r->sk || !r->tokens || !r->part || !r->acc) {
+    if (skv_shard_layer_rule(cfg)) {
+        r->rule = calloc(sh->layers, sizeof *r->rule);
+        r->rule_q = calloc((size_t)sh->layers * sh->head_dim, sizeof *r->rule_q);
+    }
+    if (!r->sk || !r->tokens || !r->part || !r->acc ||
+        (skv_shard_layer_rule(cfg) && (!r->rule || !r->rule_q))) {
         svc_replica_free(r);
         if (err) err->code = SKV_ERR_NOMEM, snprintf(err->msg, sizeof err->msg, "replica");
         return SKV_ERR_NOMEM;
@@ -123,6 +136,7 @@ static inline subkv_status svc_replica_append(svc_replica *r, uint32_t layer, si
             if (st != SKV_OK) return st;
         }
     r->tokens[layer] += n;
+    if (r->rule) skv_layer_rule_appended(&r->rule[layer], n);
     return SKV_OK;
 }
 
@@ -133,7 +147,14 @@ static inline subkv_status svc_replica_step(svc_replica *r, uint32_t layer, cons
     const int d = (int)r->sh.head_dim;
     const uint32_t kv = r->sh.kv_heads, g = r->sh.q_heads / kv;
     const uint32_t s_new = skv_shard_of_token(r->tokens[layer], r->block, r->shards);
+    float *qref = r->rule ? r->rule_q + (size_t)layer * (size_t)d : NULL;
+    const int full = r->rule && skv_layer_rule_check(&r->rule[layer], qref, r->cfg.stride,
+                                                     r->cfg.threshold, q, (int)r->sh.q_heads, d);
     for (uint32_t h = 0; h < kv; h++) {
+        for (uint32_t s = 0; full && s < r->shards; s++) {
+            subkv_status st = skv_sketch_refresh(*svc_replica_at(r, layer, h, s), err);
+            if (st != SKV_OK) return st;
+        }
         subkv_status st = skv_sketch_append(*svc_replica_at(r, layer, h, s_new), k + (size_t)h * d,
                                             v + (size_t)h * d, 1, d, err);
         if (st != SKV_OK) return st;
@@ -150,6 +171,11 @@ static inline subkv_status svc_replica_step(svc_replica *r, uint32_t layer, cons
             skv_partial_output(skv_partial_at(r->acc, d, j), d, out + ((size_t)h * g + j) * d);
     }
     r->tokens[layer]++;
+    if (r->rule) {
+        skv_layer_rule_appended(&r->rule[layer], 1);
+        skv_layer_rule_commit(&r->rule[layer], qref, r->cfg.stride, full, q, (int)r->sh.q_heads, d,
+                              r->tokens[layer]);
+    }
     return SKV_OK;
 }
 

@@ -338,7 +338,9 @@ static void test_refreshkv_save_load_is_bit_identical(void **state) {
         assert_true(tu_bufs_equal(&b3, &b4));
         /* any flipped body byte is caught by the checksum */
         b1.data[b1.len / 2] ^= 0x40;
-        assert_int_equal(skv_sketch_load(b1.data, b1.len, &b, NULL, &err), SKV_ERR_CORRUPT);
+        skv_sketch *bad = NULL;
+        assert_int_equal(skv_sketch_load(b1.data, b1.len, &bad, NULL, &err), SKV_ERR_CORRUPT);
+        assert_null(bad);
         skv_buf_free(&b1), skv_buf_free(&b2), skv_buf_free(&b3), skv_buf_free(&b4);
         skv_sketch_destroy(a);
         skv_sketch_destroy(b);

@@ -45,8 +45,9 @@ static float *rand_floats(synth_rng *r, size_t n) {
 
 /* The policies under test, each with a fresh RNG seed; small parameters so that sinkwin and
  * h2o evict, subgen samples (its budget holds a handful of clusters and value slots) and
- * refreshkv evicts from its partial cache and refreshes it. */
-enum { NPOL = 6 };
+ * refreshkv evicts from its partial cache and refreshes it (over an exact and a SubGen full
+ * store). */
+enum { NPOL = 7 };
 static void make_policies(synth_rng *r, int d, skv_config cfg[NPOL], const char *label[NPOL]) {
     skv_config_default(&cfg[0], SKV_POLICY_EXACT, d);
     label[0] = "exact";
@@ -68,6 +69,11 @@ static void make_policies(synth_rng *r, int d, skv_config cfg[NPOL], const char 
     cfg[5].partial_tokens = 40, cfg[5].stride = 3, cfg[5].threshold = 0.95f;
     cfg[5].dtype = SKV_DTYPE_F16;
     label[5] = "refreshkv";
+    skv_config_default(&cfg[6], SKV_POLICY_REFRESHKV, d); /* SubGen full store, bounded */
+    cfg[6].full_store = SKV_FULL_SUBGEN, cfg[6].values = SKV_VALUES_CLUSTER;
+    cfg[6].partial_tokens = 32, cfg[6].stride = 2, cfg[6].threshold = 0.95f;
+    cfg[6].window = 16, cfg[6].samples = 3, cfg[6].max_clusters = 12;
+    label[6] = "refreshkv-subgen";
     for (int i = 0; i < NPOL; i++) cfg[i].seed = synth_rng_u64(r) >> 1;
 }
 

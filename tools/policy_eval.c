@@ -31,24 +31,27 @@ synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float dr
 
 int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,
                          const char **labels) {
-    static const char *const names[6] = {"exact",     "sinkwin",        "h2o",
-                                         "subgen-l2", "subgen-cluster", "refreshkv"};
-    const skv_policy_id pol[6] = {SKV_POLICY_EXACT,  SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
-                                  SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV};
-    for (int i = 0; i < 6; i++) {
+    static const char *const names[7] = {
+        "exact", "sinkwin", "h2o", "subgen-l2", "subgen-cluster", "refreshkv", "refreshkv-subgen"};
+    const skv_policy_id pol[7] = {SKV_POLICY_EXACT,    SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
+                                  SKV_POLICY_SUBGEN,   SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV,
+                                  SKV_POLICY_REFRESHKV};
+    for (int i = 0; i < 7; i++) {
         skv_config_default(&cfgs[i], pol[i], d);
         cfgs[i].dtype = dtype;
         cfgs[i].seed = seed;
         cfgs[i].budget_bytes = i == 0 ? 0 : budget;
-        if (i == 4) cfgs[i].values = SKV_VALUES_CLUSTER;
+        if (i == 4 || i == 6) cfgs[i].values = SKV_VALUES_CLUSTER;
+        if (i == 6) cfgs[i].full_store = SKV_FULL_SUBGEN;
         labels[i] = names[i];
     }
-    return 6;
+    return 7;
 }
 
 void eval_cli_init(eval_cli *c) {
     memset(c, 0, sizeof *c);
     c->threshold = NAN;
+    c->decide = -1;
 }
 
 static int parse_pos_int(const char *v, int *out) {
@@ -68,6 +71,12 @@ int eval_cli_option(eval_cli *c, const char *opt, const char *val) {
     if (!strcmp(opt, "--partial-tokens")) return val ? parse_pos_int(val, &c->partial_tokens) : -1;
     if (!strcmp(opt, "--stride")) return val ? parse_pos_int(val, &c->stride) : -1;
     if (!strcmp(opt, "--pool-kernel")) return val ? parse_pos_int(val, &c->pool_kernel) : -1;
+    if (!strcmp(opt, "--decide")) {
+        const int m = val ? skv_decide_parse(val) : -1;
+        if (m < 0) return -1;
+        c->decide = m;
+        return 1;
+    }
     if (!strcmp(opt, "--threshold")) {
         char *end = NULL;
         if (!val) return -1;
@@ -87,7 +96,8 @@ void eval_cli_usage(FILE *f, int lineup) {
     fprintf(f,
             "  refreshkv: --partial-tokens K (default: derived from --budget), --stride S (10),\n"
             "             --threshold T in [-1, 1] (0.9; 1: a full step every S), --pool-kernel\n"
-            "             P (odd, 7)\n");
+            "             P (odd, 7), --decide layer|group (in the service: layer, the paper's\n"
+            "             rule run by the coordinator; group: each kv head's sketch alone)\n");
 }
 
 void eval_cli_knobs(const eval_cli *c, skv_config *cfg) {
@@ -96,6 +106,7 @@ void eval_cli_knobs(const eval_cli *c, skv_config *cfg) {
     if (c->stride) cfg->stride = c->stride;
     if (c->pool_kernel) cfg->pool_kernel = c->pool_kernel;
     if (!isnan(c->threshold)) cfg->threshold = c->threshold;
+    if (c->decide >= 0) cfg->decide = (skv_decide_mode)c->decide;
 }
 
 /* Is `name` one of the comma-separated words of list? */

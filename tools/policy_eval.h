@@ -54,11 +54,13 @@ int eval_run(const eval_opts *o, const skv_config *cfgs, const char *const *labe
 synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float drift, uint64_t seed);
 
 /* Room the callers of eval_standard_lineup reserve. */
-enum { EVAL_MAX_LINEUP = 10 }; /* the line-up, more policies, and bench rows */
+enum { EVAL_MAX_LINEUP = 12 }; /* the line-up, more policies, and bench rows */
 
 /* The standard line-up at one budget: exact, sinkwin, h2o, subgen (l2), subgen (cluster),
  * refreshkv (the budget sizes its partial cache: equal device memory; its full store is
- * host memory on top). Writes at most EVAL_MAX_LINEUP configs/labels; returns how many. */
+ * host memory on top), refreshkv-subgen (full_store = subgen, values = cluster: the budget
+ * bounds the whole sketch, half partial cache, half SubGen store). Writes at most EVAL_MAX_LINEUP
+ * configs/labels; returns how many. */
 int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,
                          const char **labels);
 
@@ -68,11 +70,13 @@ int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, s
  *                             policy name such as subgen or refreshkv)
  *   --partial-tokens K --stride S --threshold T --pool-kernel P   refreshkv's knobs
  *                             (--partial-tokens overrides what the budget derives)
+ *   --decide layer|group      refreshkv in the service: who decides a full step
  */
 typedef struct eval_cli {
     char policies[256];                      /* "" = all */
     int partial_tokens, stride, pool_kernel; /* 0 = the policy's default / derived */
     float threshold;                         /* NAN = default */
+    int decide;                              /* -1 = default (layer), else skv_decide_mode */
 } eval_cli;
 void eval_cli_init(eval_cli *c);
 /* 1: `opt val` was one of these options (consumed), 0: not one of them, -1: bad value. */

@@ -174,6 +174,12 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
             st = skv_set_error(err, SKV_ERR_SHAPE, "head_dim %zu, sketch has %d", d,
                                skv_sketch_config(sk[i])->head_dim);
         if (st == SKV_OK && it->n_tokens) st = check_cap(sk[i], it->n_tokens, err);
+        if (st == SKV_OK && it->refresh &&
+            (!it->group || skv_sketch_config(sk[i])->policy != SKV_POLICY_REFRESHKV))
+            st = skv_set_error(
+                err, SKV_ERR_PROTOCOL, "refresh flag on a %s item (seq %llu, layer %u, head %u)%s",
+                skv_policy_name(skv_sketch_config(sk[i])->policy), (unsigned long long)k.seq,
+                k.layer, k.head, it->group ? "" : " without queries");
         need_in += (2 * (size_t)it->n_tokens + it->group) * d;
         need_out += (size_t)it->group * (d + 2);
     }
@@ -222,6 +228,9 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
         const int on_gpu = w->gpu_on && skv_gpu_eligible(sk[i], (int)it->group) &&
                            (ng == 0 || ggroup == (int)it->group);
         int done = 0;
+        if (it->refresh) /* the coordinator's per-layer decision: a full step now */
+            st = skv_sketch_refresh(sk[i], err);
+        if (st != SKV_OK) break;
         if (on_gpu) /* the policy's CPU part first: a refreshkv full step answers here */
             st = skv_sketch_attend_begin(sk[i], qp[i], (int)it->group, (int)d, (skv_partial *)o,
                                          &done, err);
