@@ -114,39 +114,47 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
         cfg->delta = p->delta->v;
     }
     if (p->seed) cfg->seed = (uint64_t)p->seed->v;
-    SKV_CHECK(int_field(p->partial_tokens, &cfg->partial_tokens, "partial_tokens", err));
-    SKV_CHECK(int_field(p->stride, &cfg->stride, "stride", err));
-    SKV_CHECK(int_field(p->pool_kernel, &cfg->pool_kernel, "pool_kernel", err));
-    if (p->threshold) {
-        if (!isfinite(p->threshold->v))
-            return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
-        cfg->threshold = p->threshold->v;
+    /* Policy-specific fields count only for their policy (the sender writes them only
+     * there): a refreshkv field in a csr config, say, is ignored, so a config and its wire
+     * form always say the same. */
+    if (cfg->policy == SKV_POLICY_REFRESHKV) {
+        SKV_CHECK(int_field(p->partial_tokens, &cfg->partial_tokens, "partial_tokens", err));
+        SKV_CHECK(int_field(p->stride, &cfg->stride, "stride", err));
+        SKV_CHECK(int_field(p->pool_kernel, &cfg->pool_kernel, "pool_kernel", err));
+        if (p->threshold) {
+            if (!isfinite(p->threshold->v))
+                return skv_set_error(err, SKV_ERR_INVALID_ARG, "threshold must be finite");
+            cfg->threshold = p->threshold->v;
+        }
+        if (p->decide && p->decide[0]) {
+            int m = skv_decide_parse(p->decide);
+            if (m < 0)
+                return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown decide mode '%s'",
+                                     p->decide);
+            cfg->decide = (skv_decide_mode)m;
+        }
+        if (p->full_store && p->full_store[0]) {
+            int f = skv_full_store_parse(p->full_store);
+            if (f < 0)
+                return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown full store '%s'",
+                                     p->full_store);
+            cfg->full_store = (skv_full_store)f;
+        }
     }
-    SKV_CHECK(int_field(p->sparsity, &cfg->sparsity, "sparsity", err));
-    SKV_CHECK(int_field(p->atoms, &cfg->atoms, "atoms", err));
-    if (p->rope_base) {
-        if (!isfinite(p->rope_base->v) || p->rope_base->v < 0.0f)
-            return skv_set_error(err, SKV_ERR_INVALID_ARG, "rope_base must be finite and >= 0");
-        cfg->rope_base = p->rope_base->v;
-    }
-    if (p->dict_path && p->dict_path[0]) {
-        if (strlen(p->dict_path) >= sizeof cfg->dict_path)
-            return skv_set_error(err, SKV_ERR_INVALID_ARG, "dict_path longer than %d bytes",
-                                 SKV_DICT_PATH_MAX - 1);
-        snprintf(cfg->dict_path, sizeof cfg->dict_path, "%s", p->dict_path);
-    }
-    if (p->decide && p->decide[0]) {
-        int m = skv_decide_parse(p->decide);
-        if (m < 0)
-            return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown decide mode '%s'", p->decide);
-        cfg->decide = (skv_decide_mode)m;
-    }
-    if (p->full_store && p->full_store[0]) {
-        int f = skv_full_store_parse(p->full_store);
-        if (f < 0)
-            return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown full store '%s'",
-                                 p->full_store);
-        cfg->full_store = (skv_full_store)f;
+    if (cfg->policy == SKV_POLICY_CSR) {
+        SKV_CHECK(int_field(p->sparsity, &cfg->sparsity, "sparsity", err));
+        SKV_CHECK(int_field(p->atoms, &cfg->atoms, "atoms", err));
+        if (p->rope_base) {
+            if (!isfinite(p->rope_base->v) || p->rope_base->v < 0.0f)
+                return skv_set_error(err, SKV_ERR_INVALID_ARG, "rope_base must be finite and >= 0");
+            cfg->rope_base = p->rope_base->v;
+        }
+        if (p->dict_path && p->dict_path[0]) {
+            if (strlen(p->dict_path) >= sizeof cfg->dict_path)
+                return skv_set_error(err, SKV_ERR_INVALID_ARG, "dict_path longer than %d bytes",
+                                     SKV_DICT_PATH_MAX - 1);
+            snprintf(cfg->dict_path, sizeof cfg->dict_path, "%s", p->dict_path);
+        }
     }
     return SKV_OK;
 }

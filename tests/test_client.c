@@ -246,6 +246,46 @@ static void test_client_broken_replies_are_protocol_or_io_errors(void **state) {
     check_broken_reply(FAKE_HANG_UP, SKV_ERR_IO);
 }
 
+/* A policy's own fields are read only for that policy, as they are written: a csr field in a
+ * refreshkv PolicyConfig (found by fuzz_request) or a refreshkv field in a csr one is ignored,
+ * so config -> wire -> config is the identity. */
+static void test_wire_ignores_other_policies_fields(void **state) {
+    (void)state;
+    static const char *const names[2] = {"refreshkv", "csr"};
+    for (int i = 0; i < 2; i++) {
+        Subkv__PolicyConfig p = SUBKV__POLICY_CONFIG__INIT;
+        Subkv__OptInt sparsity = SUBKV__OPT_INT__INIT, stride = SUBKV__OPT_INT__INIT;
+        sparsity.v = 5, stride.v = 3;
+        p.policy = (char *)names[i];
+        p.sparsity = &sparsity;
+        p.dict_path = (char *)"bayer";
+        p.stride = &stride;
+        p.decide = (char *)"group";
+        skv_config cfg, def, back;
+        skv_err e;
+        TU_OK(skv_wire_config_from_policy(&p, 64, &cfg, &e), &e);
+        skv_config_default(&def, i == 0 ? SKV_POLICY_REFRESHKV : SKV_POLICY_CSR, 64);
+        if (i == 0) { /* refreshkv: its own fields taken, csr's ignored */
+            assert_int_equal(cfg.stride, 3);
+            assert_int_equal(cfg.decide, SKV_DECIDE_GROUP);
+            assert_int_equal(cfg.sparsity, def.sparsity);
+            assert_string_equal(cfg.dict_path, def.dict_path);
+        } else {
+            assert_int_equal(cfg.sparsity, 5);
+            assert_string_equal(cfg.dict_path, "bayer");
+            assert_int_equal(cfg.stride, def.stride);
+            assert_int_equal(cfg.decide, def.decide);
+        }
+        skv_wire_policy w;
+        skv_wire_policy_from_config(&w, &cfg);
+        TU_OK(skv_wire_config_from_policy(&w.msg, 64, &back, &e), &e);
+        assert_int_equal(back.sparsity, cfg.sparsity);
+        assert_int_equal(back.stride, cfg.stride);
+        assert_int_equal(back.decide, cfg.decide);
+        assert_string_equal(back.dict_path, cfg.dict_path);
+    }
+}
+
 static void test_client_connect_failure_is_io(void **state) {
     (void)state;
     skv_client *c = NULL;
@@ -261,6 +301,7 @@ int main(void) {
         cmocka_unit_test(test_client_requests_round_trip_through_fake_service),
         cmocka_unit_test(test_client_broken_replies_are_protocol_or_io_errors),
         cmocka_unit_test(test_client_connect_failure_is_io),
+        cmocka_unit_test(test_wire_ignores_other_policies_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
