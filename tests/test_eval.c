@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "eval_attn.h"
+#include "eval_docs.h"
 #include "eval_report.h"
 #include "eval_text.h"
 #include "test_util.h"
@@ -312,6 +313,46 @@ static void test_eval_summary_perplexity_arithmetic(void **state) {
     eval_rows_free(&rs);
 }
 
+/* Windows concatenate documents w, w+1, ... cyclically and name them. */
+static void test_eval_windows_concatenate_documents(void **state) {
+    (void)state;
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    eval_docs d = {0};
+    d.n = 3;
+    size_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "dir/doc%d.txt", i);
+        d.names[i] = tu_malloc(strlen(name) + 1);
+        strcpy(d.names[i], name);
+        d.n_ids[i] = tu_rand_range(&r, 5, 50);
+        d.ids[i] = tu_malloc(d.n_ids[i] * sizeof(int32_t));
+        for (size_t t = 0; t < d.n_ids[i]; t++) d.ids[i][t] = i * 1000 + (int32_t)t;
+        total += d.n_ids[i];
+    }
+    for (int w = 0; w < 4; w++) {
+        const uint64_t L = tu_rand_range(&r, 1, 2 * total);
+        char used[256];
+        int32_t *ids = eval_window_ids(&d, w, L, used, sizeof used);
+        assert_non_null(ids);
+        size_t k = 0;
+        for (int j = 0; k < L; j++) {
+            const int doc = (w + j) % 3;
+            char want[32];
+            snprintf(want, sizeof want, "doc%d.txt", doc);
+            assert_non_null(strstr(used, want));
+            for (size_t t = 0; t < d.n_ids[doc] && k < L; t++, k++)
+                assert_int_equal(ids[k], doc * 1000 + (int32_t)t);
+        }
+        free(ids);
+    }
+    char used[64];
+    assert_null(eval_window_ids(&d, 0, 4 * total + 1, used, sizeof used)); /* texts too short */
+    eval_docs_free(&d);
+    assert_int_equal(eval_docs_load("/nonexistent/list", NULL, &d), -1);
+}
+
 int main(void) {
     tu_suite_begin("eval");
     const struct CMUnitTest tests[] = {
@@ -323,6 +364,7 @@ int main(void) {
         cmocka_unit_test(test_eval_rel_err_is_zero_for_exact_and_one_for_zeros),
         cmocka_unit_test(test_eval_backend_steps_and_measures),
         cmocka_unit_test(test_eval_summary_perplexity_arithmetic),
+        cmocka_unit_test(test_eval_windows_concatenate_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,13 +25,14 @@
 #include <string.h>
 
 #include "eval_attn.h"
+#include "eval_docs.h"
 #include "eval_report.h"
 #include "eval_text.h"
 #include "llama_cli.h"
 #include "llama_tok.h"
 #include "subkv_cli.h"
 
-enum { MAX_LIST = 16, MAX_RUNS = 64, MAX_DOCS = 64 };
+enum { MAX_LIST = 16, MAX_RUNS = 64 };
 
 typedef struct opts {
     const char *model, *texts, *words, *out;
@@ -42,6 +43,7 @@ typedef struct opts {
     double depths[MAX_LIST], line_depths[MAX_LIST];
     int n_depth, n_line_depth;
     uint64_t tail, err_queries, observe, passkey_tokens, lines, seed;
+    int sg_window[MAX_LIST], sg_samples[MAX_LIST], n_sg_window, n_sg_samples; /* subgen knobs */
     int dtype;
     char policies[256];
 } opts;
@@ -84,6 +86,8 @@ static void usage(FILE *f) {
             "  --lines-depths D[,D]    depths of the line asked for (default 0.1,0.5,0.9)\n"
             "  --passkey-tokens N      passkey context length, about (default 2048; 0: off)\n"
             "  --lines N               lines of the LongEval task (default 30; 0: off)\n"
+            "  --subgen-window W[,W]   subgen's exact window (default 64): one run per value\n"
+            "  --subgen-samples T[,T]  subgen's samples per cluster (default 8): one run each\n"
             "  --observe K             h2o: prefix queries observed every K tokens (16; 0 off)\n"
             "  --seed S                sketch RNG and prompt seed (default 1)\n",
             LCLI_DEFAULT_MODEL);
@@ -159,6 +163,19 @@ static int parse_args(int argc, char **argv, opts *o) {
                 p = *end == ',' ? end + 1 : end;
                 if (*end && *end != ',') goto bad;
             }
+        } else if (!strcmp(a, "--subgen-window") || !strcmp(a, "--subgen-samples")) {
+            const int w = !strcmp(a, "--subgen-window");
+            int *dst = w ? o->sg_window : o->sg_samples,
+                *cnt = w ? &o->n_sg_window : &o->n_sg_samples;
+            *cnt = 0;
+            for (const char *p = v; *p && *cnt < MAX_LIST;) {
+                char *end = NULL;
+                const long x2 = strtol(p, &end, 10);
+                if (end == p || x2 < (w ? 0 : 1) || x2 > 1 << 20) goto bad;
+                dst[(*cnt)++] = (int)x2;
+                p = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',') goto bad;
+            }
         } else if (!strcmp(a, "--depths")) {
             if ((o->n_depth = parse_list_d(v, o->depths, MAX_LIST)) < 0) goto bad;
         } else if (!strcmp(a, "--lines-depths")) {
@@ -205,47 +222,40 @@ static int wanted(const opts *o, const char *label) {
     return 0;
 }
 
+/* The line-up: exact, then each policy at each fraction; subgen once per (window, samples)
+ * of --subgen-window x --subgen-samples (labelled "subgen-l2/w256t4" when either is given). */
 static void lineup(ctx *c) {
     static const char *const names[6] = {"exact",     "sinkwin",        "h2o",
                                          "subgen-l2", "subgen-cluster", "refreshkv"};
     const skv_policy_id pol[6] = {SKV_POLICY_EXACT,  SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
                                   SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV};
-    for (int i = 0; i < 6; i++)
-        for (int f = 0; f < (i == 0 ? 1 : c->o->n_frac); f++) {
-            if (!wanted(c->o, names[i]) || c->n_runs == MAX_RUNS) continue;
-            run_cfg *r = &c->runs[c->n_runs++];
-            snprintf(r->label, sizeof r->label, "%s", names[i]);
-            r->frac = i == 0 ? 1 : c->o->fracs[f];
-            skv_config_default(&r->cfg, pol[i], (int)c->hp->head_dim);
-            r->cfg.dtype = (skv_dtype)c->o->dtype;
-            r->cfg.seed = c->o->seed;
-            if (i == 4) r->cfg.values = SKV_VALUES_CLUSTER;
-        }
+    const opts *o = c->o;
+    const int nw = o->n_sg_window ? o->n_sg_window : 1, ns = o->n_sg_samples ? o->n_sg_samples : 1;
+    for (int i = 0; i < 6; i++) {
+        const int sub = pol[i] == SKV_POLICY_SUBGEN, nv = sub ? nw * ns : 1;
+        for (int v = 0; v < nv; v++)
+            for (int f = 0; f < (i == 0 ? 1 : o->n_frac); f++) {
+                if (!wanted(o, names[i]) || c->n_runs == MAX_RUNS) continue;
+                run_cfg *r = &c->runs[c->n_runs++];
+                snprintf(r->label, sizeof r->label, "%s", names[i]);
+                r->frac = i == 0 ? 1 : o->fracs[f];
+                skv_config_default(&r->cfg, pol[i], (int)c->hp->head_dim);
+                r->cfg.dtype = (skv_dtype)o->dtype;
+                r->cfg.seed = o->seed;
+                if (i == 4) r->cfg.values = SKV_VALUES_CLUSTER;
+                if (!sub || (!o->n_sg_window && !o->n_sg_samples)) continue;
+                if (o->n_sg_window) r->cfg.window = o->sg_window[v / ns];
+                if (o->n_sg_samples) r->cfg.samples = o->sg_samples[v % ns];
+                snprintf(r->label, sizeof r->label, "%s/w%dt%d", names[i], r->cfg.window,
+                         r->cfg.samples);
+            }
+    }
 }
 
 static void progress(ctx *c, const char *fmt, const char *what, double v) {
     fprintf(stderr, "[%7.1f s] ", (cli_now_ms() - c->t0) / 1e3);
     fprintf(stderr, fmt, what, v);
     fputc('\n', stderr);
-}
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        n += fread(b + n, 1, cap - n - 1, f);
-        if (n + 1 < cap) break;
-        char *g = realloc(b, cap * 2);
-        if (!g) free(b);
-        b = g;
-        cap *= 2;
-    }
-    fclose(f);
-    if (b) b[n] = '\0';
-    *len = n;
-    return b;
 }
 
 /* Prefill ids[n] exactly (a backend that stores nothing; the hook captures K, V and the
@@ -404,88 +414,13 @@ static int add_row(ctx *c, const char *task, int item, const run_cfg *r, const r
     return eval_rows_add(&c->rows, &row);
 }
 
-/* The documents of the text list, tokenized. */
-typedef struct docs {
-    char *names[MAX_DOCS];
-    int32_t *ids[MAX_DOCS];
-    size_t n_ids[MAX_DOCS];
-    char *text_last; /* the last document's text: the passkey filler */
-    size_t text_last_len;
-    int n;
-} docs;
-
-static void docs_free(docs *d) {
-    for (int i = 0; i < d->n; i++) {
-        free(d->names[i]);
-        free(d->ids[i]);
-    }
-    free(d->text_last);
-}
-
-static int docs_load(ctx *c, docs *d) {
-    memset(d, 0, sizeof *d);
-    size_t len = 0;
-    char *list = read_all(c->o->texts, &len);
-    if (!list) return fprintf(stderr, "subkv-eval: cannot read %s\n", c->o->texts), -1;
-    int rc = 0;
-    for (char *p = strtok(list, "\n"); p && d->n < MAX_DOCS; p = strtok(NULL, "\n")) {
-        size_t tl = 0;
-        char *text = read_all(p, &tl);
-        skv_err err = {0};
-        if (!text) {
-            fprintf(stderr, "subkv-eval: cannot read text %s\n", p);
-            rc = -1;
-            break;
-        }
-        const int i = d->n;
-        if (llama_tok_encode(c->tok, text, tl, 0, 0, &d->ids[i], &d->n_ids[i], &err) != SKV_OK) {
-            free(text);
-            cli_fail("tokenize", &err);
-            rc = -1;
-            break;
-        }
-        d->names[i] = malloc(strlen(p) + 1);
-        if (d->names[i]) strcpy(d->names[i], p);
-        free(d->text_last);
-        d->text_last = text;
-        d->text_last_len = tl;
-        d->n++;
-    }
-    free(list);
-    if (rc == 0 && d->n == 0) fprintf(stderr, "subkv-eval: %s names no text\n", c->o->texts);
-    return rc == 0 && d->n > 0 ? 0 : -1;
-}
-
-/* Window w of L tokens: documents w, w+1, ... (cyclic) concatenated; names into used. */
-static int32_t *window_ids(const docs *d, int w, uint64_t L, char *used, size_t used_cap) {
-    int32_t *ids = malloc(L * sizeof *ids);
-    if (!ids) return NULL;
-    size_t n = 0, u = 0;
-    used[0] = '\0';
-    for (int k = 0; n < L && k < 4 * d->n; k++) {
-        const int i = (w + k) % d->n;
-        const size_t take = d->n_ids[i] < L - n ? d->n_ids[i] : (size_t)(L - n);
-        memcpy(ids + n, d->ids[i], take * sizeof *ids);
-        n += take;
-        const char *base = strrchr(d->names[i], '/');
-        u += (size_t)snprintf(used + u, u < used_cap ? used_cap - u : 0, "%s%s", u ? "+" : "",
-                              base ? base + 1 : d->names[i]);
-        if (u >= used_cap) u = used_cap - 1;
-    }
-    if (n < L) {
-        free(ids);
-        return NULL;
-    }
-    return ids;
-}
-
-static int eval_ppl(ctx *c, const docs *d, FILE *windows_f) {
+static int eval_ppl(ctx *c, const eval_docs *d, FILE *windows_f) {
     int w = 0;
     for (int g = 0; g < c->o->n_win; g++)
         for (uint64_t k = 0; k < c->o->win_count[g]; k++, w++) {
             const uint64_t L = c->o->win_len[g], T = c->o->tail;
             char used[512], task[16];
-            int32_t *ids = window_ids(d, w, L, used, sizeof used);
+            int32_t *ids = eval_window_ids(d, w, L, used, sizeof used);
             if (!ids)
                 return fprintf(stderr, "subkv-eval: texts too short for %llu tokens\n",
                                (unsigned long long)L),
@@ -554,7 +489,7 @@ done:
     return rc;
 }
 
-static int eval_retrieval(ctx *c, const docs *d) {
+static int eval_retrieval(ctx *c, const eval_docs *d) {
     if (c->o->passkey_tokens) {
         /* Filler: the last text, sized by its characters per token. */
         const size_t last = (size_t)d->n - 1;
@@ -619,7 +554,7 @@ int main(int argc, char **argv) {
     const int pa = parse_args(argc, argv, &o);
     if (pa) return pa == 1 ? 0 : 2;
     ctx c = {.o = &o};
-    docs d = {0};
+    eval_docs d = {0};
     FILE *wf = NULL;
     int rc = 1;
     skv_err err = {0};
@@ -635,7 +570,7 @@ int main(int argc, char **argv) {
     }
     c.logits = malloc(c.hp->n_vocab * sizeof(float));
     lineup(&c);
-    if (!c.logits || c.n_runs == 0 || docs_load(&c, &d) != 0) goto done;
+    if (!c.logits || c.n_runs == 0 || eval_docs_load(o.texts, c.tok, &d) != 0) goto done;
     char path[1024];
     snprintf(path, sizeof path, "%s/windows.txt", o.out);
     if (!(wf = fopen(path, "w"))) {
@@ -657,7 +592,7 @@ int main(int argc, char **argv) {
     rc = 0;
 done:
     if (wf) fclose(wf);
-    docs_free(&d);
+    eval_docs_free(&d);
     free(c.logits);
     eval_rows_free(&c.rows);
     llama_tok_free(c.tok);
