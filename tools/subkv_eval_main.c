@@ -478,6 +478,8 @@ static int eval_prompt_run(ctx *c, const char *task, const eval_prompt *p) {
         const int ok = eval_answer_match(ro.answer, p->answer);
         if (add_row(c, task, (int)lround(p->depth * 100), &c->runs[r], &ro, ok, 1.0) != 0)
             goto done;
+        for (char *ch = ro.answer; *ch; ch++) /* one line per answer in the log */
+            if (*ch == '\n' || *ch == '\r') *ch = ' ';
         fprintf(stderr, "           %-15s 1/%-3u want %s got '%s'%s\n", c->runs[r].label,
                 c->runs[r].frac, p->answer, ro.answer, ok ? "" : "  (wrong)");
     }
