@@ -32,45 +32,49 @@ start=$(date +%s)
 wall=$(( $(date +%s) - start ))
 echo "eval: subkv-eval took ${wall} s" | tee -a "$OUT/summary-stdout.txt"
 
-# ---- plots: quality vs memory (x: 1/F of exact memory, log scale) ---------------------------
-# summary.csv columns: policy,memory,budget_B,ppl<L>,dppl<L>_%,...,passkey_acc,lines_acc,attn_err
+# ---- plots: quality vs memory (x: fraction of exact memory, log scale) ----------------------
+# summary.csv columns: policy,memory,budget_B,ppl<L>,dppl<L>_%,...,passkey_acc,lines_acc,attn_err.
+# Perplexity and attention error on a log y axis (subgen-l2's failures span orders of
+# magnitude); accuracies on [0, 1]. python3 writes the data and the gnuplot scripts.
 python3 - "$OUT" <<'PY'
 import csv, sys, os
 out = sys.argv[1]
 rows = list(csv.DictReader(open(os.path.join(out, "summary.csv"))))
-cols = [c for c in rows[0].keys() if c.startswith("dppl") or c.endswith("_acc") or c == "attn_err"]
-labels = sorted({r["policy"] for r in rows if r["policy"] != "exact"}, key=lambda s: [r["policy"] for r in rows].index(s))
+order = []
+for r in rows:
+    if r["policy"] != "exact" and r["policy"] not in order:
+        order.append(r["policy"])
+cols = [c for c in rows[0].keys() if (c.startswith("ppl") or c.endswith("_acc") or c == "attn_err")]
+fr = sorted({int(r["memory"].split("/")[1]) for r in rows if "/" in r["memory"]}, reverse=True)
 for c in cols:
-    with open(os.path.join(out, "plot-%s.dat" % c.replace("%", "pct")), "w") as f:
-        f.write("# fraction " + " ".join(labels) + " exact\n")
-        ex = next((r[c] for r in rows if r["policy"] == "exact"), "-")
-        fr = sorted({int(r["memory"].split("/")[1]) for r in rows if "/" in r["memory"]})
+    name = "plot-" + c
+    dat = os.path.join(out, name + ".dat")
+    ex = next((r[c] for r in rows if r["policy"] == "exact"), "-")
+    with open(dat, "w") as f:
+        f.write("# fraction " + " ".join(order) + " exact\n")
         for F in fr:
             vals = []
-            for l in labels:
+            for l in order:
                 v = next((r[c] for r in rows if r["policy"] == l and r["memory"] == "1/%d" % F), "-")
                 vals.append(v if v not in ("", "-") else "NaN")
-            f.write("%g %s %s\n" % (1.0 / F, " ".join(vals), ex if ex != "-" else "NaN"))
+            f.write("%g %s %s\n" % (1.0 / F, " ".join(vals), ex if ex not in ("", "-") else "NaN"))
+    acc = c.endswith("_acc")
+    what = {"attn_err": "mean relative attention-output error"}.get(c, c.replace("_acc", " accuracy"))
+    if c.startswith("ppl"):
+        what = "perplexity, %s-token windows" % c[3:]
+    with open(os.path.join(out, name + ".gp"), "w") as g:
+        g.write("set terminal png size 760,480 noenhanced\nset output '%s'\n" % os.path.join(out, name + ".png"))
+        g.write("set xlabel 'KV memory per sketch (fraction of exact, f16)'\nset ylabel '%s'\n" % what)
+        g.write("set logscale x 2\nset xtics (%s)\n" % ", ".join('"1/%d" %g' % (F, 1.0 / F) for F in fr))
+        g.write("set xrange [%g:%g]\n" % (0.8 / max(fr), 1.25 / min(fr)))
+        g.write("set yrange [-0.05:1.05]\n" if acc else "set logscale y\n")
+        g.write("set key outside right\nset grid\nset title 'SmolLM2-135M-Instruct: %s'\n" % what)
+        parts = ["'%s' using 1:%d with linespoints lw 2 title '%s'" % (dat, i + 2, l) for i, l in enumerate(order)]
+        parts.append("'%s' using 1:%d with lines dashtype 2 lw 2 title 'exact'" % (dat, len(order) + 2))
+        g.write("plot " + ", \\\n     ".join(parts) + "\n")
 PY
 if command -v gnuplot >/dev/null 2>&1; then
-    for dat in "$OUT"/plot-*.dat; do
-        name=$(basename "$dat" .dat); metric=${name#plot-}
-        ncol=$(head -n 1 "$dat" | wc -w)
-        {
-            echo "set terminal pngcairo size 720,480 noenhanced" 2>/dev/null
-            echo "set output '$OUT/$name.png'"
-            echo "set logscale x 2; set xlabel 'KV memory (fraction of exact, f16)'; set ylabel '$metric'"
-            echo "set key outside right; set grid; set title 'SmolLM2-135M: $metric vs memory'"
-            printf "plot "
-            for ((i = 2; i <= ncol - 1; i++)); do
-                t=$(head -n 1 "$dat" | awk -v k=$((i + 1)) '{print $k}')
-                printf "'%s' using 1:%d with linespoints title '%s', " "$dat" "$i" "$t"
-            done
-            printf "'%s' using 1:%d with lines dashtype 2 title 'exact'\n" "$dat" "$ncol"
-        } > "$OUT/$name.gp"
-        gnuplot "$OUT/$name.gp" 2>/dev/null || {
-            sed -i 's/pngcairo/png/' "$OUT/$name.gp"; gnuplot "$OUT/$name.gp"; }
-    done
+    for gp in "$OUT"/plot-*.gp; do gnuplot "$gp"; done
     echo "eval: plots: $(ls "$OUT"/plot-*.png | tr '\n' ' ')"
 else
     echo "eval: gnuplot not found (Debian: gnuplot-nox): no plots" >&2
