@@ -181,7 +181,7 @@ void eval_layers(FILE *f, const eval_rows *rs, unsigned frac, int fmt) {
         cell(f, fmt, 0, 15, b);
     }
     cell(f, fmt, 0, 9, "clusters");
-    cell(f, fmt, 0, 9, "delta/|k|");
+    cell(f, fmt, 0, 11, "delta/knorm");
     row_end(f, fmt);
     md_rule(f, fmt, (int)ns + 3);
     const key st = {"subgen-stats", frac};
@@ -196,7 +196,7 @@ void eval_layers(FILE *f, const eval_rows *rs, unsigned frac, int fmt) {
         num(b, sizeof b, mean_of(rs, "clusters", &st, l, NULL), "%.1f");
         cell(f, fmt, 0, 9, b);
         num(b, sizeof b, mean_of(rs, "delta", &st, l, NULL), "%.3f");
-        cell(f, fmt, 0, 9, b);
+        cell(f, fmt, 0, 11, b);
         row_end(f, fmt);
     }
 }
