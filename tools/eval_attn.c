@@ -17,11 +17,11 @@ struct eval_attn {
     skv_sketch **sk;        /* [layer][kv head] */
     const eval_prefix *pre; /* the loaded prefix (borrowed) */
     size_t max_tail, err_from;
-    size_t *steps;   /* [layer]: decode steps seen */
-    float *tk, *tv;  /* [layer][max_tail][kv][d]: the tail's own K, V */
-    double *err_sum; /* [layer] */
-    size_t *err_n;   /* [layer] */
-    float *kb, *vb;  /* scratch: one head's rows */
+    size_t *steps;              /* [layer]: decode steps seen */
+    float *tk, *tv;             /* [layer][max_tail][kv][d]: the tail's own K, V */
+    double *err_sum, *norm_sum; /* [layer]: error sums */
+    size_t *err_n;              /* [layer] */
+    float *kb, *vb;             /* scratch: one head's rows */
     size_t kb_cap;
     double *scores; /* scratch of the float64 reference */
     size_t scores_cap;
@@ -89,6 +89,9 @@ static subkv_status measure(eval_attn *a, uint32_t layer, size_t step, const flo
         const float *V[2] = {a->pre->V[layer] + h, a->tv + tail_off + h};
         a->err_sum[layer] += eval_attn_rel_err(Q + (size_t)j * d, K, V, seg, row, (int)d,
                                                out + (size_t)j * d, a->scores);
+        const skv_partial *p = skv_partial_at(a->parts, (int)d, j);
+        const double est = p->l > 0.0f ? (double)p->m + log((double)p->l) : -INFINITY;
+        a->norm_sum[layer] += fabs(est - eval_logsumexp(a->scores, seg[0] + seg[1]));
         a->err_n[layer]++;
     }
     return SKV_OK;
@@ -141,6 +144,7 @@ void eval_attn_destroy(eval_attn *a) {
     free(a->tk);
     free(a->tv);
     free(a->err_sum);
+    free(a->norm_sum);
     free(a->err_n);
     free(a->kb);
     free(a->vb);
@@ -171,12 +175,14 @@ subkv_status eval_attn_create(const llama_hparams *hp, const skv_config *policy,
     a->sk = calloc(nsk, sizeof *a->sk);
     a->steps = calloc(hp->n_layer, sizeof *a->steps);
     a->err_sum = calloc(hp->n_layer, sizeof *a->err_sum);
+    a->norm_sum = calloc(hp->n_layer, sizeof *a->norm_sum);
     a->err_n = calloc(hp->n_layer, sizeof *a->err_n);
     a->tk = malloc((size_t)hp->n_layer * max_tail * row * sizeof(float));
     a->tv = malloc((size_t)hp->n_layer * max_tail * row * sizeof(float));
     a->parts = malloc(hp->n_head * skv_partial_stride((int)hp->head_dim));
     subkv_status st = SKV_OK;
-    if (!a->sk || !a->steps || !a->err_sum || !a->err_n || !a->tk || !a->tv || !a->parts) {
+    if (!a->sk || !a->steps || !a->err_sum || !a->norm_sum || !a->err_n || !a->tk || !a->tv ||
+        !a->parts) {
         st = skv_set_error(err, SKV_ERR_NOMEM, "eval attn: %zu sketches", nsk);
         goto fail;
     }
@@ -220,6 +226,10 @@ subkv_status eval_attn_load_prefix(eval_attn *a, const eval_prefix *pre, skv_err
 
 double eval_attn_layer_err(const eval_attn *a, uint32_t l) {
     return a->err_n[l] ? a->err_sum[l] / (double)a->err_n[l] : -1.0;
+}
+
+double eval_attn_layer_norm_err(const eval_attn *a, uint32_t l) {
+    return a->err_n[l] ? a->norm_sum[l] / (double)a->err_n[l] : -1.0;
 }
 
 void eval_attn_layer_stats(const eval_attn *a, uint32_t l, double *clusters, double *merges,

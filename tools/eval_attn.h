@@ -37,6 +37,9 @@ llama_attn *eval_attn_base(eval_attn *a);
 subkv_status eval_attn_load_prefix(eval_attn *a, const eval_prefix *pre, skv_err *err);
 /* Mean relative error of layer l over the measured steps and query heads (-1: none). */
 double eval_attn_layer_err(const eval_attn *a, uint32_t l);
+/* Mean |log(normalizer estimate / exact normalizer)| of layer l over the same queries: the
+ * error of the softmax denominator alone (the partial's l e^m vs sum_i e^{q.k_i/sqrt(d)}). */
+double eval_attn_layer_norm_err(const eval_attn *a, uint32_t l);
 /* Bytes all sketches hold; *partial: refreshkv's partial-cache bytes (else all bytes). */
 size_t eval_attn_bytes(const eval_attn *a, size_t *partial);
 /* Mean over kv heads of layer l's sketch stats (clusters, merges, delta, refreshkv steps). */

@@ -180,10 +180,17 @@ void eval_layers(FILE *f, const eval_rows *rs, unsigned frac, int fmt) {
         snprintf(b, sizeof b, "%s", sel[s].label);
         cell(f, fmt, 0, 15, b);
     }
+    int nz = 0; /* subgen runs: the log-normalizer error column too */
+    for (size_t s = 0; s < ns; s++) {
+        if (strncmp(sel[s].label, "subgen", 6) != 0) continue;
+        snprintf(b, sizeof b, "%s_lnZ", sel[s].label);
+        cell(f, fmt, 0, 18, b);
+        nz++;
+    }
     cell(f, fmt, 0, 9, "clusters");
     cell(f, fmt, 0, 11, "delta/knorm");
     row_end(f, fmt);
-    md_rule(f, fmt, (int)ns + 3);
+    md_rule(f, fmt, (int)ns + nz + 3);
     const key st = {"subgen-stats", frac};
     for (int l = 0; l <= maxl; l++) {
         row_begin(f, fmt);
@@ -192,6 +199,11 @@ void eval_layers(FILE *f, const eval_rows *rs, unsigned frac, int fmt) {
         for (size_t s = 0; s < ns; s++) {
             num(b, sizeof b, mean_of(rs, "attn", &sel[s], l, NULL), "%.4f");
             cell(f, fmt, 0, 15, b);
+        }
+        for (size_t s = 0; s < ns; s++) {
+            if (strncmp(sel[s].label, "subgen", 6) != 0) continue;
+            num(b, sizeof b, mean_of(rs, "normerr", &sel[s], l, NULL), "%.3f");
+            cell(f, fmt, 0, 18, b);
         }
         num(b, sizeof b, mean_of(rs, "clusters", &st, l, NULL), "%.1f");
         cell(f, fmt, 0, 9, b);

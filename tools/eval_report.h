@@ -11,6 +11,7 @@
 /* One measurement. task: "ppl<L>" (value: mean NLL of one window's tail, weight: tokens),
  * "passkey" / "lines" (value 1 correct, 0 not; item: depth in percent), "attn" (value: mean
  * relative attention-output error of layer `item` in one window, weight 1), "clusters" /
+ * "normerr" (mean |log(estimated / exact softmax normalizer)| of layer `item`), "clusters" /
  * "delta" (subgen's mean clusters / final delta over mean key norm of layer `item`). */
 typedef struct eval_row {
     char task[16];
@@ -39,8 +40,8 @@ void eval_rows_csv(FILE *f, const eval_rows *rs);
  * task. fmt 0: fixed-width text, 1: CSV, 2: markdown.
  */
 void eval_summary(FILE *f, const eval_rows *rs, int fmt);
-/* Per-layer table at fraction frac: attention error per label, subgen's clusters and delta
- * ratio. fmt as above. */
+/* Per-layer table at fraction frac: attention error per label, subgen runs' mean
+ * |log normalizer error| ("normerr" rows), subgen's clusters and delta ratio. fmt as above. */
 void eval_layers(FILE *f, const eval_rows *rs, unsigned frac, int fmt);
 /* Retrieval accuracy per depth (rows) and label@fraction (columns) of one task. */
 void eval_depths(FILE *f, const eval_rows *rs, const char *task, int fmt);

@@ -230,3 +230,10 @@ double eval_attn_rel_err(const float *q, const float *const K[2], const float *c
     if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY;
     return sqrt(num / den);
 }
+
+double eval_logsumexp(const double *x, size_t n) {
+    double m = x[0], l = 0.0;
+    for (size_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (size_t i = 0; i < n; i++) l += exp(x[i] - m);
+    return m + log(l);
+}

@@ -60,9 +60,14 @@ int eval_load_words(const char *path, char **buf, char ***words, size_t *n);
  * ||out - ref|| / ||ref|| for one query head (d <= 1024), with ref = softmax(q K^T / sqrt(d)) V
  * computed in float64 over two segments of rows (seg 0 then seg 1, e.g. a prefix and a tail;
  * n[i] may be 0): K[i], V[i] point at the head's first row, `stride` floats between tokens.
- * scores: room for n[0] + n[1] doubles. 0 when ref and out are both 0.
+ * scores: room for n[0] + n[1] doubles; on return they hold the scaled scores q.k / sqrt(d)
+ * (so eval_logsumexp(scores, n[0] + n[1]) is the log of the softmax normalizer).
+ * 0 when ref and out are both 0.
  */
 double eval_attn_rel_err(const float *q, const float *const K[2], const float *const V[2],
                          const size_t n[2], size_t stride, int d, const float *out, double *scores);
+
+/* log sum_i e^{x_i} in float64, shifted by the max (n >= 1). */
+double eval_logsumexp(const double *x, size_t n);
 
 #endif /* SUBKV_EVAL_TEXT_H */

@@ -370,6 +370,9 @@ static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t
             snprintf(row.label, sizeof row.label, "%s", r->label);
             row.value = eval_attn_layer_err(ea, l);
             if (row.value >= 0.0 && eval_rows_add(&c->rows, &row) != 0) goto done;
+            snprintf(row.task, sizeof row.task, "normerr");
+            row.value = eval_attn_layer_norm_err(ea, l);
+            if (row.value >= 0.0 && eval_rows_add(&c->rows, &row) != 0) goto done;
             if (strcmp(r->label, "subgen-l2") != 0) continue;
             /* Clusterability: the clusters SubGen opened and the radius it had to grow to,
              * relative to the layer's mean key norm (large: the keys do not cluster). */
