@@ -232,8 +232,10 @@ double eval_attn_rel_err(const float *q, const float *const K[2], const float *c
 }
 
 double eval_logsumexp(const double *x, size_t n) {
-    double m = x[0], l = 0.0;
-    for (size_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-    for (size_t i = 0; i < n; i++) l += exp(x[i] - m);
-    return m + log(l);
+    size_t top = 0;
+    for (size_t i = 1; i < n; i++) top = x[i] > x[top] ? i : top;
+    double l = 1.0; /* the max's own term: e^0 */
+    for (size_t i = 0; i < n; i++)
+        if (i != top) l += exp(x[i] - x[top]);
+    return x[top] + log(l);
 }
