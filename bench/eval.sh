@@ -36,6 +36,16 @@ if [[ "${EVAL_REPORT_ONLY:-0}" != 1 ]]; then
     echo "$*" > "$OUT/args"
     echo "eval: subkv-eval took ${wall} s" | tee -a "$OUT/summary-stdout.txt"
 fi
+# Per-layer attention error on a trace (the exact model's Q, K, V at every layer): subkv-trace over
+# the first EVAL_TRACE_WINDOW tokens (2048; 0 skips) of the first text, then subkv-eval-trace.
+TW="${EVAL_TRACE_WINDOW:-2048}"
+if [[ "${EVAL_REPORT_ONLY:-0}" != 1 && "$TW" != 0 ]]; then
+    first=$(head -n 1 "$OUT/texts.list")
+    build/subkv-trace "$first" -o "$OUT/window.skvt" --window "$TW"
+    build/subkv-eval-trace "$OUT/window.skvt" --csv "$OUT/trace-layers.csv" \
+        | tee "$OUT/trace-layers.txt"
+    rm -f "$OUT/window.skvt"
+fi
 wall=$(cat "$OUT/wall_s" 2>/dev/null || echo '?')
 args=$(cat "$OUT/args" 2>/dev/null || true)
 
@@ -133,6 +143,32 @@ PY
     echo
     cat "$OUT/depths.md"
     echo
+    if [[ -f "$OUT/trace-layers.txt" ]]; then
+        echo "On a trace ($(head -n 1 "$OUT/trace-layers.txt" | sed 's/^# //; s#.*/##')): the mean over"
+        echo "layers of the relative attention-output error (every layer fed the exact model's Q, K, V;"
+        echo "per layer in trace-layers.txt / .csv):"
+        echo
+        python3 - "$OUT/trace-layers.csv" <<'PY'
+import csv, sys, math
+rows = list(csv.DictReader(open(sys.argv[1])))
+labels, fracs, mean = [], [], {}
+for r in rows:
+    if r["label"] not in labels: labels.append(r["label"])
+    f = int(r["fraction"])
+    if f > 1 and f not in fracs: fracs.append(f)
+    v = float(r["err"])
+    if not math.isnan(v): mean.setdefault((r["label"], f), []).append(v)
+print("| policy | " + " | ".join("1/%d" % f for f in fracs) + " |")
+print("|---|" + "---|" * len(fracs))
+for l in labels:
+    cells = []
+    for f in fracs:
+        v = mean.get((l, 1 if l == "exact" else f))
+        cells.append("%.4f" % (sum(v) / len(v)) if v else "-")
+    print("| %s | %s |" % (l, " | ".join(cells)))
+PY
+        echo
+    fi
     for p in "$OUT"/plot-*.png; do [[ -f "$p" ]] && echo "![$(basename "$p" .png)]($p)"; done
 } > "$OUT/README-snippet.md"
 echo "eval: wrote $OUT/eval.csv, summary.{txt,csv,md}, layers.{csv,md}, README-snippet.md"

@@ -135,6 +135,7 @@ int main(int argc, char **argv) {
             nc++;
             eval_attn *ea = NULL;
             float *out = malloc(qrow * sizeof(float));
+            err = (skv_err){0}; /* a skipped policy before must not fail this one */
             if (!out || eval_attn_create(&hp, &cfgs[p], (size_t)queries, 0, &ea, &err) != SKV_OK ||
                 eval_attn_load_prefix(ea, &pre, &err) != SKV_OK) {
                 free(out);
