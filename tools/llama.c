@@ -68,6 +68,16 @@ void llama_session_set_hook(llama_session *s, llama_qkv_hook hook, void *ctx) {
 
 uint64_t llama_session_pos(const llama_session *s) { return s->pos; }
 
+subkv_status llama_session_resume(llama_session *s, uint64_t pos, skv_err *err) {
+    if (!s) return skv_set_error(err, SKV_ERR_INVALID_ARG, "llama: NULL session");
+    if (s->pos != 0)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "llama: resume on a session already at position %llu",
+                             (unsigned long long)s->pos);
+    s->pos = pos;
+    return SKV_OK;
+}
+
 /* Scratch for n tokens (kept between calls: decode allocates nothing after the first step). */
 static subkv_status ensure_scratch(llama_session *s, size_t n, skv_err *err) {
     if (n <= s->cap) return SKV_OK;

@@ -102,6 +102,14 @@ void llama_session_destroy(llama_session *s);
 void llama_session_set_hook(llama_session *s, llama_qkv_hook hook, void *ctx);
 /* Tokens processed so far (the next token's position). */
 uint64_t llama_session_pos(const llama_session *s);
+/*
+ * Continue a sequence whose first pos tokens did not go through this session: the caller put
+ * their post-rotary K, V into the (fresh) backend through its ops->append, e.g. copied from
+ * another session's prefill by its Q/K/V hook (the eval runs one exact prefill, then decodes
+ * the tail through each policy). The next token is at position pos. Only on a session that has
+ * processed nothing yet (else SKV_ERR_INVALID_ARG).
+ */
+subkv_status llama_session_resume(llama_session *s, uint64_t pos, skv_err *err);
 
 /*
  * Prefill n >= 1 tokens (ids < n_vocab, else SKV_ERR_INVALID_ARG) at the next positions.

@@ -1,0 +1,606 @@
+/*
+ * subkv-eval — issue 5's evaluation of the policies on the real model (the engine of `make
+ * eval`; bench/eval.sh prepares the Debian texts and draws the plots).
+ *
+ *   subkv-eval --texts LIST --words /usr/share/dict/words --out build/eval [options]
+ *
+ * For each policy (exact; sinkwin, h2o, subgen-l2, subgen-cluster, refreshkv at 1/F of exact
+ * memory for every F of --fractions; the budget of a (layer, kv head) sketch is exact's bytes
+ * for the sequence's length at --dtype, divided by F):
+ *  - perplexity over the last --tail tokens of windows of each --windows length, cut from the
+ *    concatenated texts of LIST (one file per line);
+ *  - passkey and LongEval-lines retrieval accuracy at each --depths;
+ *  - per-layer relative attention-output error (vs float64 exact over the same Q, K, V) over
+ *    the last --err-queries decode steps of every window, and SubGen's clusters per layer.
+ * Cost: each window or prompt is prefilled ONCE exactly (the head of a sequence is exact
+ * attention in every policy); its K, V per layer are captured by the forward pass's hook and
+ * appended into each policy's fresh sketches; only the tail (window tail, or question +
+ * answer) is decoded through each policy (llama_session_resume).
+ * Writes OUT/eval.csv (every measurement), summary.{txt,csv,md}, layers.{csv,md},
+ * depths.md; prints the summary.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval_attn.h"
+#include "eval_docs.h"
+#include "eval_report.h"
+#include "eval_text.h"
+#include "llama_cli.h"
+#include "llama_tok.h"
+#include "subkv_cli.h"
+
+enum { MAX_LIST = 16, MAX_RUNS = 64 };
+
+typedef struct opts {
+    const char *model, *texts, *words, *out;
+    uint64_t win_len[MAX_LIST], win_count[MAX_LIST];
+    int n_win;
+    unsigned fracs[MAX_LIST];
+    int n_frac;
+    double depths[MAX_LIST], line_depths[MAX_LIST];
+    int n_depth, n_line_depth;
+    uint64_t tail, err_queries, observe, passkey_tokens, lines, seed;
+    int sg_window[MAX_LIST], sg_samples[MAX_LIST], n_sg_window, n_sg_samples; /* subgen knobs */
+    int dtype;
+    char policies[256];
+} opts;
+
+typedef struct run_cfg {
+    char label[24];
+    unsigned frac;
+    skv_config cfg; /* budget filled per sequence length */
+} run_cfg;
+
+typedef struct ctx {
+    const opts *o;
+    llama_model *model;
+    const llama_hparams *hp;
+    llama_tok *tok;
+    run_cfg runs[MAX_RUNS];
+    int n_runs;
+    eval_rows rows;
+    float *logits;
+    double t0;
+} ctx;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: subkv-eval --texts LIST [options]\n"
+            "Perplexity, retrieval and attention error of every policy at 1/F of exact memory.\n"
+            "  --texts LIST            file naming one text file per line (Debian texts)\n"
+            "  --words PATH            word list for the lines task (default "
+            "/usr/share/dict/words)\n"
+            "  --out DIR               where the CSV and tables go (default build/eval)\n"
+            "  --model PATH            GGUF (default %s)\n"
+            "  --windows L:N[,L:N]     N perplexity windows of L tokens (default 4096:1,8192:1)\n"
+            "  --tail T                tokens scored per window (default 64)\n"
+            "  --err-queries Q         last decode steps whose attention error is measured (4)\n"
+            "  --fractions F[,F]       memory fractions 1/F (default 4,8,16)\n"
+            "  --dtype T               K/V storage of every sketch and the budget (default f16)\n"
+            "  --policy L[,L]          labels kept: exact,sinkwin,h2o,subgen-l2,subgen-cluster,"
+            "refreshkv (default all)\n"
+            "  --depths D[,D]          passkey depths in [0, 1] (default 0.1,0.3,0.5,0.7,0.9)\n"
+            "  --lines-depths D[,D]    depths of the line asked for (default 0.1,0.5,0.9)\n"
+            "  --passkey-tokens N      passkey context length, about (default 2048; 0: off)\n"
+            "  --lines N               lines of the LongEval task (default 30; 0: off)\n"
+            "  --subgen-window W[,W]   subgen's exact window (default 64): one run per value\n"
+            "  --subgen-samples T[,T]  subgen's samples per cluster (default 8): one run each\n"
+            "  --observe K             h2o: prefix queries observed every K tokens (16; 0 off)\n"
+            "  --seed S                sketch RNG and prompt seed (default 1)\n",
+            LCLI_DEFAULT_MODEL);
+}
+
+static int parse_list_d(const char *s, double *out, int cap) {
+    int n = 0;
+    for (const char *p = s; *p && n < cap;) {
+        char *end = NULL;
+        out[n++] = strtod(p, &end);
+        if (end == p || !(out[n - 1] >= 0.0 && out[n - 1] <= 1.0)) return -1;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+static int parse_args(int argc, char **argv, opts *o) {
+    memset(o, 0, sizeof *o);
+    o->model = LCLI_DEFAULT_MODEL;
+    o->words = "/usr/share/dict/words";
+    o->out = "build/eval";
+    o->win_len[0] = 4096, o->win_count[0] = 1, o->win_len[1] = 8192, o->win_count[1] = 1;
+    o->n_win = 2;
+    o->fracs[0] = 4, o->fracs[1] = 8, o->fracs[2] = 16;
+    o->n_frac = 3;
+    const double dd[5] = {0.1, 0.3, 0.5, 0.7, 0.9};
+    memcpy(o->depths, dd, sizeof dd);
+    o->n_depth = 5;
+    o->line_depths[0] = 0.1, o->line_depths[1] = 0.5, o->line_depths[2] = 0.9;
+    o->n_line_depth = 3;
+    o->tail = 64, o->err_queries = 4, o->observe = 16, o->passkey_tokens = 2048, o->lines = 30;
+    o->seed = 1;
+    o->dtype = SKV_DTYPE_F16;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t x = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 1;
+        if (!v) goto bad;
+        i++;
+        if (!strcmp(a, "--texts"))
+            o->texts = v;
+        else if (!strcmp(a, "--words"))
+            o->words = v;
+        else if (!strcmp(a, "--out"))
+            o->out = v;
+        else if (!strcmp(a, "--model"))
+            o->model = v;
+        else if (!strcmp(a, "--policy"))
+            snprintf(o->policies, sizeof o->policies, "%s", v);
+        else if (!strcmp(a, "--dtype")) {
+            if ((o->dtype = skv_dtype_parse(v)) < 0) goto bad;
+        } else if (!strcmp(a, "--windows")) {
+            o->n_win = 0;
+            for (const char *p = v; *p && o->n_win < MAX_LIST;) {
+                unsigned long long l = 0, c = 0;
+                int used = 0;
+                if (sscanf(p, "%llu:%llu%n", &l, &c, &used) != 2 || l < 16 || c < 1) goto bad;
+                o->win_len[o->n_win] = l, o->win_count[o->n_win++] = c;
+                p += used;
+                if (*p == ',')
+                    p++;
+                else if (*p)
+                    goto bad;
+            }
+        } else if (!strcmp(a, "--fractions")) {
+            o->n_frac = 0;
+            for (const char *p = v; *p && o->n_frac < MAX_LIST;) {
+                char *end = NULL;
+                const unsigned long f = strtoul(p, &end, 10);
+                if (end == p || f < 2) goto bad;
+                o->fracs[o->n_frac++] = (unsigned)f;
+                p = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',') goto bad;
+            }
+        } else if (!strcmp(a, "--subgen-window") || !strcmp(a, "--subgen-samples")) {
+            const int w = !strcmp(a, "--subgen-window");
+            int *dst = w ? o->sg_window : o->sg_samples,
+                *cnt = w ? &o->n_sg_window : &o->n_sg_samples;
+            *cnt = 0;
+            for (const char *p = v; *p && *cnt < MAX_LIST;) {
+                char *end = NULL;
+                const long x2 = strtol(p, &end, 10);
+                if (end == p || x2 < (w ? 0 : 1) || x2 > 1 << 20) goto bad;
+                dst[(*cnt)++] = (int)x2;
+                p = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',') goto bad;
+            }
+        } else if (!strcmp(a, "--depths")) {
+            if ((o->n_depth = parse_list_d(v, o->depths, MAX_LIST)) < 0) goto bad;
+        } else if (!strcmp(a, "--lines-depths")) {
+            if ((o->n_line_depth = parse_list_d(v, o->line_depths, MAX_LIST)) < 0) goto bad;
+        } else if (cli_parse_size(v, &x) != 0) {
+            goto bad;
+        } else if (!strcmp(a, "--tail") && x >= 2)
+            o->tail = x;
+        else if (!strcmp(a, "--err-queries"))
+            o->err_queries = x;
+        else if (!strcmp(a, "--passkey-tokens"))
+            o->passkey_tokens = x;
+        else if (!strcmp(a, "--lines"))
+            o->lines = x;
+        else if (!strcmp(a, "--observe"))
+            o->observe = x;
+        else if (!strcmp(a, "--seed"))
+            o->seed = x;
+        else
+            goto bad;
+        continue;
+    bad:
+        fprintf(stderr, "subkv-eval: bad or unknown argument '%s'\n", a);
+        usage(stderr);
+        return 2;
+    }
+    if (!o->texts) {
+        fprintf(stderr, "subkv-eval: --texts LIST is required (bench/eval.sh makes one)\n");
+        return 2;
+    }
+    return 0;
+}
+
+static int wanted(const opts *o, const char *label) {
+    if (!o->policies[0]) return 1;
+    const size_t n = strlen(label);
+    for (const char *p = o->policies; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && !strncmp(p, label, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+/* The line-up: exact, then each policy at each fraction; subgen once per (window, samples)
+ * of --subgen-window x --subgen-samples (labelled "subgen-l2/w256t4" when either is given). */
+static void lineup(ctx *c) {
+    static const char *const names[6] = {"exact",     "sinkwin",        "h2o",
+                                         "subgen-l2", "subgen-cluster", "refreshkv"};
+    const skv_policy_id pol[6] = {SKV_POLICY_EXACT,  SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
+                                  SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV};
+    const opts *o = c->o;
+    const int nw = o->n_sg_window ? o->n_sg_window : 1, ns = o->n_sg_samples ? o->n_sg_samples : 1;
+    for (int i = 0; i < 6; i++) {
+        const int sub = pol[i] == SKV_POLICY_SUBGEN, nv = sub ? nw * ns : 1;
+        for (int v = 0; v < nv; v++)
+            for (int f = 0; f < (i == 0 ? 1 : o->n_frac); f++) {
+                if (!wanted(o, names[i]) || c->n_runs == MAX_RUNS) continue;
+                run_cfg *r = &c->runs[c->n_runs++];
+                snprintf(r->label, sizeof r->label, "%s", names[i]);
+                r->frac = i == 0 ? 1 : o->fracs[f];
+                skv_config_default(&r->cfg, pol[i], (int)c->hp->head_dim);
+                r->cfg.dtype = (skv_dtype)o->dtype;
+                r->cfg.seed = o->seed;
+                if (i == 4) r->cfg.values = SKV_VALUES_CLUSTER;
+                if (!sub || (!o->n_sg_window && !o->n_sg_samples)) continue;
+                if (o->n_sg_window) r->cfg.window = o->sg_window[v / ns];
+                if (o->n_sg_samples) r->cfg.samples = o->sg_samples[v % ns];
+                snprintf(r->label, sizeof r->label, "%s/w%dt%d", names[i], r->cfg.window,
+                         r->cfg.samples);
+            }
+    }
+}
+
+static void progress(ctx *c, const char *fmt, const char *what, double v) {
+    fprintf(stderr, "[%7.1f s] ", (cli_now_ms() - c->t0) / 1e3);
+    fprintf(stderr, fmt, what, v);
+    fputc('\n', stderr);
+}
+
+/* Prefill ids[n] exactly (a backend that stores nothing; the hook captures K, V and the
+ * observed queries into pre); logits of the last token into c->logits. */
+static int prefill_exact(ctx *c, const int32_t *ids, size_t n, eval_prefix *pre) {
+    skv_err err = {0};
+    if (eval_prefix_init(pre, c->hp, n, c->o->observe) != 0) {
+        fprintf(stderr, "subkv-eval: no memory for a %zu-token prefix\n", n);
+        return -1;
+    }
+    llama_attn *null = eval_attn_null();
+    llama_session *s = NULL;
+    int rc = -1;
+    if (!null || llama_session_create(c->model, null, &s, &err) != SKV_OK) {
+        cli_fail("session", &err);
+        goto done;
+    }
+    llama_session_set_hook(s, eval_prefix_hook, pre);
+    if (llama_prefill(s, ids, n, c->logits, 0, &err) != SKV_OK) {
+        cli_fail("prefill", &err);
+        goto done;
+    }
+    pre->n = n;
+    rc = 0;
+done:
+    llama_session_destroy(s);
+    llama_attn_destroy(null);
+    return rc;
+}
+
+/* What one policy run measured. */
+typedef struct run_out {
+    double nll_sum;  /* ppl: over the forced tokens after the first        */
+    char answer[64]; /* retrieval: the greedy continuation                  */
+    size_t budget, held, partial;
+} run_out;
+
+/*
+ * One policy over a captured prefix: decode forced[n_forced] teacher-forced (ppl: NLL of
+ * forced[k+1] after forced[k]; the first forced token's NLL comes from the exact prefill),
+ * then, with gen > 0, up to gen greedy tokens (stopping after a number). Per-layer errors and
+ * SubGen stats go into c->rows under task `attn` when ppl. Returns 0, 1 when the budget is
+ * below the policy's fixed parts (nothing measured), -1 on failure.
+ */
+static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t seq_len,
+                      const int32_t *forced, size_t n_forced, int gen, int ppl, run_out *out) {
+    const llama_hparams *hp = c->hp;
+    skv_config cfg = r->cfg;
+    cfg.budget_bytes =
+        r->frac > 1 ? eval_budget_bytes((int)hp->head_dim, cfg.dtype, seq_len, r->frac) : 0;
+    memset(out, 0, sizeof *out);
+    out->budget = cfg.budget_bytes;
+    eval_attn *ea = NULL;
+    llama_session *s = NULL;
+    skv_err err = {0};
+    int rc = -1;
+    const size_t steps = n_forced + (size_t)gen;
+    const size_t from =
+        ppl && n_forced > c->o->err_queries ? n_forced - 1 - c->o->err_queries : (size_t)-1;
+    if (eval_attn_create(hp, &cfg, steps + 1, from, &ea, &err) != SKV_OK ||
+        eval_attn_load_prefix(ea, pre, &err) != SKV_OK ||
+        llama_session_create(c->model, eval_attn_base(ea), &s, &err) != SKV_OK ||
+        llama_session_resume(s, pre->n, &err) != SKV_OK) {
+        fprintf(stderr, "subkv-eval: %s 1/%u: ", r->label, r->frac);
+        cli_fail(err.code == SKV_ERR_BUDGET ? "skipped" : "set-up", &err);
+        if (err.code == SKV_ERR_BUDGET) rc = 1; /* a budget below the policy's fixed parts */
+        goto done;
+    }
+    const size_t last = ppl ? n_forced - 1 : n_forced;
+    for (size_t k = 0; k < last; k++) {
+        if (llama_decode(s, forced[k], c->logits, &err) != SKV_OK) {
+            cli_fail("decode", &err);
+            goto done;
+        }
+        if (ppl) out->nll_sum += llama_nll(c->logits, hp->n_vocab, forced[k + 1]);
+    }
+    size_t alen = 0;
+    for (int g = 0; g < gen; g++) {
+        const int32_t t = llama_argmax(c->logits, hp->n_vocab);
+        if (t == llama_tok_eos(c->tok)) break;
+        char buf[64] = {0};
+        FILE *m = fmemopen(buf, sizeof buf - 1, "w");
+        if (m) {
+            lcli_write_token(llama_model_gguf(c->model), t, m);
+            fclose(m);
+        }
+        int stop = 0;
+        for (size_t i = 0; buf[i] && alen + 1 < sizeof out->answer; i++) {
+            const int digit = buf[i] >= '0' && buf[i] <= '9';
+            int seen = 0;
+            for (size_t j = 0; j < alen; j++)
+                seen |= out->answer[j] >= '0' && out->answer[j] <= '9';
+            if (seen && !digit) stop = 1;
+            out->answer[alen++] = buf[i];
+        }
+        if (stop || g + 1 == gen) break;
+        if (llama_decode(s, t, c->logits, &err) != SKV_OK) {
+            cli_fail("decode", &err);
+            goto done;
+        }
+    }
+    out->held = eval_attn_bytes(ea, &out->partial);
+    if (ppl) {
+        for (uint32_t l = 0; l < hp->n_layer; l++) {
+            eval_row row = {.item = (int)l,
+                            .frac = r->frac,
+                            .budget = out->budget,
+                            .held = out->held,
+                            .partial = out->partial,
+                            .weight = 1.0};
+            snprintf(row.task, sizeof row.task, "attn");
+            snprintf(row.label, sizeof row.label, "%s", r->label);
+            row.value = eval_attn_layer_err(ea, l);
+            if (row.value >= 0.0 && eval_rows_add(&c->rows, &row) != 0) goto done;
+            snprintf(row.task, sizeof row.task, "normerr");
+            row.value = eval_attn_layer_norm_err(ea, l);
+            if (row.value >= 0.0 && eval_rows_add(&c->rows, &row) != 0) goto done;
+            if (strcmp(r->label, "subgen-l2") != 0) continue;
+            /* Clusterability: the clusters SubGen opened and the radius it had to grow to,
+             * relative to the layer's mean key norm (large: the keys do not cluster). */
+            double cl, mg, dl, ff, norm = 0.0;
+            eval_attn_layer_stats(ea, l, &cl, &mg, &dl, &ff);
+            for (size_t i = 0; i < pre->n * hp->n_head_kv; i++) {
+                double s2 = 0.0;
+                for (uint32_t j = 0; j < hp->head_dim; j++) {
+                    const double x = pre->K[l][i * hp->head_dim + j];
+                    s2 += x * x;
+                }
+                norm += sqrt(s2);
+            }
+            norm /= (double)(pre->n * hp->n_head_kv);
+            snprintf(row.label, sizeof row.label, "subgen-stats");
+            snprintf(row.task, sizeof row.task, "clusters");
+            row.value = cl;
+            if (eval_rows_add(&c->rows, &row) != 0) goto done;
+            snprintf(row.task, sizeof row.task, "delta");
+            row.value = norm > 0.0 ? dl / norm : 0.0;
+            if (eval_rows_add(&c->rows, &row) != 0) goto done;
+        }
+    }
+    rc = 0;
+done:
+    llama_session_destroy(s);
+    eval_attn_destroy(ea);
+    return rc;
+}
+
+static int add_row(ctx *c, const char *task, int item, const run_cfg *r, const run_out *ro,
+                   double value, double weight) {
+    eval_row row = {.item = item,
+                    .frac = r->frac,
+                    .budget = ro->budget,
+                    .held = ro->held,
+                    .partial = ro->partial,
+                    .value = value,
+                    .weight = weight};
+    snprintf(row.task, sizeof row.task, "%s", task);
+    snprintf(row.label, sizeof row.label, "%s", r->label);
+    return eval_rows_add(&c->rows, &row);
+}
+
+static int eval_ppl(ctx *c, const eval_docs *d, FILE *windows_f) {
+    int w = 0;
+    for (int g = 0; g < c->o->n_win; g++)
+        for (uint64_t k = 0; k < c->o->win_count[g]; k++, w++) {
+            const uint64_t L = c->o->win_len[g], T = c->o->tail;
+            char used[512], task[16];
+            int32_t *ids = eval_window_ids(d, w, L, used, sizeof used);
+            if (!ids)
+                return fprintf(stderr, "subkv-eval: texts too short for %llu tokens\n",
+                               (unsigned long long)L),
+                       -1;
+            snprintf(task, sizeof task, "ppl%llu", (unsigned long long)L);
+            fprintf(windows_f, "%s window %d: %s\n", task, w, used);
+            eval_prefix pre;
+            progress(c, "%s: exact prefill of %.0f tokens", task, (double)(L - T));
+            if (prefill_exact(c, ids, L - T, &pre) != 0) return free(ids), -1;
+            const double nll0 = llama_nll(c->logits, c->hp->n_vocab, ids[L - T]);
+            for (int r = 0; r < c->n_runs; r++) {
+                run_out ro;
+                const int st = run_policy(c, &c->runs[r], &pre, L, ids + (L - T), T, 0, 1, &ro);
+                if (st == 1) continue;
+                if (st != 0 || add_row(c, task, w, &c->runs[r], &ro,
+                                       (nll0 + ro.nll_sum) / (double)T, (double)T) != 0) {
+                    eval_prefix_free(&pre, c->hp);
+                    free(ids);
+                    return -1;
+                }
+                char what[96];
+                snprintf(what, sizeof what, "%s window %d %s 1/%u", task, w, c->runs[r].label,
+                         c->runs[r].frac);
+                progress(c, "%s: ppl %.3f", what, exp((nll0 + ro.nll_sum) / (double)T));
+            }
+            eval_prefix_free(&pre, c->hp);
+            free(ids);
+        }
+    return 0;
+}
+
+/* One retrieval prompt through every policy: exact prefill of the context, question forced. */
+static int eval_prompt_run(ctx *c, const char *task, const eval_prompt *p) {
+    int32_t *ctx_ids = NULL, *q_ids = NULL;
+    size_t nc = 0, nq = 0;
+    skv_err err = {0};
+    int rc = -1;
+    eval_prefix pre = {0};
+    if (llama_tok_encode(c->tok, p->context, strlen(p->context), 0, 1, &ctx_ids, &nc, &err) !=
+            SKV_OK ||
+        llama_tok_encode(c->tok, p->question, strlen(p->question), 0, 0, &q_ids, &nq, &err) !=
+            SKV_OK) {
+        cli_fail("tokenize", &err);
+        goto done;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%s depth %.2f", task, p->depth);
+    progress(c, "%s: exact prefill of %.0f tokens", what, (double)nc);
+    if (prefill_exact(c, ctx_ids, nc, &pre) != 0) goto done;
+    for (int r = 0; r < c->n_runs; r++) {
+        run_out ro;
+        const int st = run_policy(c, &c->runs[r], &pre, nc + nq, q_ids, nq, 8, 0, &ro);
+        if (st == 1) continue;
+        if (st != 0) goto done;
+        const int ok = eval_answer_match(ro.answer, p->answer);
+        if (add_row(c, task, (int)lround(p->depth * 100), &c->runs[r], &ro, ok, 1.0) != 0)
+            goto done;
+        for (char *ch = ro.answer; *ch; ch++) /* one line per answer in the log */
+            if (*ch == '\n' || *ch == '\r') *ch = ' ';
+        fprintf(stderr, "           %-15s 1/%-3u want %s got '%s'%s\n", c->runs[r].label,
+                c->runs[r].frac, p->answer, ro.answer, ok ? "" : "  (wrong)");
+    }
+    rc = 0;
+done:
+    if (pre.K) eval_prefix_free(&pre, c->hp);
+    free(ctx_ids);
+    free(q_ids);
+    return rc;
+}
+
+static int eval_retrieval(ctx *c, const eval_docs *d) {
+    if (c->o->passkey_tokens) {
+        /* Filler: the last text, sized by its characters per token. */
+        const size_t last = (size_t)d->n - 1;
+        const double cpt = (double)d->text_last_len / (double)(d->n_ids[last] ? d->n_ids[last] : 1);
+        const size_t chars = (size_t)(cpt * (double)c->o->passkey_tokens);
+        for (int i = 0; i < c->o->n_depth; i++) {
+            eval_prompt p;
+            const unsigned key =
+                10000u + (unsigned)((c->o->seed * 7919u + (unsigned)i * 104729u) % 90000u);
+            if (eval_passkey_prompt(d->text_last, d->text_last_len, chars, c->o->depths[i], key,
+                                    &p) != 0)
+                return fprintf(stderr, "subkv-eval: passkey prompt\n"), -1;
+            const int rc = eval_prompt_run(c, "passkey", &p);
+            eval_prompt_free(&p);
+            if (rc != 0) return -1;
+        }
+    }
+    if (c->o->lines) {
+        char *buf = NULL, **words = NULL;
+        size_t nw = 0;
+        if (eval_load_words(c->o->words, &buf, &words, &nw) != 0)
+            return fprintf(stderr, "subkv-eval: no words in %s (Debian: wamerican)\n", c->o->words),
+                   -1;
+        int rc = 0;
+        for (int i = 0; i < c->o->n_line_depth && rc == 0; i++) {
+            eval_prompt p;
+            if (eval_lines_prompt((const char *const *)words, nw, (size_t)c->o->lines,
+                                  c->o->line_depths[i], c->o->seed * 1000 + (uint64_t)i, &p) != 0) {
+                rc = -1;
+                break;
+            }
+            rc = eval_prompt_run(c, "lines", &p);
+            eval_prompt_free(&p);
+        }
+        free(words);
+        free(buf);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+static int write_out(ctx *c, const char *name, int what, int fmt) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", c->o->out, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return fprintf(stderr, "subkv-eval: cannot write %s\n", path), -1;
+    if (what == 0) eval_rows_csv(f, &c->rows);
+    if (what == 1) eval_summary(f, &c->rows, fmt);
+    if (what == 2)
+        eval_layers(f, &c->rows, c->o->n_frac > 1 ? c->o->fracs[1] : c->o->fracs[0], fmt);
+    if (what == 3) {
+        fputs("Passkey accuracy per depth:\n\n", f);
+        eval_depths(f, &c->rows, "passkey", fmt);
+        fputs("\nLongEval lines accuracy per depth:\n\n", f);
+        eval_depths(f, &c->rows, "lines", fmt);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    opts o;
+    const int pa = parse_args(argc, argv, &o);
+    if (pa) return pa == 1 ? 0 : 2;
+    ctx c = {.o = &o};
+    eval_docs d = {0};
+    FILE *wf = NULL;
+    int rc = 1;
+    skv_err err = {0};
+    c.t0 = cli_now_ms();
+    if (llama_model_load(o.model, &c.model, &err) != SKV_OK) {
+        cli_fail(o.model, &err);
+        goto done;
+    }
+    c.hp = llama_model_hparams(c.model);
+    if (llama_tok_open(llama_model_gguf(c.model), &c.tok, &err) != SKV_OK) {
+        cli_fail("tokenizer", &err);
+        goto done;
+    }
+    c.logits = malloc(c.hp->n_vocab * sizeof(float));
+    lineup(&c);
+    if (!c.logits || c.n_runs == 0 || eval_docs_load(o.texts, c.tok, &d) != 0) goto done;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/windows.txt", o.out);
+    if (!(wf = fopen(path, "w"))) {
+        fprintf(stderr, "subkv-eval: cannot write %s (does %s exist?)\n", path, o.out);
+        goto done;
+    }
+    fprintf(stderr, "subkv-eval: %d policy runs, %d texts, dtype %s\n", c.n_runs, d.n,
+            skv_dtype_name((skv_dtype)o.dtype));
+    if (eval_ppl(&c, &d, wf) != 0 || eval_retrieval(&c, &d) != 0) goto done;
+    if (write_out(&c, "eval.csv", 0, 1) || write_out(&c, "summary.txt", 1, 0) ||
+        write_out(&c, "summary.csv", 1, 1) || write_out(&c, "summary.md", 1, 2) ||
+        write_out(&c, "layers.csv", 2, 1) || write_out(&c, "layers.md", 2, 2) ||
+        write_out(&c, "depths.md", 3, 2))
+        goto done;
+    eval_summary(stdout, &c.rows, 0);
+    printf("# per layer at 1/%u:\n", o.n_frac > 1 ? o.fracs[1] : o.fracs[0]);
+    eval_layers(stdout, &c.rows, o.n_frac > 1 ? o.fracs[1] : o.fracs[0], 0);
+    printf("# wall %.1f s\n", (cli_now_ms() - c.t0) / 1e3);
+    rc = 0;
+done:
+    if (wf) fclose(wf);
+    eval_docs_free(&d);
+    free(c.logits);
+    eval_rows_free(&c.rows);
+    llama_tok_free(c.tok);
+    llama_model_free(c.model);
+    return rc;
+}
