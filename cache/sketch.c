@@ -28,7 +28,7 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim) {
     cfg->policy = policy;
     cfg->head_dim = head_dim;
     cfg->dtype = SKV_DTYPE_F32;
-    cfg->values = SKV_VALUES_L2;
+    cfg->values = SKV_VALUES_CLUSTER; /* the stratified estimator: see subkv.h */
     switch (policy) {
     case SKV_POLICY_SINKWIN:
         cfg->sinks = 4;
