@@ -48,6 +48,7 @@ static int cmp_double(const void *a, const void *b) {
 static void config_for(skv_config *c, size_t context, uint32_t layer, uint32_t head, uint64_t seq) {
     skv_config_default(c, SKV_POLICY_SUBGEN, HD);
     c->dtype = SKV_DTYPE_F16;
+    c->values = SKV_VALUES_L2; /* the l2 slots: the costlier append (one coin per slot) */
     c->budget_bytes = context * HD * 2 * 2 / 16;
     c->seed = 7;
     c->seq_id = seq;
