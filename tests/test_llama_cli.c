@@ -8,7 +8,7 @@
  *  - csr with an orthonormal dictionary (the standard basis) at s = head_dim codes every key
  *    and value exactly up to float16 coefficients, so its logits equal exact's within 1e-3
  *    relative (measured 5e-5); at s = 8 its logits are finite and differ from exact's (the codes
- * are used); a post-rotary dictionary with --rope-base, or one of another head_dim, is refused;
+ *    are used); a post-rotary dictionary with --rope-base, or one of another head_dim, is refused;
  *  - refreshkv with threshold 1 and stride 1 (a full step every decode step, over the exact
  *    full store) gives exact's logits within 1e-5.
  */
