@@ -3,6 +3,7 @@
 # evaluation on disjoint text (issue 6, the real-model part of CSR).
 #
 #   tools/csr_real.sh [STEP...]      steps: texts traces train eval ppl (default: all, in order)
+#                                    big: a larger pre-rotary set (BIG_ATOMS, BIG_LPD) + its eval
 #
 # Everything is written under $CSR_DIR (default build/csr_real; never in git). Needs the model
 # (`make model`), man, col, and build/subkv-trace, build/subkv-dict, build/subkv-perplexity
@@ -31,6 +32,8 @@ PPL_TAIL=${PPL_TAIL:-128}
 CSR_WINDOW=${CSR_WINDOW:-128}
 ROPE_BASE=${ROPE_BASE:-100000}
 B=${B:-build}
+BIG_ATOMS=${BIG_ATOMS:-4096}
+BIG_LPD=${BIG_LPD:-10}
 
 TRAIN_LICENSES="GPL-3 Apache-2.0"
 TRAIN_MAN="find tar"
@@ -103,6 +106,16 @@ step_ppl() {
             --sketch-window "$CSR_WINDOW" --rope-base "$ROPE_BASE"
         bytes=$(sketch_bytes "csr_post_s$s")
         ppl "sinkwin_s$s" --policy sinkwin --budget "$bytes"
+    done
+}
+
+step_big() {
+    timed "train pre-rotary N=$BIG_ATOMS" "$B/subkv-dict" train "$CSR_DIR"/train_*.skvt \
+        -o "$CSR_DIR/pre_big.skvd" --atoms "$BIG_ATOMS" --layers-per-dict "$BIG_LPD" \
+        --samples "$SAMPLES" --iters "$ITERS" --rope-base "$ROPE_BASE" --quiet
+    for e in "$CSR_DIR"/eval_*.skvt; do
+        timed "eval pre N=$BIG_ATOMS $e" "$B/subkv-dict" eval "$CSR_DIR/pre_big.skvd" "$e" \
+            --sparsity "$SPARSITY" --window 64 --queries 16 --rope-base "$ROPE_BASE"
     done
 }
 
