@@ -192,7 +192,7 @@ endif
 # ---- build rules -----------------------------------------------------------------------------
 
 .PHONY: all libs test tests-build deps model demo bench bench-service bench-load valgrind eval \
-        format format-check lint clean help
+        csr-dicts format format-check lint clean help
 
 all: libs $(TOOL_BINS) $(BENCH_BIN)
 libs: $(LIBS)
@@ -260,6 +260,11 @@ test: deps
 	    echo "make test: the model could not be downloaded; its tests will skip"; [ $$rc -eq 3 ]; }
 	@$(MAKE) --no-print-directory tests-build
 	@bash tests/run_tests.sh $(TEST_BINS)
+
+# CSR dictionaries from the model's traces over Debian text, evaluated on disjoint text
+# (tools/csr_real.sh; everything under build/csr_real).
+csr-dicts: model $(BUILD)/subkv-trace $(BUILD)/subkv-dict $(BUILD)/subkv-perplexity
+	B=$(BUILD) bash tools/csr_real.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all

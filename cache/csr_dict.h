@@ -33,9 +33,9 @@ enum {
     SKV_DICT_HEADER_BYTES = 20,
 };
 
-/* Which keys a dictionary was trained on. The paper codes keys before rotary embedding;
- * only post-rotary coding is implemented so far (pre-rotary needs positions + rotary in
- * attend; see cache/csr.c). */
+/* Which keys a dictionary was trained on. The paper codes keys before rotary embedding
+ * (pre-rotary: a sketch with rope_base > 0 undoes RoPE before coding and redoes it when
+ * decoding, cache/csr.c); post-rotary codes the keys as given. */
 typedef enum skv_key_space { SKV_KEYS_POST_ROTARY = 0, SKV_KEYS_PRE_ROTARY = 1 } skv_key_space;
 
 struct skv_dict {

@@ -1,5 +1,7 @@
 /* llama_cli.c — shared option handling and set-up of the model programs (see llama_cli.h). */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +20,9 @@ void lcli_defaults(lcli_opts *o) {
     o->dtype = SKV_DTYPE_F32;
     o->values = -1;
     o->seed = 1;
+    o->sinks = o->window = o->partial_tokens = o->stride = -1;
+    o->full_store = o->decide = o->sparsity = o->atoms = -1;
+    o->threshold = o->rope_base = NAN;
 }
 
 void lcli_usage_common(FILE *f) {
@@ -26,13 +31,79 @@ void lcli_usage_common(FILE *f) {
         "  --model PATH            GGUF model (default " LCLI_DEFAULT_MODEL ")\n"
         "  --attention local|service  sketches in-process or in the subkv service (local)\n"
         "  --addr ADDR --token T   the service (SUBKV_ADDR / SUBKV_TOKEN; default %s)\n"
-        "  --policy P              exact|sinkwin|h2o|subgen (default exact)\n"
+        "  --policy P              exact|sinkwin|h2o|subgen|refreshkv|csr (default exact)\n"
         "  --budget BYTES          per (layer, kv head) sketch, K/M/G suffixes (0: raw params)\n"
         "  --dtype T               f32|f16|bf16 key/value storage (default f32)\n"
         "  --values V              subgen value estimator: l2|cluster\n"
         "  --seed S                sketch RNG seed (default 1)\n"
-        "  --tokens LIST           token ids '1,2,3' or '@FILE' instead of text\n",
+        "  --tokens LIST           token ids '1,2,3' or '@FILE' instead of text\n"
+        "policy knobs (left out: the policy's default, or what --budget derives):\n"
+        "  --sinks N --sketch-window N  exact first / last tokens (sinkwin, subgen, csr,\n"
+        "                          h2o window, refreshkv with --full-store subgen)\n"
+        "  --partial-tokens K --stride S --threshold T --full-store exact|subgen\n"
+        "  --decide layer|group    refreshkv (threshold 1: a full step every stride)\n"
+        "  --dict FILE             csr: dictionary set (subkv-dict train); required\n"
+        "  --sparsity S --atoms N  csr: atoms per vector (32 S / head_dim bits per element)\n"
+        "  --rope-base B           csr: code keys pre-rotary (B = the model's rope base; the\n"
+        "                          dictionary must be pre-rotary); 0: post-rotary\n",
         SKV_DEFAULT_ADDR);
+}
+
+/* An int in [lo, hi] / a finite float; 0 or -1. */
+static int parse_int(const char *v, long lo, long hi, int *out) {
+    char *end = NULL;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_float(const char *v, float *out) {
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) return -1;
+    *out = (float)x;
+    return 0;
+}
+
+/* The knobs: name, and which policies take it (bit per skv_policy_id). */
+#define P(x) (1u << SKV_POLICY_##x)
+static const struct knob {
+    const char *name;
+    unsigned policies;
+} KNOBS[] = {
+    {"--sinks", P(SINKWIN) | P(SUBGEN) | P(CSR) | P(REFRESHKV)},
+    {"--sketch-window", P(SINKWIN) | P(SUBGEN) | P(CSR) | P(H2O) | P(REFRESHKV)},
+    {"--partial-tokens", P(REFRESHKV)},
+    {"--stride", P(REFRESHKV)},
+    {"--threshold", P(REFRESHKV)},
+    {"--full-store", P(REFRESHKV)},
+    {"--decide", P(REFRESHKV)},
+    {"--dict", P(CSR)},
+    {"--sparsity", P(CSR)},
+    {"--atoms", P(CSR)},
+    {"--rope-base", P(CSR)},
+    {NULL, 0},
+};
+#undef P
+
+/* Set a knob from its value; 0, or -1 for a bad value. */
+static int set_knob(lcli_opts *o, const char *a, const char *v) {
+    if (!strcmp(a, "--sinks")) return parse_int(v, 0, 1 << 24, &o->sinks);
+    if (!strcmp(a, "--sketch-window")) return parse_int(v, 0, 1 << 24, &o->window);
+    if (!strcmp(a, "--partial-tokens")) return parse_int(v, 1, 1 << 24, &o->partial_tokens);
+    if (!strcmp(a, "--stride")) return parse_int(v, 1, 1 << 24, &o->stride);
+    if (!strcmp(a, "--threshold"))
+        return parse_float(v, &o->threshold) || o->threshold < -1 || o->threshold > 1 ? -1 : 0;
+    if (!strcmp(a, "--full-store")) return (o->full_store = skv_full_store_parse(v)) < 0 ? -1 : 0;
+    if (!strcmp(a, "--decide")) return (o->decide = skv_decide_parse(v)) < 0 ? -1 : 0;
+    if (!strcmp(a, "--dict")) return o->dict = v, *v ? 0 : -1;
+    if (!strcmp(a, "--sparsity")) return parse_int(v, 2, 1024, &o->sparsity);
+    if (!strcmp(a, "--atoms")) return parse_int(v, 1, SKV_DICT_MAX_ATOMS, &o->atoms);
+    /* --rope-base */
+    return parse_float(v, &o->rope_base) || o->rope_base < 0 ? -1 : 0;
 }
 
 int lcli_parse_common(lcli_opts *o, int argc, char **argv, int *i) {
@@ -40,16 +111,19 @@ int lcli_parse_common(lcli_opts *o, int argc, char **argv, int *i) {
                                              "--policy", "--budget",    "--dtype", "--values",
                                              "--seed",   "--tokens",    NULL};
     const char *a = argv[*i];
-    int known = 0;
+    int known = 0, knob = 0;
     for (int k = 0; with_value[k]; k++) known |= strcmp(a, with_value[k]) == 0;
-    if (!known) return 0;
+    for (int k = 0; KNOBS[k].name; k++) knob |= strcmp(a, KNOBS[k].name) == 0;
+    if (!known && !knob) return 0;
     if (*i + 1 >= argc) {
         fprintf(stderr, "%s needs a value\n", a);
         return -1;
     }
     const char *v = argv[++*i];
     int bad = 0;
-    if (!strcmp(a, "--model"))
+    if (knob)
+        bad = set_knob(o, a, v) != 0;
+    else if (!strcmp(a, "--model"))
         o->model = v;
     else if (!strcmp(a, "--attention"))
         o->attention = v, bad = strcmp(v, "local") != 0 && strcmp(v, "service") != 0;
@@ -76,12 +150,54 @@ int lcli_parse_common(lcli_opts *o, int argc, char **argv, int *i) {
     return 1;
 }
 
-void lcli_policy(const lcli_opts *o, skv_config *cfg) {
+/* Whether knob `name` was given. */
+static int knob_given(const lcli_opts *o, const char *name) {
+    if (!strcmp(name, "--sinks")) return o->sinks >= 0;
+    if (!strcmp(name, "--sketch-window")) return o->window >= 0;
+    if (!strcmp(name, "--partial-tokens")) return o->partial_tokens >= 0;
+    if (!strcmp(name, "--stride")) return o->stride >= 0;
+    if (!strcmp(name, "--threshold")) return !isnan(o->threshold);
+    if (!strcmp(name, "--full-store")) return o->full_store >= 0;
+    if (!strcmp(name, "--decide")) return o->decide >= 0;
+    if (!strcmp(name, "--dict")) return o->dict != NULL;
+    if (!strcmp(name, "--sparsity")) return o->sparsity >= 0;
+    if (!strcmp(name, "--atoms")) return o->atoms >= 0;
+    return !isnan(o->rope_base);
+}
+
+int lcli_policy(const lcli_opts *o, skv_config *cfg) {
+    const char *pname = skv_policy_name((skv_policy_id)o->policy);
+    for (int k = 0; KNOBS[k].name; k++)
+        if (knob_given(o, KNOBS[k].name) && !(KNOBS[k].policies & (1u << o->policy))) {
+            fprintf(stderr, "%s does not apply to --policy %s\n", KNOBS[k].name, pname);
+            return -1;
+        }
     skv_config_default(cfg, (skv_policy_id)o->policy, 64);
     cfg->dtype = (skv_dtype)o->dtype;
     if (o->values >= 0) cfg->values = (skv_values_mode)o->values;
     cfg->budget_bytes = (size_t)o->budget;
     cfg->seed = o->seed;
+    if (o->sinks >= 0) cfg->sinks = o->sinks;
+    if (o->window >= 0) cfg->window = o->window;
+    if (o->partial_tokens >= 0) cfg->partial_tokens = o->partial_tokens;
+    if (o->stride >= 0) cfg->stride = o->stride;
+    if (!isnan(o->threshold)) cfg->threshold = o->threshold;
+    if (o->full_store >= 0) cfg->full_store = (skv_full_store)o->full_store;
+    if (o->decide >= 0) cfg->decide = (skv_decide_mode)o->decide;
+    if (o->sparsity >= 0) cfg->sparsity = o->sparsity;
+    if (o->atoms >= 0) cfg->atoms = o->atoms;
+    if (!isnan(o->rope_base)) cfg->rope_base = o->rope_base;
+    if (o->policy != SKV_POLICY_CSR) return 0;
+    if (!o->dict) {
+        fprintf(stderr, "--policy csr needs --dict FILE (a dictionary set: subkv-dict train)\n");
+        return -1;
+    }
+    if (strlen(o->dict) >= sizeof cfg->dict_path) {
+        fprintf(stderr, "--dict path longer than %zu bytes\n", sizeof cfg->dict_path - 1);
+        return -1;
+    }
+    memcpy(cfg->dict_path, o->dict, strlen(o->dict) + 1);
+    return 0;
 }
 
 int lcli_parse_tokens(const char *spec, int32_t **out, size_t *n) {
@@ -155,9 +271,52 @@ int lcli_parse_tokens(const char *spec, int32_t **out, size_t *n) {
     return 0;
 }
 
+/* csr: bind the dictionary. Local sketches borrow the set from r->dicts (loaded on the first
+ * open, kept across resets); the service's workers load it themselves by path, so it travels
+ * as an absolute path (they need not share our working directory) after we check it loads. */
+static int bind_dict(const lcli_opts *o, lcli_run *r, skv_config *cfg) {
+    skv_err err = {0};
+    if (!r->dicts && skv_dicts_new(&r->dicts, &err) != SKV_OK)
+        return cli_fail("dictionary registry", &err) ? -1 : -1;
+    const skv_dict *d = NULL;
+    if (skv_dicts_get(r->dicts, cfg->dict_path, &d, &err) != SKV_OK)
+        return cli_fail(cfg->dict_path, &err) ? -1 : -1;
+    const llama_hparams *hp = llama_model_hparams(r->model);
+    if ((uint32_t)d->d != hp->head_dim || skv_dict_group_of(d, hp->n_layer - 1) < 0) {
+        fprintf(stderr,
+                "%s: dictionary of head_dim %d for %d layers; the model has head_dim %u, %u "
+                "layers\n",
+                cfg->dict_path, d->d, d->groups * d->layers_per_group, hp->head_dim, hp->n_layer);
+        return -1;
+    }
+    if ((d->key_space == SKV_KEYS_PRE_ROTARY) != (cfg->rope_base > 0)) {
+        fprintf(stderr, "%s holds %s-rotary keys: %s\n", cfg->dict_path,
+                d->key_space == SKV_KEYS_PRE_ROTARY ? "pre" : "post",
+                d->key_space == SKV_KEYS_PRE_ROTARY ? "give --rope-base B (the model's rope base)"
+                                                    : "leave out --rope-base");
+        return -1;
+    }
+    if (strcmp(o->attention, "service") != 0) {
+        if (skv_config_bind_dict(cfg, r->dicts, &err) != SKV_OK)
+            return cli_fail("bind dictionary", &err) ? -1 : -1;
+        return 0;
+    }
+    char *abs = realpath(cfg->dict_path, NULL);
+    if (!abs || strlen(abs) >= sizeof cfg->dict_path) {
+        fprintf(stderr, "%s: no absolute path of at most %zu bytes\n", cfg->dict_path,
+                sizeof cfg->dict_path - 1);
+        free(abs);
+        return -1;
+    }
+    memcpy(cfg->dict_path, abs, strlen(abs) + 1);
+    free(abs);
+    return 0;
+}
+
 static int attn_open(const lcli_opts *o, lcli_run *r) {
     skv_config cfg;
-    lcli_policy(o, &cfg);
+    if (lcli_policy(o, &cfg) != 0) return -1;
+    if (cfg.policy == SKV_POLICY_CSR && bind_dict(o, r, &cfg) != 0) return -1;
     skv_err err = {0};
     if (llama_attn_create(o->attention, llama_model_hparams(r->model), &cfg, o->addr, o->token,
                           &r->attn, &err) != SKV_OK)
@@ -189,6 +348,7 @@ int lcli_reset(const lcli_opts *o, lcli_run *r) {
 void lcli_close(lcli_run *r) {
     llama_session_destroy(r->sess);
     llama_attn_destroy(r->attn);
+    skv_dicts_free(r->dicts); /* after the sketches that borrow its sets */
     llama_model_free(r->model);
     memset(r, 0, sizeof *r);
 }

@@ -7,13 +7,22 @@
  *   --model PATH           GGUF (default data/SmolLM2-135M-Instruct.Q4_1.gguf)
  *   --attention local|service   where the sketches live (default local)
  *   --addr ADDR --token T  the service (default SUBKV_ADDR or 127.0.0.1:7439; SUBKV_TOKEN)
- *   --policy P             exact | sinkwin | h2o | subgen (default exact)
+ *   --policy P             exact | sinkwin | h2o | subgen | refreshkv | csr (default exact)
  *   --budget BYTES         per (layer, kv head) sketch, K/M/G suffixes (default 0: raw params)
  *   --dtype T              f32 | f16 | bf16 storage of keys and values (default f32)
  *   --values V             subgen: l2 | cluster
  *   --seed S               sketch RNG seed (default 1)
  *   --tokens LIST          input token ids "1,2,3", or "@FILE" (ids separated by commas or
  *                          whitespace) instead of text
+ * Policy knobs (cache/subkv.h's skv_config; each is refused with a policy it does not apply to;
+ * left out, the policy's default or what the budget derives):
+ *   --sinks N --sketch-window N     sinkwin, subgen, csr (refreshkv with a subgen full store)
+ *   --partial-tokens K --stride S --threshold T --full-store exact|subgen --decide layer|group
+ *                                   refreshkv
+ *   --dict FILE --sparsity S --rope-base B --atoms N
+ *                                   csr (--dict required). The dictionary is loaded once per
+ *                                   run into a registry and bound to every sketch's config
+ *                                   (local); the service's workers load it by its absolute path.
  */
 #ifndef SUBKV_LLAMA_CLI_H
 #define SUBKV_LLAMA_CLI_H
@@ -21,6 +30,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "csr_dict.h"
 #include "llama.h"
 
 #define LCLI_DEFAULT_MODEL "data/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -29,6 +39,10 @@ typedef struct lcli_opts {
     const char *model, *attention, *addr, *token, *tokens;
     int policy, dtype, values;
     uint64_t budget, seed;
+    /* Policy knobs; -1 (NaN for the floats, NULL for dict) = not given. */
+    int sinks, window, partial_tokens, stride, full_store, decide, sparsity, atoms;
+    float threshold, rope_base;
+    const char *dict;
 } lcli_opts;
 
 void lcli_defaults(lcli_opts *o);
@@ -37,8 +51,10 @@ void lcli_usage_common(FILE *f);
 /* If argv[*i] is a common option, consume it (and its value): 1; not one: 0; a bad value or a
  * missing one: -1 (a message is printed). */
 int lcli_parse_common(lcli_opts *o, int argc, char **argv, int *i);
-/* The sketch configuration the options describe (head_dim set by the backend). */
-void lcli_policy(const lcli_opts *o, skv_config *cfg);
+/* The sketch configuration the options describe (head_dim set by the backend; csr's
+ * dict_path copied from --dict, dict not bound). 0, or -1 with a message printed: a knob of
+ * another policy, csr without --dict, a --dict path longer than SKV_DICT_PATH_MAX - 1. */
+int lcli_policy(const lcli_opts *o, skv_config *cfg);
 
 /* Parse "1,2,3" or "@FILE" into a malloc'd array; 0, or -1 with a message printed. */
 int lcli_parse_tokens(const char *spec, int32_t **out, size_t *n);
@@ -47,6 +63,7 @@ typedef struct lcli_run {
     llama_model *model;
     llama_attn *attn;
     llama_session *sess;
+    skv_dicts *dicts; /* csr dictionaries, loaded once per run (kept across lcli_reset) */
 } lcli_run;
 
 /* Load the model and open a fresh backend + session; 0, or -1 with the error printed. */
