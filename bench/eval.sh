@@ -9,6 +9,12 @@
 # files used goes to OUT/texts.list, the window -> documents map to OUT/windows.txt. The
 # passkey filler is the last text of the list; the lines task draws words from wamerican's
 # /usr/share/dict/words. Nothing here is written by hand.
+#
+# csr joins when EVAL_CSR_DICT names a dictionary set (else subkv-eval skips it, saying why):
+# `make csr-dicts` (tools/csr_real.sh) writes build/csr_real/pre.skvd (pre-rotary keys: give
+# EVAL_CSR_ROPE_BASE=100000, SmolLM2's rope base) and build/csr_real/post.skvd (post-rotary:
+# leave EVAL_CSR_ROPE_BASE unset or 0), both trained on traces of disjoint Debian text, e.g.
+#   EVAL_CSR_DICT=build/csr_real/pre.skvd EVAL_CSR_ROPE_BASE=100000 make eval
 set -euo pipefail
 
 OUT="${EVAL_OUT:-build/eval}"
@@ -30,7 +36,11 @@ echo "eval: texts: $(wc -c $(cat "$OUT/texts.list") | tail -n 1 | awk '{print $1
 # EVAL_REPORT_ONLY=1: redo only the plots and the snippet from OUT's existing results.
 if [[ "${EVAL_REPORT_ONLY:-0}" != 1 ]]; then
     start=$(date +%s)
-    "$BIN" --texts "$OUT/texts.list" --out "$OUT" "$@" | tee "$OUT/summary-stdout.txt"
+    csr=()
+    if [[ -n "${EVAL_CSR_DICT:-}" ]]; then
+        csr=(--csr-dict "$EVAL_CSR_DICT" --csr-rope-base "${EVAL_CSR_ROPE_BASE:-0}")
+    fi
+    "$BIN" --texts "$OUT/texts.list" --out "$OUT" "${csr[@]}" "$@" | tee "$OUT/summary-stdout.txt"
     wall=$(( $(date +%s) - start ))
     echo "$wall" > "$OUT/wall_s"
     echo "$*" > "$OUT/args"
@@ -54,9 +64,11 @@ args=$(cat "$OUT/args" 2>/dev/null || true)
 # Perplexity and attention error on a log y axis (subgen-l2's failures span orders of
 # magnitude); accuracies on [0, 1]. python3 writes the data and the gnuplot scripts.
 python3 - "$OUT" <<'PY'
-import csv, sys, os
+import csv, re, sys, os
 out = sys.argv[1]
 rows = list(csv.DictReader(open(os.path.join(out, "summary.csv"))))
+for r in rows:  # csr's label carries its sparsity per sequence ("csr/s4"): one curve for csr
+    r["policy"] = re.sub(r"^csr/s[0-9]+$", "csr", r["policy"])
 order = []
 for r in rows:
     if r["policy"] != "exact" and r["policy"] not in order:
@@ -72,7 +84,8 @@ for c in cols:
         for F in fr:
             vals = []
             for l in order:
-                v = next((r[c] for r in rows if r["policy"] == l and r["memory"] == "1/%d" % F), "-")
+                v = next((r[c] for r in rows if r["policy"] == l and r["memory"] == "1/%d" % F
+                          and r[c] not in ("", "-")), "-")
                 vals.append(v if v not in ("", "-") else "NaN")
             f.write("%g %s %s\n" % (1.0 / F, " ".join(vals), ex if ex not in ("", "-") else "NaN"))
     acc = c.endswith("_acc")

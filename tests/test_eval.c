@@ -52,6 +52,50 @@ static void test_eval_budget_is_exact_bytes_over_fraction(void **state) {
     assert_int_equal(eval_budget_bytes(64, SKV_DTYPE_F16, 4096, 0), 0);
 }
 
+/* csr's sparsity at 1/F: the chosen s of {8, 4, 3, 2} holds every one of L tokens (the
+ * codes' 8 s bytes a token past the window plus the fixed part fit the budget, and the
+ * sketch's token cap covers L), no larger candidate does, and 0 means not even s = 2 does. */
+static void test_eval_csr_sparsity_is_largest_that_holds_the_sequence(void **state) {
+    (void)state;
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    static const int cand[4] = {8, 4, 3, 2};
+    int seen[9] = {0};
+    for (int it = 0; it < 200; it++) {
+        const uint64_t L = tu_rand_range(&r, 256, 16384);
+        const int d = 2 * (int)tu_rand_range(&r, 4, 64);
+        const skv_dtype dt = it % 2 ? SKV_DTYPE_F16 : SKV_DTYPE_F32;
+        const unsigned F = (unsigned)tu_rand_range(&r, 2, 16);
+        const size_t b = eval_budget_bytes(d, dt, L, F);
+        skv_config c, res;
+        skv_err err = {0};
+        skv_config_default(&c, SKV_POLICY_CSR, d);
+        c.dtype = dt;
+        if (it % 3 == 0) c.window = (int)tu_rand_range(&r, 1, 256);
+        const int s = eval_csr_sparsity(&c, b, L);
+        seen[s]++;
+        for (int i = 0; i < 4; i++) {
+            skv_config t = c;
+            t.budget_bytes = b;
+            t.sparsity = cand[i];
+            const int fits =
+                skv_config_resolve(&t, &res, &err) == SKV_OK && skv_config_token_cap(&res) >= L;
+            if (cand[i] > s) assert_false(fits); /* no larger s (or none at all) fits */
+            if (cand[i] != s) continue;
+            assert_true(fits);
+            assert_true(skv_config_max_bytes(&res) <= b);
+            /* the arithmetic of cache/csr.c: 8 s bytes per coded token past the window */
+            const uint64_t coded = L > (uint64_t)(c.sinks + c.window) ? L - c.sinks - c.window : 0;
+            assert_true(8 * (uint64_t)s * coded <= b);
+        }
+    }
+    assert_true(seen[0] > 0 && seen[8] > 0); /* both ends of the rule were exercised */
+    skv_config c;
+    skv_config_default(&c, SKV_POLICY_CSR, 64);
+    /* budget 0 derives no cap: the rule picks none (subkv-eval applies it under a budget) */
+    assert_int_equal(eval_csr_sparsity(&c, 0, 4096), 0);
+}
+
 static const char FILLER[] = "The quick brown fox jumps over the lazy dog.\n"
                              "Debian is a free operating system.\n"
                              "Manual pages describe commands.\n";
@@ -371,6 +415,7 @@ int main(void) {
     tu_suite_begin("eval");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eval_budget_is_exact_bytes_over_fraction),
+        cmocka_unit_test(test_eval_csr_sparsity_is_largest_that_holds_the_sequence),
         cmocka_unit_test(test_eval_passkey_needle_sits_at_its_depth),
         cmocka_unit_test(test_eval_lines_prompt_asks_the_line_at_depth),
         cmocka_unit_test(test_eval_answer_match_wants_the_first_number_exactly),

@@ -21,6 +21,21 @@ size_t eval_budget_bytes(int head_dim, skv_dtype dtype, uint64_t tokens, unsigne
     return skv_config_max_bytes(&c) / frac;
 }
 
+int eval_csr_sparsity(const skv_config *cfg, size_t budget, uint64_t tokens) {
+    static const int cand[4] = {8, 4, 3, 2};
+    for (int i = 0; i < 4; i++) {
+        skv_config c = *cfg, res;
+        skv_err err = {0};
+        c.policy = SKV_POLICY_CSR;
+        c.budget_bytes = budget;
+        c.sparsity = cand[i];
+        if (cand[i] <= c.head_dim && skv_config_resolve(&c, &res, &err) == SKV_OK &&
+            skv_config_token_cap(&res) >= tokens)
+            return cand[i];
+    }
+    return 0;
+}
+
 void eval_prompt_free(eval_prompt *p) {
     if (!p) return;
     free(p->context);

@@ -18,6 +18,15 @@
  */
 size_t eval_budget_bytes(int head_dim, skv_dtype dtype, uint64_t tokens, unsigned frac);
 
+/*
+ * csr's sparsity at a budget: the largest s of {8, 4, 3, 2} for which a csr sketch of `cfg`
+ * (its sinks, window, dtype, head_dim, rope_base as given) with budget_bytes = `budget` holds
+ * `tokens` tokens (skv_config_token_cap >= tokens: the max_tokens that cache/csr.c derives,
+ * (budget - fixed) / (8 s), covers every token past the sinks and the window). 0 when none
+ * does (the budget is below the window and 2 * 8 bytes a coded token).
+ */
+int eval_csr_sparsity(const skv_config *cfg, size_t budget, uint64_t tokens);
+
 /* A retrieval prompt: `context` is prefilled exactly, `question` is decoded through the
  * policy teacher-forced, then the answer is generated greedily and checked against `answer`. */
 typedef struct eval_prompt {

@@ -271,17 +271,14 @@ int lcli_parse_tokens(const char *spec, int32_t **out, size_t *n) {
     return 0;
 }
 
-/* csr: bind the dictionary. Local sketches borrow the set from r->dicts (loaded on the first
- * open, kept across resets); the service's workers load it themselves by path, so it travels
- * as an absolute path (they need not share our working directory) after we check it loads. */
-static int bind_dict(const lcli_opts *o, lcli_run *r, skv_config *cfg) {
+/* See llama_cli.h (subkv-eval shares it). */
+int lcli_dict_load(skv_dicts **dicts, const llama_hparams *hp, skv_config *cfg, int bind) {
     skv_err err = {0};
-    if (!r->dicts && skv_dicts_new(&r->dicts, &err) != SKV_OK)
+    if (!*dicts && skv_dicts_new(dicts, &err) != SKV_OK)
         return cli_fail("dictionary registry", &err) ? -1 : -1;
     const skv_dict *d = NULL;
-    if (skv_dicts_get(r->dicts, cfg->dict_path, &d, &err) != SKV_OK)
+    if (skv_dicts_get(*dicts, cfg->dict_path, &d, &err) != SKV_OK)
         return cli_fail(cfg->dict_path, &err) ? -1 : -1;
-    const llama_hparams *hp = llama_model_hparams(r->model);
     if ((uint32_t)d->d != hp->head_dim || skv_dict_group_of(d, hp->n_layer - 1) < 0) {
         fprintf(stderr,
                 "%s: dictionary of head_dim %d for %d layers; the model has head_dim %u, %u "
@@ -296,11 +293,18 @@ static int bind_dict(const lcli_opts *o, lcli_run *r, skv_config *cfg) {
                                                     : "leave out --rope-base");
         return -1;
     }
-    if (strcmp(o->attention, "service") != 0) {
-        if (skv_config_bind_dict(cfg, r->dicts, &err) != SKV_OK)
-            return cli_fail("bind dictionary", &err) ? -1 : -1;
-        return 0;
-    }
+    if (bind && skv_config_bind_dict(cfg, *dicts, &err) != SKV_OK)
+        return cli_fail("bind dictionary", &err) ? -1 : -1;
+    return 0;
+}
+
+/* csr: bind the dictionary. Local sketches borrow the set from r->dicts (loaded on the first
+ * open, kept across resets); the service's workers load it themselves by path, so it travels
+ * as an absolute path (they need not share our working directory) after we check it loads. */
+static int bind_dict(const lcli_opts *o, lcli_run *r, skv_config *cfg) {
+    const int local = strcmp(o->attention, "service") != 0;
+    if (lcli_dict_load(&r->dicts, llama_model_hparams(r->model), cfg, local) != 0) return -1;
+    if (local) return 0;
     char *abs = realpath(cfg->dict_path, NULL);
     if (!abs || strlen(abs) >= sizeof cfg->dict_path) {
         fprintf(stderr, "%s: no absolute path of at most %zu bytes\n", cfg->dict_path,

@@ -56,6 +56,12 @@ int lcli_parse_common(lcli_opts *o, int argc, char **argv, int *i);
  * another policy, csr without --dict, a --dict path longer than SKV_DICT_PATH_MAX - 1. */
 int lcli_policy(const lcli_opts *o, skv_config *cfg);
 
+/* csr: load cfg->dict_path into the registry *dicts (created on first use) and check it fits
+ * the model (head_dim, layers) and cfg->rope_base (a pre-rotary set needs rope_base > 0, a
+ * post-rotary one 0); with `bind`, bind it to cfg (skv_config_bind_dict). 0, or -1 with the
+ * reason printed. */
+int lcli_dict_load(skv_dicts **dicts, const llama_hparams *hp, skv_config *cfg, int bind);
+
 /* Parse "1,2,3" or "@FILE" into a malloc'd array; 0, or -1 with a message printed. */
 int lcli_parse_tokens(const char *spec, int32_t **out, size_t *n);
 

@@ -4,9 +4,10 @@
  *
  *   subkv-eval --texts LIST --words /usr/share/dict/words --out build/eval [options]
  *
- * For each policy (exact; sinkwin, h2o, subgen-l2, subgen-cluster, refreshkv at 1/F of exact
- * memory for every F of --fractions; the budget of a (layer, kv head) sketch is exact's bytes
- * for the sequence's length at --dtype, divided by F):
+ * For each policy (exact; sinkwin, h2o, subgen-l2, subgen-cluster, refreshkv, refreshkv-subgen
+ * (refreshkv with a subgen full store) and csr (with --csr-dict) at 1/F of exact memory for
+ * every F of --fractions; the budget of a (layer, kv head) sketch is exact's bytes for the
+ * sequence's length at --dtype, divided by F):
  *  - perplexity over the last --tail tokens of windows of each --windows length, cut from the
  *    concatenated texts of LIST (one file per line);
  *  - passkey and LongEval-lines retrieval accuracy at each --depths;
@@ -16,6 +17,10 @@
  * attention in every policy); its K, V per layer are captured by the forward pass's hook and
  * appended into each policy's fresh sketches; only the tail (window tail, or question +
  * answer) is decoded through each policy (llama_session_resume).
+ * csr keeps its default sinks (0) and window (128) and derives max_tokens coded tokens from
+ * the budget (cache/csr.c); its sparsity s is chosen per sequence as the largest of {8, 4, 3,
+ * 2} whose budget holds every token of the sequence (eval_csr_sparsity), and its label says
+ * it ("csr/s4"); with none, csr is skipped for that sequence with the reason printed.
  * Writes OUT/eval.csv (every measurement), summary.{txt,csv,md}, layers.{csv,md},
  * depths.md; prints the summary.
  */
@@ -26,27 +31,14 @@
 
 #include "eval_attn.h"
 #include "eval_docs.h"
+#include "eval_opts.h"
 #include "eval_report.h"
 #include "eval_text.h"
 #include "llama_cli.h"
 #include "llama_tok.h"
 #include "subkv_cli.h"
 
-enum { MAX_LIST = 16, MAX_RUNS = 64 };
-
-typedef struct opts {
-    const char *model, *texts, *words, *out;
-    uint64_t win_len[MAX_LIST], win_count[MAX_LIST];
-    int n_win;
-    unsigned fracs[MAX_LIST];
-    int n_frac;
-    double depths[MAX_LIST], line_depths[MAX_LIST];
-    int n_depth, n_line_depth;
-    uint64_t tail, err_queries, observe, passkey_tokens, lines, seed;
-    int sg_window[MAX_LIST], sg_samples[MAX_LIST], n_sg_window, n_sg_samples; /* subgen knobs */
-    int dtype;
-    char policies[256];
-} opts;
+enum { MAX_RUNS = 64 };
 
 typedef struct run_cfg {
     char label[24];
@@ -59,155 +51,13 @@ typedef struct ctx {
     llama_model *model;
     const llama_hparams *hp;
     llama_tok *tok;
+    skv_dicts *dicts; /* csr's dictionary, loaded once */
     run_cfg runs[MAX_RUNS];
     int n_runs;
     eval_rows rows;
     float *logits;
     double t0;
 } ctx;
-
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: subkv-eval --texts LIST [options]\n"
-            "Perplexity, retrieval and attention error of every policy at 1/F of exact memory.\n"
-            "  --texts LIST            file naming one text file per line (Debian texts)\n"
-            "  --words PATH            word list for the lines task (default "
-            "/usr/share/dict/words)\n"
-            "  --out DIR               where the CSV and tables go (default build/eval)\n"
-            "  --model PATH            GGUF (default %s)\n"
-            "  --windows L:N[,L:N]     N perplexity windows of L tokens (default 4096:1,8192:1)\n"
-            "  --tail T                tokens scored per window (default 64)\n"
-            "  --err-queries Q         last decode steps whose attention error is measured (4)\n"
-            "  --fractions F[,F]       memory fractions 1/F (default 4,8,16)\n"
-            "  --dtype T               K/V storage of every sketch and the budget (default f16)\n"
-            "  --policy L[,L]          labels kept: exact,sinkwin,h2o,subgen-l2,subgen-cluster,"
-            "refreshkv (default all)\n"
-            "  --depths D[,D]          passkey depths in [0, 1] (default 0.1,0.3,0.5,0.7,0.9)\n"
-            "  --lines-depths D[,D]    depths of the line asked for (default 0.1,0.5,0.9)\n"
-            "  --passkey-tokens N      passkey context length, about (default 2048; 0: off)\n"
-            "  --lines N               lines of the LongEval task (default 30; 0: off)\n"
-            "  --subgen-window W[,W]   subgen's exact window (default 64): one run per value\n"
-            "  --subgen-samples T[,T]  subgen's samples per cluster (default 8): one run each\n"
-            "  --observe K             h2o: prefix queries observed every K tokens (16; 0 off)\n"
-            "  --seed S                sketch RNG and prompt seed (default 1)\n",
-            LCLI_DEFAULT_MODEL);
-}
-
-static int parse_list_d(const char *s, double *out, int cap) {
-    int n = 0;
-    for (const char *p = s; *p && n < cap;) {
-        char *end = NULL;
-        out[n++] = strtod(p, &end);
-        if (end == p || !(out[n - 1] >= 0.0 && out[n - 1] <= 1.0)) return -1;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
-    }
-    return n;
-}
-
-static int parse_args(int argc, char **argv, opts *o) {
-    memset(o, 0, sizeof *o);
-    o->model = LCLI_DEFAULT_MODEL;
-    o->words = "/usr/share/dict/words";
-    o->out = "build/eval";
-    o->win_len[0] = 4096, o->win_count[0] = 1, o->win_len[1] = 8192, o->win_count[1] = 1;
-    o->n_win = 2;
-    o->fracs[0] = 4, o->fracs[1] = 8, o->fracs[2] = 16;
-    o->n_frac = 3;
-    const double dd[5] = {0.1, 0.3, 0.5, 0.7, 0.9};
-    memcpy(o->depths, dd, sizeof dd);
-    o->n_depth = 5;
-    o->line_depths[0] = 0.1, o->line_depths[1] = 0.5, o->line_depths[2] = 0.9;
-    o->n_line_depth = 3;
-    o->tail = 64, o->err_queries = 4, o->observe = 16, o->passkey_tokens = 2048, o->lines = 30;
-    o->seed = 1;
-    o->dtype = SKV_DTYPE_F16;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        uint64_t x = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 1;
-        if (!v) goto bad;
-        i++;
-        if (!strcmp(a, "--texts"))
-            o->texts = v;
-        else if (!strcmp(a, "--words"))
-            o->words = v;
-        else if (!strcmp(a, "--out"))
-            o->out = v;
-        else if (!strcmp(a, "--model"))
-            o->model = v;
-        else if (!strcmp(a, "--policy"))
-            snprintf(o->policies, sizeof o->policies, "%s", v);
-        else if (!strcmp(a, "--dtype")) {
-            if ((o->dtype = skv_dtype_parse(v)) < 0) goto bad;
-        } else if (!strcmp(a, "--windows")) {
-            o->n_win = 0;
-            for (const char *p = v; *p && o->n_win < MAX_LIST;) {
-                unsigned long long l = 0, c = 0;
-                int used = 0;
-                if (sscanf(p, "%llu:%llu%n", &l, &c, &used) != 2 || l < 16 || c < 1) goto bad;
-                o->win_len[o->n_win] = l, o->win_count[o->n_win++] = c;
-                p += used;
-                if (*p == ',')
-                    p++;
-                else if (*p)
-                    goto bad;
-            }
-        } else if (!strcmp(a, "--fractions")) {
-            o->n_frac = 0;
-            for (const char *p = v; *p && o->n_frac < MAX_LIST;) {
-                char *end = NULL;
-                const unsigned long f = strtoul(p, &end, 10);
-                if (end == p || f < 2) goto bad;
-                o->fracs[o->n_frac++] = (unsigned)f;
-                p = *end == ',' ? end + 1 : end;
-                if (*end && *end != ',') goto bad;
-            }
-        } else if (!strcmp(a, "--subgen-window") || !strcmp(a, "--subgen-samples")) {
-            const int w = !strcmp(a, "--subgen-window");
-            int *dst = w ? o->sg_window : o->sg_samples,
-                *cnt = w ? &o->n_sg_window : &o->n_sg_samples;
-            *cnt = 0;
-            for (const char *p = v; *p && *cnt < MAX_LIST;) {
-                char *end = NULL;
-                const long x2 = strtol(p, &end, 10);
-                if (end == p || x2 < (w ? 0 : 1) || x2 > 1 << 20) goto bad;
-                dst[(*cnt)++] = (int)x2;
-                p = *end == ',' ? end + 1 : end;
-                if (*end && *end != ',') goto bad;
-            }
-        } else if (!strcmp(a, "--depths")) {
-            if ((o->n_depth = parse_list_d(v, o->depths, MAX_LIST)) < 0) goto bad;
-        } else if (!strcmp(a, "--lines-depths")) {
-            if ((o->n_line_depth = parse_list_d(v, o->line_depths, MAX_LIST)) < 0) goto bad;
-        } else if (cli_parse_size(v, &x) != 0) {
-            goto bad;
-        } else if (!strcmp(a, "--tail") && x >= 2)
-            o->tail = x;
-        else if (!strcmp(a, "--err-queries"))
-            o->err_queries = x;
-        else if (!strcmp(a, "--passkey-tokens"))
-            o->passkey_tokens = x;
-        else if (!strcmp(a, "--lines"))
-            o->lines = x;
-        else if (!strcmp(a, "--observe"))
-            o->observe = x;
-        else if (!strcmp(a, "--seed"))
-            o->seed = x;
-        else
-            goto bad;
-        continue;
-    bad:
-        fprintf(stderr, "subkv-eval: bad or unknown argument '%s'\n", a);
-        usage(stderr);
-        return 2;
-    }
-    if (!o->texts) {
-        fprintf(stderr, "subkv-eval: --texts LIST is required (bench/eval.sh makes one)\n");
-        return 2;
-    }
-    return 0;
-}
 
 static int wanted(const opts *o, const char *label) {
     if (!o->policies[0]) return 1;
@@ -223,16 +73,25 @@ static int wanted(const opts *o, const char *label) {
 }
 
 /* The line-up: exact, then each policy at each fraction; subgen once per (window, samples)
- * of --subgen-window x --subgen-samples (labelled "subgen-l2/w256t4" when either is given). */
-static void lineup(ctx *c) {
-    static const char *const names[6] = {"exact",     "sinkwin",        "h2o",
-                                         "subgen-l2", "subgen-cluster", "refreshkv"};
-    const skv_policy_id pol[6] = {SKV_POLICY_EXACT,  SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
-                                  SKV_POLICY_SUBGEN, SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV};
+ * of --subgen-window x --subgen-samples (labelled "subgen-l2/w256t4" when either is given);
+ * csr only with --csr-dict (its dictionary loaded and bound here). -1: the dictionary does
+ * not load or fit the model. */
+static int lineup(ctx *c) {
+    enum { N = 8 };
+    static const char *const names[N] = {
+        "exact",     "sinkwin",          "h2o", "subgen-l2", "subgen-cluster",
+        "refreshkv", "refreshkv-subgen", "csr"};
+    const skv_policy_id pol[N] = {SKV_POLICY_EXACT,     SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
+                                  SKV_POLICY_SUBGEN,    SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV,
+                                  SKV_POLICY_REFRESHKV, SKV_POLICY_CSR};
     const opts *o = c->o;
     const int nw = o->n_sg_window ? o->n_sg_window : 1, ns = o->n_sg_samples ? o->n_sg_samples : 1;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < N; i++) {
         const int sub = pol[i] == SKV_POLICY_SUBGEN, nv = sub ? nw * ns : 1;
+        if (pol[i] == SKV_POLICY_CSR && wanted(o, names[i]) && !o->csr_dict) {
+            fprintf(stderr, "subkv-eval: csr skipped: no --csr-dict FILE (make csr-dicts)\n");
+            continue;
+        }
         for (int v = 0; v < nv; v++)
             for (int f = 0; f < (i == 0 ? 1 : o->n_frac); f++) {
                 if (!wanted(o, names[i]) || c->n_runs == MAX_RUNS) continue;
@@ -243,6 +102,12 @@ static void lineup(ctx *c) {
                 r->cfg.dtype = (skv_dtype)o->dtype;
                 r->cfg.seed = o->seed;
                 if (i == 4) r->cfg.values = SKV_VALUES_CLUSTER;
+                if (i == 6) r->cfg.full_store = SKV_FULL_SUBGEN;
+                if (pol[i] == SKV_POLICY_CSR) {
+                    memcpy(r->cfg.dict_path, o->csr_dict, strlen(o->csr_dict) + 1);
+                    r->cfg.rope_base = o->csr_rope_base;
+                    if (lcli_dict_load(&c->dicts, c->hp, &r->cfg, 1) != 0) return -1;
+                }
                 if (!sub || (!o->n_sg_window && !o->n_sg_samples)) continue;
                 if (o->n_sg_window) r->cfg.window = o->sg_window[v / ns];
                 if (o->n_sg_samples) r->cfg.samples = o->sg_samples[v % ns];
@@ -250,6 +115,7 @@ static void lineup(ctx *c) {
                          r->cfg.samples);
             }
     }
+    return 0;
 }
 
 static void progress(ctx *c, const char *fmt, const char *what, double v) {
@@ -291,6 +157,7 @@ typedef struct run_out {
     double nll_sum;  /* ppl: over the forced tokens after the first        */
     char answer[64]; /* retrieval: the greedy continuation                  */
     size_t budget, held, partial;
+    char label[24]; /* the run's label; csr's says its sparsity ("csr/s4") */
 } run_out;
 
 /*
@@ -308,6 +175,20 @@ static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t
         r->frac > 1 ? eval_budget_bytes((int)hp->head_dim, cfg.dtype, seq_len, r->frac) : 0;
     memset(out, 0, sizeof *out);
     out->budget = cfg.budget_bytes;
+    snprintf(out->label, sizeof out->label, "%s", r->label);
+    if (cfg.policy == SKV_POLICY_CSR && cfg.budget_bytes) {
+        /* every token of the sequence, the generated ones included, must fit the codes */
+        cfg.sparsity = eval_csr_sparsity(&cfg, cfg.budget_bytes, seq_len + (uint64_t)gen);
+        if (!cfg.sparsity) {
+            fprintf(stderr,
+                    "subkv-eval: %s 1/%u skipped: %zu B hold no sparsity of {8,4,3,2} for %llu "
+                    "tokens beside a window of %d\n",
+                    r->label, r->frac, cfg.budget_bytes, (unsigned long long)(seq_len + gen),
+                    cfg.window);
+            return 1;
+        }
+        snprintf(out->label, sizeof out->label, "%.10s/s%d", r->label, cfg.sparsity);
+    }
     eval_attn *ea = NULL;
     llama_session *s = NULL;
     skv_err err = {0};
@@ -367,7 +248,7 @@ static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t
                             .partial = out->partial,
                             .weight = 1.0};
             snprintf(row.task, sizeof row.task, "attn");
-            snprintf(row.label, sizeof row.label, "%s", r->label);
+            snprintf(row.label, sizeof row.label, "%s", out->label);
             row.value = eval_attn_layer_err(ea, l);
             if (row.value >= 0.0 && eval_rows_add(&c->rows, &row) != 0) goto done;
             snprintf(row.task, sizeof row.task, "normerr");
@@ -413,7 +294,7 @@ static int add_row(ctx *c, const char *task, int item, const run_cfg *r, const r
                     .value = value,
                     .weight = weight};
     snprintf(row.task, sizeof row.task, "%s", task);
-    snprintf(row.label, sizeof row.label, "%s", r->label);
+    snprintf(row.label, sizeof row.label, "%s", ro->label);
     return eval_rows_add(&c->rows, &row);
 }
 
@@ -445,7 +326,7 @@ static int eval_ppl(ctx *c, const eval_docs *d, FILE *windows_f) {
                     return -1;
                 }
                 char what[96];
-                snprintf(what, sizeof what, "%s window %d %s 1/%u", task, w, c->runs[r].label,
+                snprintf(what, sizeof what, "%s window %d %s 1/%u", task, w, ro.label,
                          c->runs[r].frac);
                 progress(c, "%s: ppl %.3f", what, exp((nll0 + ro.nll_sum) / (double)T));
             }
@@ -483,8 +364,8 @@ static int eval_prompt_run(ctx *c, const char *task, const eval_prompt *p) {
             goto done;
         for (char *ch = ro.answer; *ch; ch++) /* one line per answer in the log */
             if (*ch == '\n' || *ch == '\r') *ch = ' ';
-        fprintf(stderr, "           %-15s 1/%-3u want %s got '%s'%s\n", c->runs[r].label,
-                c->runs[r].frac, p->answer, ro.answer, ok ? "" : "  (wrong)");
+        fprintf(stderr, "           %-16s 1/%-3u want %s got '%s'%s\n", ro.label, c->runs[r].frac,
+                p->answer, ro.answer, ok ? "" : "  (wrong)");
     }
     rc = 0;
 done:
@@ -556,7 +437,7 @@ static int write_out(ctx *c, const char *name, int what, int fmt) {
 
 int main(int argc, char **argv) {
     opts o;
-    const int pa = parse_args(argc, argv, &o);
+    const int pa = eval_opts_parse(argc, argv, &o);
     if (pa) return pa == 1 ? 0 : 2;
     ctx c = {.o = &o};
     eval_docs d = {0};
@@ -574,7 +455,7 @@ int main(int argc, char **argv) {
         goto done;
     }
     c.logits = malloc(c.hp->n_vocab * sizeof(float));
-    lineup(&c);
+    if (lineup(&c) != 0) goto done;
     if (!c.logits || c.n_runs == 0 || eval_docs_load(o.texts, c.tok, &d) != 0) goto done;
     char path[1024];
     snprintf(path, sizeof path, "%s/windows.txt", o.out);
@@ -602,5 +483,6 @@ done:
     eval_rows_free(&c.rows);
     llama_tok_free(c.tok);
     llama_model_free(c.model);
+    skv_dicts_free(c.dicts); /* after every sketch that borrowed its sets */
     return rc;
 }
