@@ -19,26 +19,19 @@
 #include "skv_dsub.h"
 #include "skv_internal.h"
 #include "test_util.h"
+#include "gpu_suite.h"
 
 static skv_cuda_ctx *g_ctx; /* set in the group setup when a GPU is there */
-static char g_reason[256];
 
 static int gpu_setup(void **state) {
     (void)state;
-    skv_backend_info bi;
-    skv_backend_select(0, &bi);
-    if (bi.kind != SKV_BACKEND_CUDA) {
-        snprintf(g_reason, sizeof g_reason, "no GPU: %s", bi.reason);
-        return 0;
-    }
+    if (!gpu_suite_probe("test_cuda")) return 0;
     skv_err err;
     if (skv_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
-        snprintf(g_reason, sizeof g_reason, "CUDA context: %s", err.msg);
+        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CUDA context: %s", err.msg);
         return -1;
     }
-    char desc[256];
-    skv_backend_describe(&bi, desc, sizeof desc);
-    printf("# test_cuda: running on %s\n", desc);
+    g_gpu_on = 1;
     return 0;
 }
 
@@ -48,26 +41,10 @@ static int gpu_teardown(void **state) {
     return 0;
 }
 
-#define NEED_GPU()                                                                                 \
-    do {                                                                                           \
-        if (!g_ctx) {                                                                              \
-            printf("# skipped: %s\n", g_reason);                                                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
-
 typedef struct dev_job {
     void *k, *v, *q, *out;
     float *a, *b;
 } dev_job;
-
-static void *upload(const void *src, size_t bytes) {
-    void *p = NULL;
-    skv_err err;
-    TU_OK(skv_cuda_malloc(&p, bytes ? bytes : 16, &err), &err);
-    if (src && bytes) TU_OK(skv_cuda_upload(p, src, bytes, &err), &err);
-    return p;
-}
 
 /* Build J sketches of one policy, attend them in one GPU launch, compare with the CPU. */
 static void conformance(skv_policy_id pol, skv_values_mode vm, skv_dtype dt, int d, int g,

@@ -25,26 +25,19 @@
 #include "skv_cuda.h"
 #include "skv_internal.h"
 #include "test_util.h"
+#include "gpu_suite.h"
 
 static skv_csr_cuda_ctx *g_ctx; /* set in the group setup when a GPU is there */
-static char g_reason[256];
 
 static int gpu_setup(void **state) {
     (void)state;
-    skv_backend_info bi;
-    skv_backend_select(0, &bi);
-    if (bi.kind != SKV_BACKEND_CUDA) {
-        snprintf(g_reason, sizeof g_reason, "no GPU: %s", bi.reason);
-        return 0;
-    }
+    if (!gpu_suite_probe("test_cuda_csr")) return 0;
     skv_err err;
     if (skv_csr_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
-        snprintf(g_reason, sizeof g_reason, "CSR CUDA context: %s", err.msg);
+        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CSR CUDA context: %s", err.msg);
         return -1;
     }
-    char desc[256];
-    skv_backend_describe(&bi, desc, sizeof desc);
-    printf("# test_cuda_csr: running on %s\n", desc);
+    g_gpu_on = 1;
     return 0;
 }
 
@@ -52,22 +45,6 @@ static int gpu_teardown(void **state) {
     (void)state;
     skv_csr_cuda_ctx_destroy(g_ctx);
     return 0;
-}
-
-#define NEED_GPU()                                                                                 \
-    do {                                                                                           \
-        if (!g_ctx) {                                                                              \
-            printf("# skipped: %s\n", g_reason);                                                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
-
-static void *upload(const void *src, size_t bytes) {
-    void *p = NULL;
-    skv_err err;
-    TU_OK(skv_cuda_malloc(&p, bytes ? bytes : 16, &err), &err);
-    if (src && bytes) TU_OK(skv_cuda_upload(p, src, bytes, &err), &err);
-    return p;
 }
 
 /* A finished one-group set of random unit atoms (as tests/test_csr.c draws them). */
