@@ -186,15 +186,7 @@ subkv_status eval_attn_create(const llama_hparams *hp, const skv_config *policy,
         st = skv_set_error(err, SKV_ERR_NOMEM, "eval attn: %zu sketches", nsk);
         goto fail;
     }
-    for (uint32_t l = 0; l < hp->n_layer; l++)
-        for (uint32_t h = 0; h < hp->n_head_kv; h++) {
-            skv_config c = *policy;
-            c.head_dim = (int)hp->head_dim;
-            c.layer = l;
-            c.head = h;
-            SKV_CHECK_GOTO(skv_sketch_create(&c, &a->sk[(size_t)l * hp->n_head_kv + h], err), st,
-                           fail);
-        }
+    SKV_CHECK_GOTO(llama_sketches_create(hp, policy, a->sk, err), st, fail);
     *out = a;
     return SKV_OK;
 fail:

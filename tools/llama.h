@@ -75,6 +75,12 @@ struct llama_attn {
  * from hp; seed/layer/head are filled per sketch from policy->seed). Errors of
  * skv_sketch_create (a budget too small: SKV_ERR_BUDGET) come back as they are.
  */
+/* One sketch per (layer, kv head) of hp from policy (head_dim, layer and head filled in) into
+ * sk[layer * n_head_kv + head]. Stops at the first error, leaving the sketches made so far in
+ * sk for the caller's cleanup. */
+subkv_status llama_sketches_create(const llama_hparams *hp, const skv_config *policy,
+                                   skv_sketch **sk, skv_err *err);
+
 subkv_status llama_attn_local_create(const llama_hparams *hp, const skv_config *policy,
                                      llama_attn **out, skv_err *err);
 /* A sequence in the subkv service at addr (token: shared secret or NULL), dropped at destroy. */

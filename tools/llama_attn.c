@@ -96,6 +96,19 @@ static void local_destroy(llama_attn *a) {
 static const llama_attn_ops LOCAL_OPS = {"local",        local_append, local_step,
                                          local_partials, local_bytes,  local_destroy};
 
+subkv_status llama_sketches_create(const llama_hparams *hp, const skv_config *policy,
+                                   skv_sketch **sk, skv_err *err) {
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        for (uint32_t h = 0; h < hp->n_head_kv; h++) {
+            skv_config c = *policy;
+            c.head_dim = (int)hp->head_dim;
+            c.layer = l;
+            c.head = h;
+            SKV_CHECK(skv_sketch_create(&c, &sk[(size_t)l * hp->n_head_kv + h], err));
+        }
+    return SKV_OK;
+}
+
 subkv_status llama_attn_local_create(const llama_hparams *hp, const skv_config *policy,
                                      llama_attn **out, skv_err *err) {
     if (!hp || !policy || !out) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL arg");
@@ -112,15 +125,7 @@ subkv_status llama_attn_local_create(const llama_hparams *hp, const skv_config *
         st = skv_set_error(err, SKV_ERR_NOMEM, "attn local: %zu sketches", nsk);
         goto fail;
     }
-    for (uint32_t l = 0; l < hp->n_layer; l++)
-        for (uint32_t h = 0; h < hp->n_head_kv; h++) {
-            skv_config c = *policy;
-            c.head_dim = (int)hp->head_dim;
-            c.layer = l;
-            c.head = h;
-            SKV_CHECK_GOTO(skv_sketch_create(&c, &s->sk[(size_t)l * hp->n_head_kv + h], err), st,
-                           fail);
-        }
+    SKV_CHECK_GOTO(llama_sketches_create(hp, policy, s->sk, err), st, fail);
     *out = &s->base;
     return SKV_OK;
 fail:
