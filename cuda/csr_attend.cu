@@ -6,15 +6,20 @@
  *  1. csr_p      grid (atom tiles, jobs): P[job][q][a] = <q, Dk[a]> for the tile's 128 atoms,
  *                a warp per atom (lanes over the d channels, shuffle sum), every query of the
  *                job at once so each key atom is read once per job.
- *  2. csr_chunk  grid (chunks * g, jobs), one query per block (the g blocks of one chunk are
- *                neighbours in blockIdx.x, so the codes they share come from L2): P[q][0..N)
- *                and W[2][N] in shared memory. The chunk's tokens go in tiles of kTile:
- *                pass 1 scores each token, s_t = sum_i c_ti P[a_ti] (thread per token), into
- *                shared memory and finds the tile maximum; the running maximum M becomes
- *                max(M, tile max) and, when it grew, W and l are rescaled by e^(M_old - M)
- *                (the online-softmax rule applied per tile, not per token); pass 2 adds
- *                p = e^(s_t - M) to l and p c_ti to W[half][a_ti] for every value pair
- *                (shared-memory atomics). The chunk's partial {M, l, W[2N]} goes to scratch.
+ *  2. csr_chunk  grid (chunks * query blocks, jobs): a block takes a chunk of one job's
+ *                tokens for gb of its g queries (all g unless shared memory cannot hold
+ *                their P[gb][N], W[gb][2][N] and tile scores), so each token's codes are read
+ *                once per job, not once per query. The chunk's tokens go in tiles of kTile,
+ *                kTPT tokens per thread: pass 1 loads each token's code row (for the usual
+ *                sparsities 2, 3, 4, 6, 8, 16 as 16/8/4-byte words kept in registers; any
+ *                other s, or unaligned code arrays, reads u16 by u16), scores it for every
+ *                query, s_t = sum_i c_ti P[a_ti], into shared memory and finds the tile
+ *                maxima; the running maximum M of each query becomes max(M, tile max) and,
+ *                when it grew, that query's W and l are rescaled by e^(M_old - M) (the
+ *                online-softmax rule applied per tile, not per token); pass 2 adds
+ *                p = e^(s_t - M) to l and p c_ti to W[half][a_ti] for every value pair from
+ *                the registers (shared-memory integer atomics on a fixed-point W: see the
+ *                kernel). The chunk's partial {M, l, W[2N]} per query goes to scratch.
  *  3. csr_values grid (atom tiles, jobs): merges the chunks' W over the tile's atoms by the
  *                log-sum-exp rule (weights e^(m_b - M), M the job's maximum per query) and
  *                multiplies them by the value atoms: o_tile[q][c] = sum_a W[h][a] Dv_h[a][c'].
@@ -42,30 +47,14 @@ namespace {
 
 using skv_csr::kThreads;
 using skv_csr::kWarps;
-constexpr int kTile = 1024;    /* tokens scored per pass of csr_chunk */
-constexpr int kAtomTile = 128; /* atoms per block of csr_p and csr_values */
+constexpr int kTile = 512;             /* tokens scored per pass of csr_chunk */
+constexpr int kTPT = kTile / kThreads; /* tokens per thread per tile */
+constexpr int kAtomTile = 128;         /* atoms per block of csr_p and csr_values */
 constexpr int kMaxG = 8;
 constexpr int kMaxD = 128;
 
 __device__ __forceinline__ float coef_f32(uint16_t bits) {
     return __half2float(__ushort_as_half(bits));
-}
-
-/* Block-wide max (is_max) or sum of v; every thread gets the result. red: kWarps floats. */
-__device__ float block_reduce(float v, float *red, bool is_max) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-        const float o = __shfl_xor_sync(0xffffffffu, v, off);
-        v = is_max ? fmaxf(v, o) : v + o;
-    }
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float r = red[0];
-#pragma unroll
-    for (int w = 1; w < kWarps; w++) r = is_max ? fmaxf(r, red[w]) : r + red[w];
-    __syncthreads(); /* everyone has read red before it is written again */
-    return r;
 }
 
 /* 1. P[job][gi][a] = <q_gi, Dk[a]> for the block's atom tile. */
@@ -103,67 +92,250 @@ __global__ void __launch_bounds__(kThreads) csr_p(const skv_csr_cuda_job *__rest
     }
 }
 
-/* 2. One chunk of one job for one query: partial {M, l, W[2][atoms]} into part. */
+/* A code row's 2s u16 indices (or coefficients) as the kernel reads them. S > 0: the row
+ * is s = S u32 words loaded with 16-, 8- or 4-byte loads (the host checks the alignment)
+ * and kept in registers; u16 k of the row is half of word k / 2. S = 0: any s, each u16
+ * read from memory when used. */
+template <int S> struct code_row {
+    uint32_t wi[S], wc[S];
+    __device__ __forceinline__ static void load_words(const uint16_t *base, uint64_t t,
+                                                      uint32_t (&w)[S]) {
+        const uint32_t *p = reinterpret_cast<const uint32_t *>(base + (size_t)t * 2 * S);
+        if constexpr (S % 4 == 0) {
+#pragma unroll
+            for (int i = 0; i < S / 4; i++) {
+                const uint4 v = __ldg(reinterpret_cast<const uint4 *>(p) + i);
+                w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+            }
+        } else if constexpr (S % 2 == 0) {
+#pragma unroll
+            for (int i = 0; i < S / 2; i++) {
+                const uint2 v = __ldg(reinterpret_cast<const uint2 *>(p) + i);
+                w[2 * i] = v.x, w[2 * i + 1] = v.y;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < S; i++) w[i] = __ldg(p + i);
+        }
+    }
+    __device__ __forceinline__ void load(const skv_csr_cuda_job &job, uint64_t t, int) {
+        load_words(job.idx, t, wi);
+        load_words(job.coef, t, wc);
+    }
+    __device__ __forceinline__ unsigned idx(int k) const {
+        return (wi[k >> 1] >> ((k & 1) * 16)) & 0xffffu;
+    }
+    __device__ __forceinline__ float coef(int k) const {
+        return coef_f32((uint16_t)((wc[k >> 1] >> ((k & 1) * 16)) & 0xffffu));
+    }
+};
+
+template <> struct code_row<0> {
+    const uint16_t *pi, *pc;
+    __device__ __forceinline__ void load(const skv_csr_cuda_job &job, uint64_t t, int s) {
+        pi = job.idx + (size_t)t * 2 * (size_t)s;
+        pc = job.coef + (size_t)t * 2 * (size_t)s;
+    }
+    __device__ __forceinline__ unsigned idx(int k) const { return __ldg(pi + k); }
+    __device__ __forceinline__ float coef(int k) const { return coef_f32(__ldg(pc + k)); }
+};
+
+/* Block-wide max (is_max) or sum of v[0..gn) (gn <= kMaxG), in place in every thread.
+ * red: kWarps * kMaxG floats. */
+__device__ void block_reduce_g(float (&v)[kMaxG], int gn, float *red, bool is_max) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int qi = 0; qi < kMaxG; qi++) {
+        if (qi >= gn) break;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float o = __shfl_xor_sync(0xffffffffu, v[qi], off);
+            v[qi] = is_max ? fmaxf(v[qi], o) : v[qi] + o;
+        }
+        if (lane == 0) red[warp * kMaxG + qi] = v[qi];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int qi = 0; qi < kMaxG; qi++) {
+        if (qi >= gn) break;
+        float r = red[qi];
+#pragma unroll
+        for (int w = 1; w < kWarps; w++)
+            r = is_max ? fmaxf(r, red[w * kMaxG + qi]) : r + red[w * kMaxG + qi];
+        v[qi] = r;
+    }
+    __syncthreads(); /* everyone has read red before it is written again */
+}
+
+/* Scale W of query rows [qi] by e (in place, non-atomic: the block is between passes). */
+__device__ __forceinline__ void w_scale(int *w, int n, float f) {
+    for (int a = threadIdx.x; a < n; a += kThreads) w[a] = __float2int_rn((float)w[a] * f);
+}
+
+/*
+ * 2. One chunk of one job for the queries [g0, g0 + gn) of query block qb: partials
+ * {M, l, W[2][atoms]} per query into part. A block takes as many of the job's queries as
+ * shared memory holds (gb, chosen by the host; usually all g), so each token's codes are
+ * read once for all of them, kTPT tokens per thread per tile, each token's code row kept in
+ * registers between the two passes (S > 0).
+ *
+ * W is accumulated in 32-bit fixed point: float atomicAdd on shared memory is a
+ * compare-and-swap loop on sm_90 (ATOMS.CAST.SPIN: latency-serialised), integer atomicAdd
+ * a single ATOMS.ADD. Query q's W holds round(w 2^e_q). Before a tile's adds the block
+ * knows an upper bound of every |W| it can reach, T_q = (T_q so far) + U_q with
+ * U_q = sum over the tile of p_t sum_k |c_tk| (a block sum; it bounds any atom's share),
+ * and lowers e_q (shifting W right) until T_q 2^e_q < 2^30, so no sum can overflow. The
+ * rounding error is at most 2^-(e_q + 1) per add, about T_q 2^-31: relative to the chunk's
+ * mass, a few parts in 10^9 — float32's own accumulation is no better. The online-softmax
+ * rescale multiplies W and T_q by e^(M_old - M).
+ */
+template <int S>
 __global__ void __launch_bounds__(kThreads)
-    csr_chunk(const skv_csr_cuda_job *__restrict__ jobs, int g, int s, int atoms, uint64_t chunk,
-              int max_chunks, const float *__restrict__ P, float *__restrict__ part) {
+    csr_chunk(const skv_csr_cuda_job *__restrict__ jobs, int g, int gb, int s_rt, int atoms,
+              uint64_t chunk, int max_chunks, const float *__restrict__ P,
+              float *__restrict__ part) {
     extern __shared__ float smem[];
-    float *sP = smem;           /* [atoms]        */
-    float *sW = sP + atoms;     /* [2][atoms]     */
-    float *sc = sW + 2 * atoms; /* [kTile] scores */
-    float *red = sc + kTile;    /* [kWarps]       */
-    const int j = blockIdx.y;
-    const int gi = (int)(blockIdx.x % (unsigned)g), ci = (int)(blockIdx.x / (unsigned)g);
+    float *sP = smem;                                   /* [gb][atoms]     */
+    int *sW = reinterpret_cast<int *>(sP + gb * atoms); /* [gb][2][atoms]  */
+    float *sc = sP + 3 * gb * atoms;                    /* [gb][kTile]     */
+    float *red = sc + gb * kTile;                       /* [kWarps][kMaxG] */
+    const int s = S ? S : s_rt; /* a constant when S > 0: the code loops unroll */
+    const int j = blockIdx.y, nqb = (g + gb - 1) / gb;
+    const int qb = (int)(blockIdx.x % (unsigned)nqb), ci = (int)(blockIdx.x / (unsigned)nqb);
+    const int g0 = qb * gb, gn = min(gb, g - g0);
     const skv_csr_cuda_job job = jobs[j];
     const uint64_t t0 = (uint64_t)ci * chunk;
     if (t0 >= job.n) return; /* past this job's end: the merge never reads this chunk */
     const uint64_t t1 = min(job.n, t0 + chunk);
-    const float *Pj = P + ((size_t)j * g + gi) * atoms;
-    for (int a = threadIdx.x; a < atoms; a += kThreads) sP[a] = Pj[a];
-    for (int a = threadIdx.x; a < 2 * atoms; a += kThreads) sW[a] = 0.0f;
+    for (int i = threadIdx.x; i < gn * atoms; i += kThreads)
+        sP[i] = P[((size_t)j * g + g0) * atoms + i];
+    for (int i = threadIdx.x; i < 2 * gn * atoms; i += kThreads) sW[i] = 0;
     __syncthreads();
-    const int s2 = 2 * s, s0 = (s + 1) / 2; /* value half 0 has ceil(s/2) pairs */
+    const int s0 = (s + 1) / 2; /* value half 0 has ceil(s/2) pairs */
     const unsigned na = (unsigned)atoms;
-    float M = -INFINITY, lsum = 0.0f; /* M is the same in every thread */
+    /* per query, the same in every thread: running maximum, bound of |W|, fixed-point
+     * exponent; lsum is this thread's share of l */
+    float M[kMaxG], T[kMaxG], lsum[kMaxG];
+    int e[kMaxG];
+#pragma unroll
+    for (int qi = 0; qi < kMaxG; qi++) M[qi] = -INFINITY, T[qi] = 0.0f, lsum[qi] = 0.0f, e[qi] = 60;
     for (uint64_t tb = t0; tb < t1; tb += kTile) {
         const int cnt = (int)min((uint64_t)kTile, t1 - tb);
-        float tmax = -INFINITY;
-        for (int i = threadIdx.x; i < cnt; i += kThreads) {
-            const size_t row = (size_t)(tb + (uint64_t)i) * (size_t)s2;
-            float acc = 0.0f;
+        code_row<S> rows[kTPT];
+        float tmax[kMaxG];
+#pragma unroll
+        for (int qi = 0; qi < kMaxG; qi++) tmax[qi] = -INFINITY;
+            /* pass 1: scores s_t = sum_k c_tk P[a_tk] of every query, into sc */
+#pragma unroll
+        for (int r = 0; r < kTPT; r++) {
+            const int i = threadIdx.x + r * kThreads;
+            if (i >= cnt) break;
+            rows[r].load(job, tb + (uint64_t)i, s);
+            float acc[kMaxG];
+#pragma unroll
+            for (int qi = 0; qi < kMaxG; qi++) acc[qi] = 0.0f;
+#pragma unroll
             for (int k = 0; k < s; k++) {
-                const unsigned a = job.idx[row + k];
-                const float cf = coef_f32(job.coef[row + k]);
-                if (a < na) acc = fmaf(cf, sP[a], acc);
+                const unsigned a = rows[r].idx(k);
+                const float cf = rows[r].coef(k);
+                if (a < na) {
+#pragma unroll
+                    for (int qi = 0; qi < kMaxG; qi++)
+                        if (qi < gn) acc[qi] = fmaf(cf, sP[qi * atoms + (int)a], acc[qi]);
+                }
             }
-            sc[i] = acc;
-            tmax = fmaxf(tmax, acc);
+#pragma unroll
+            for (int qi = 0; qi < kMaxG; qi++)
+                if (qi < gn) {
+                    sc[qi * kTile + i] = acc[qi];
+                    tmax[qi] = fmaxf(tmax[qi], acc[qi]);
+                }
         }
-        const float Mn = fmaxf(M, block_reduce(tmax, red, true));
-        if (Mn > M && M != -INFINITY) { /* block-uniform: rescale what the earlier tiles added */
-            const float r = __expf(M - Mn);
-            for (int a = threadIdx.x; a < 2 * atoms; a += kThreads) sW[a] *= r;
-            lsum *= r;
+        block_reduce_g(tmax, gn, red, true);
+#pragma unroll
+        for (int qi = 0; qi < kMaxG; qi++) {
+            if (qi >= gn) break;
+            const float Mn = fmaxf(M[qi], tmax[qi]);
+            if (Mn > M[qi] && M[qi] != -INFINITY) { /* block-uniform: rescale earlier tiles */
+                const float f = __expf(M[qi] - Mn);
+                w_scale(sW + qi * 2 * atoms, 2 * atoms, f);
+                lsum[qi] *= f;
+                T[qi] *= f;
+            }
+            M[qi] = Mn;
         }
-        M = Mn;
-        __syncthreads(); /* the rescale is done before this tile's adds */
-        for (int i = threadIdx.x; i < cnt; i += kThreads) {
-            const size_t row = (size_t)(tb + (uint64_t)i) * (size_t)s2;
-            const float p = __expf(sc[i] - M); /* sc[i] was written by this same thread */
-            lsum += p;
-            for (int k = s; k < s2; k++) {
-                const unsigned a = job.idx[row + k];
-                const float cf = coef_f32(job.coef[row + k]);
+        /* pass 2a: p = e^(s_t - M) (kept), into l, and this tile's mass bound U */
+        float p[kTPT][kMaxG], U[kMaxG];
+#pragma unroll
+        for (int qi = 0; qi < kMaxG; qi++) U[qi] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < kTPT; r++) {
+            const int i = threadIdx.x + r * kThreads;
+            float cabs = 0.0f;
+            if (i < cnt) {
+#pragma unroll
+                for (int k = s; k < 2 * s; k++) cabs += fabsf(rows[r].coef(k));
+            }
+#pragma unroll
+            for (int qi = 0; qi < kMaxG; qi++) {
+                p[r][qi] = 0.0f;
+                if (qi < gn && i < cnt) { /* sc[.][i] was written by this same thread */
+                    p[r][qi] = __expf(sc[qi * kTile + i] - M[qi]);
+                    lsum[qi] += p[r][qi];
+                    U[qi] = fmaf(p[r][qi], cabs, U[qi]);
+                }
+            }
+        }
+        block_reduce_g(U, gn, red, false);
+        float sc2[kMaxG]; /* 2^e per query */
+#pragma unroll
+        for (int qi = 0; qi < kMaxG; qi++) {
+            sc2[qi] = 0.0f;
+            if (qi >= gn) continue;
+            T[qi] += U[qi];
+            int en = e[qi];
+            while (en > -60 && ldexpf(T[qi], en) >= 1073741824.0f) en--; /* 2^30 */
+            if (en < e[qi]) { /* block-uniform: shift W right, rounding */
+                const int sh = e[qi] - en;
+                int *w = sW + qi * 2 * atoms;
+                for (int a = threadIdx.x; a < 2 * atoms; a += kThreads)
+                    w[a] = sh >= 31 ? 0 : (int)(((long long)w[a] + (1ll << (sh - 1))) >> sh);
+                e[qi] = en;
+            }
+            sc2[qi] = ldexpf(1.0f, e[qi]);
+        }
+        __syncthreads(); /* rescales and shifts are done before the adds */
+        /* pass 2b: round(p c_tk 2^e) into W[half][a_tk] for the value pairs (registers) */
+#pragma unroll
+        for (int r = 0; r < kTPT; r++) {
+            const int i = threadIdx.x + r * kThreads;
+            if (i >= cnt) break;
+#pragma unroll
+            for (int k = s; k < 2 * s; k++) {
+                const unsigned a = rows[r].idx(k);
+                const float cf = rows[r].coef(k);
                 const int h = k - s < s0 ? 0 : atoms;
-                if (a < na) atomicAdd(&sW[h + (int)a], p * cf);
+                if (a < na) {
+#pragma unroll
+                    for (int qi = 0; qi < kMaxG; qi++)
+                        if (qi < gn)
+                            atomicAdd(&sW[qi * 2 * atoms + h + (int)a],
+                                      __float2int_rn(p[r][qi] * cf * sc2[qi]));
+                }
             }
         }
-        __syncthreads(); /* the adds are done before the next tile's rescale */
+        __syncthreads(); /* the adds are done before the next tile's rescale and scores */
     }
-    const float L = block_reduce(lsum, red, false);
-    float *out = part + (((size_t)j * max_chunks + ci) * g + gi) * (2 + 2 * (size_t)atoms);
-    if (threadIdx.x == 0) out[0] = M, out[1] = L;
-    for (int a = threadIdx.x; a < 2 * atoms; a += kThreads) out[2 + a] = sW[a];
+    block_reduce_g(lsum, gn, red, false);
+#pragma unroll
+    for (int qi = 0; qi < kMaxG; qi++) {
+        if (qi >= gn) break;
+        const float inv = ldexpf(1.0f, -e[qi]);
+        float *out = part + (((size_t)j * max_chunks + ci) * g + g0 + qi) * (2 + 2 * (size_t)atoms);
+        if (threadIdx.x == 0) out[0] = M[qi], out[1] = lsum[qi];
+        for (int a = threadIdx.x; a < 2 * atoms; a += kThreads)
+            out[2 + a] = (float)sW[qi * 2 * atoms + a] * inv;
+    }
 }
 
 /* The job's maximum over its chunks per query into sM[g] (warp gi takes query gi). */
@@ -294,7 +466,27 @@ __global__ void fill_codes(uint16_t *idx, uint16_t *coef, size_t n, int atoms, u
     }
 }
 
-size_t chunk_smem(int atoms) { return sizeof(float) * (3 * (size_t)atoms + kTile + kWarps); }
+/* Shared memory of csr_chunk for gb queries per block. */
+size_t chunk_smem(int atoms, int gb) {
+    return sizeof(float) * ((size_t)gb * (3 * (size_t)atoms + kTile) + (size_t)kWarps * kMaxG);
+}
+
+/* Every csr_chunk instance: the sparsities with a register-row variant, and S = 0 (any). */
+constexpr int kVecS[] = {2, 3, 4, 6, 8, 16};
+using chunk_fn = void (*)(const skv_csr_cuda_job *, int, int, int, int, uint64_t, int,
+                          const float *, float *);
+chunk_fn chunk_kernel(int s, bool aligned) {
+    if (aligned) switch (s) {
+        case 2: return csr_chunk<2>;
+        case 3: return csr_chunk<3>;
+        case 4: return csr_chunk<4>;
+        case 6: return csr_chunk<6>;
+        case 8: return csr_chunk<8>;
+        case 16: return csr_chunk<16>;
+        default: break;
+        }
+    return csr_chunk<0>;
+}
 
 } // namespace
 
@@ -361,13 +553,19 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
     if (s < 2 || s > d)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR attend: sparsity %d outside [2, %d]", s,
                              d);
-    if (atoms < 1 || atoms > SKV_CSR_CUDA_MAX_ATOMS ||
-        chunk_smem(atoms) > (size_t)std::max(c->smem_optin, 48 << 10))
+    const size_t smem_max = (size_t)std::max(c->smem_optin, 48 << 10);
+    if (atoms < 1 || atoms > SKV_CSR_CUDA_MAX_ATOMS || chunk_smem(atoms, 1) > smem_max)
         return skv_set_error(err, SKV_ERR_UNSUPPORTED,
                              "GPU CSR attend supports 1..%d atoms (%zu B of shared memory, the "
-                             "device allows %d), not %d",
-                             SKV_CSR_CUDA_MAX_ATOMS, chunk_smem(atoms), c->smem_optin, atoms);
+                             "device allows %zu), not %d",
+                             SKV_CSR_CUDA_MAX_ATOMS, chunk_smem(atoms, 1), smem_max, atoms);
+    /* queries per chunk block: all g when shared memory holds their P and W (N <= 2048 at
+     * g 4 on sm_90), fewer otherwise */
+    int gb = g;
+    while (gb > 1 && chunk_smem(atoms, gb) > smem_max) gb--;
+    const int nqb = (g + gb - 1) / gb;
     uint64_t total = 0, maxn = 0;
+    bool aligned = true; /* the register-row variants load 16, 8 or 4 bytes at once */
     for (int j = 0; j < njobs; j++) {
         const skv_csr_cuda_job *jb = &jobs[j];
         if (!jb->q || !jb->out ||
@@ -378,18 +576,19 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
             return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR attend: job %d has %llu tokens", j,
                                  (unsigned long long)jb->n);
         total += jb->n, maxn = std::max(maxn, jb->n);
+        aligned = aligned && ((uintptr_t)jb->idx | (uintptr_t)jb->coef) % 16 == 0;
     }
-    if (chunk == 0) { /* blocks_per_sm blocks per multiprocessor over all queries */
+    if (chunk == 0) { /* blocks_per_sm blocks per multiprocessor over all query blocks */
         const uint64_t want = (uint64_t)c->sms * (uint64_t)c->blocks_per_sm;
-        chunk = (total * (uint64_t)g + want - 1) / want;
-        /* at least a tile, and enough tokens that the codes outweigh the block's P and W
-         * traffic (about 20 N bytes against 8 s bytes a token) */
-        chunk = std::max<uint64_t>(chunk, std::max<uint64_t>(kTile, 4ull * atoms / s));
+        chunk = (total * (uint64_t)nqb + want - 1) / want;
+        /* at least a tile, and enough tokens that the codes (8 s bytes a token) outweigh the
+         * block's P and W traffic (about 20 gb N bytes) */
+        chunk = std::max<uint64_t>(chunk, std::max<uint64_t>(kTile, 2ull * atoms * gb / s));
         chunk = (chunk + kTile - 1) / kTile * kTile;
     }
     chunk = std::min<uint64_t>(chunk, 1ull << 40); /* n + chunk cannot overflow below */
     const uint64_t mc = std::max<uint64_t>(1, (maxn + chunk - 1) / chunk);
-    if (mc * (uint64_t)g > (uint64_t)INT_MAX)
+    if (mc * (uint64_t)nqb > (uint64_t)INT_MAX || mc * (uint64_t)g > (uint64_t)INT_MAX)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR attend: too many chunks (%llu)",
                              (unsigned long long)mc);
     const int max_chunks = (int)mc, ntiles = (atoms + kAtomTile - 1) / kAtomTile;
@@ -421,11 +620,16 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
         }
         c->scratch_cap = need;
     }
-    const size_t smem = chunk_smem(atoms);
-    if (smem > (size_t)c->smem_set) {
-        SKV_CUDA_CHECK(
-            cudaFuncSetAttribute(csr_chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-            err);
+    const size_t smem = chunk_smem(atoms, gb);
+    if (smem > (size_t)c->smem_set) { /* every instance opted in at once, so one int tracks it */
+        SKV_CUDA_CHECK(cudaFuncSetAttribute(csr_chunk<0>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                       err);
+        for (int vs : kVecS)
+            SKV_CUDA_CHECK(cudaFuncSetAttribute(chunk_kernel(vs, true),
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                (int)smem),
+                           err);
         c->smem_set = (int)smem;
     }
     SKV_CUDA_CHECK(cudaEventSynchronize(c->jobs_copied), err);
@@ -436,8 +640,8 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
     SKV_CUDA_CHECK(cudaEventRecord(c->jobs_copied, c->stream), err);
     float *P = c->scratch, *part = P + nP, *opart = part + nPart;
     csr_p<<<dim3(ntiles, njobs), kThreads, 0, c->stream>>>(c->djobs, d, g, atoms, P);
-    csr_chunk<<<dim3(max_chunks * g, njobs), kThreads, smem, c->stream>>>(
-        c->djobs, g, s, atoms, chunk, max_chunks, P, part);
+    chunk_kernel(s, aligned)<<<dim3(max_chunks * nqb, njobs), kThreads, smem, c->stream>>>(
+        c->djobs, g, gb, s, atoms, chunk, max_chunks, P, part);
     csr_values<<<dim3(ntiles, njobs), kThreads, 0, c->stream>>>(c->djobs, d, g, atoms, chunk,
                                                                 max_chunks, part, ntiles, opart);
     csr_final<<<njobs, kThreads, 0, c->stream>>>(c->djobs, d, g, atoms, chunk, max_chunks, part,

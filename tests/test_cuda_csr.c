@@ -109,13 +109,15 @@ static void expect_close(const float *a, const float *b, int d, double tol, cons
 
 typedef struct csr_case {
     int d, g, s, atoms;
+    int misalign; /* codes start 2 bytes into their buffers: the kernel's u16-by-u16 path */
 } csr_case;
 
 enum { J = 5, SINKS = 4, WINDOW = 16 };
 
 static void conformance(csr_case cs) {
     char name[96];
-    snprintf(name, sizeof name, "csr d%d g%d s%d N%d", cs.d, cs.g, cs.s, cs.atoms);
+    snprintf(name, sizeof name, "csr d%d g%d s%d N%d%s", cs.d, cs.g, cs.s, cs.atoms,
+             cs.misalign ? " misaligned" : "");
     synth_rng r;
     tu_rng_for(&r, name);
     const int d = cs.d, g = cs.g, h = d / 2, s = cs.s, s0 = (s + 1) / 2, s1 = s / 2;
@@ -203,12 +205,22 @@ static void conformance(csr_case cs) {
         }
         if (g_ctx) {
             const size_t cb = n * 2 * (size_t)s * sizeof(uint16_t);
-            dbuf[j][0] = upload(idx, cb);
-            dbuf[j][1] = upload(coef, cb);
+            const size_t off = cs.misalign ? sizeof(uint16_t) : 0;
+            dbuf[j][0] = upload(NULL, cb + off);
+            dbuf[j][1] = upload(NULL, cb + off);
+            skv_err uerr;
+            TU_OK(skv_cuda_upload((char *)dbuf[j][0] + off, idx, cb, &uerr), &uerr);
+            TU_OK(skv_cuda_upload((char *)dbuf[j][1] + off, coef, cb, &uerr), &uerr);
             dbuf[j][2] = upload(qs, (size_t)g * d * sizeof(float));
             dbuf[j][3] = upload(NULL, (size_t)g * ps);
-            jobs[j] =
-                (skv_csr_cuda_job){dbuf[j][0], dbuf[j][1], n, dk, dv0, dv1, dbuf[j][2], dbuf[j][3]};
+            jobs[j] = (skv_csr_cuda_job){(uint16_t *)((char *)dbuf[j][0] + off),
+                                         (uint16_t *)((char *)dbuf[j][1] + off),
+                                         n,
+                                         dk,
+                                         dv0,
+                                         dv1,
+                                         dbuf[j][2],
+                                         dbuf[j][3]};
         }
         skv_sketch_destroy(sk);
         synth_stream_destroy(st);
@@ -275,6 +287,12 @@ static void test_cuda_csr_d128_matches_cpu(void **state) {
     conformance((csr_case){.d = 128, .g = 4, .s = 8, .atoms = 1024});
     conformance((csr_case){.d = 128, .g = 3, .s = 2, .atoms = 4096}); /* > 48 KiB shared */
     conformance((csr_case){.d = 128, .g = 1, .s = 3, .atoms = 700});
+    conformance((csr_case){.d = 128, .g = 4, .s = 16, .atoms = 512});
+    conformance((csr_case){.d = 128, .g = 2, .s = 6, .atoms = 1000});
+    conformance((csr_case){.d = 128, .g = 4, .s = 8, .atoms = 256, .misalign = 1});
+    /* 8 queries of 4096 atoms do not fit one block's shared memory: query blocks */
+    conformance((csr_case){.d = 128, .g = 8, .s = 4, .atoms = 4096});
+    conformance((csr_case){.d = 128, .g = 3, .s = 5, .atoms = 300}); /* no register variant */
     NEED_GPU();
 }
 
