@@ -2,7 +2,8 @@
  * test_eval.c — the model-free pieces of subkv-eval (tools/eval_text.h, eval_attn.h,
  * eval_report.h): memory fraction -> budget, the retrieval prompts and their answer checker,
  * the word-list filter, the float64 reference error, the measuring backend against a float64
- * reference on fresh random K, V, Q, and the summary's perplexity arithmetic.
+ * reference on fresh random K, V, Q, and the summary's perplexity arithmetic (bytes read
+ * per decode step: test_eval_read.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
