@@ -104,7 +104,8 @@ static int lineup(ctx *c) {
                 skv_config_default(&r->cfg, pol[i], (int)c->hp->head_dim);
                 r->cfg.dtype = (skv_dtype)o->dtype;
                 r->cfg.seed = o->seed;
-                if (i == 4) r->cfg.values = SKV_VALUES_CLUSTER;
+                /* both explicit: the library's default estimator is not this label's */
+                if (i == 3 || i == 4) r->cfg.values = i == 3 ? SKV_VALUES_L2 : SKV_VALUES_CLUSTER;
                 if (i == 6) r->cfg.full_store = SKV_FULL_SUBGEN;
                 if (pol[i] == SKV_POLICY_CSR) {
                     memcpy(r->cfg.dict_path, o->csr_dict, strlen(o->csr_dict) + 1);
