@@ -164,9 +164,8 @@ fi
     echo "cache (its full store is host memory on top). read/step: the key + value bytes an attend"
     echo "of one (layer, kv head) sketch reads per decode step, as a fraction of exact's (refreshkv:"
     echo "K partial rows, or its whole store on a full step; full_steps_%: its share of full steps)."
-    echo "Perplexity: the last --tail tokens of each"
-    echo "window, decoded teacher-forced through the policy after an exact prefill of the rest;"
-    echo "windows (Debian man pages rendered by groff):"
+    echo "Perplexity: the last --tail tokens of each window, decoded teacher-forced through the"
+    echo "policy after an exact prefill of the rest; windows (Debian man pages rendered by groff):"
     echo
     sed 's/^/    /' "$OUT/windows.txt"
     echo
