@@ -60,9 +60,13 @@ wall=$(cat "$OUT/wall_s" 2>/dev/null || echo '?')
 args=$(cat "$OUT/args" 2>/dev/null || true)
 
 # ---- plots: quality vs memory (x: fraction of exact memory, log scale) ----------------------
-# summary.csv columns: policy,memory,budget_B,ppl<L>,dppl<L>_%,...,passkey_acc,lines_acc,attn_err.
-# Perplexity and attention error on a log y axis (subgen-l2's failures span orders of
-# magnitude); accuracies on [0, 1]. python3 writes the data and the gnuplot scripts.
+# summary.csv columns: policy,memory,budget_B,ppl<L>,dppl<L>_%,...,passkey_acc,lines_acc,attn_err,
+# read/step,full_steps_%. Perplexity and attention error on a log y axis (subgen-l2's failures
+# span orders of magnitude); accuracies on [0, 1]. python3 writes the data and the gnuplot
+# scripts. plot-read-*: the same quality measures vs the key + value bytes an attend reads per
+# decode step (read/step, a fraction of exact's; log x): one curve per policy through its
+# budgets, exact the point at 1 (RefreshKV's trade, issue 6). An OUT from before read/step
+# existed gets no plot-read-* (nothing to plot).
 python3 - "$OUT" <<'PY'
 import csv, re, sys, os
 out = sys.argv[1]
@@ -102,6 +106,45 @@ for c in cols:
         parts = ["'%s' using 1:%d with linespoints lw 2 title '%s'" % (dat, i + 2, l) for i, l in enumerate(order)]
         parts.append("'%s' using 1:%d with lines dashtype 2 lw 2 title 'exact'" % (dat, len(order) + 2))
         g.write("plot " + ", \\\n     ".join(parts) + "\n")
+
+def num(v):
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if x == x else None  # NaN -> None
+
+if "read/step" in rows[0]:
+    for c in cols:
+        name = "plot-read-" + c
+        dat = os.path.join(out, name + ".dat")
+        blocks, xs = [], []
+        for l in order + ["exact"]:
+            pts = sorted((num(r["read/step"]), num(r[c])) for r in rows if r["policy"] == l
+                         and num(r["read/step"]) and num(r[c]) is not None)
+            if pts:
+                blocks.append((l, pts))
+                xs += [x for x, _ in pts]
+        if not blocks:
+            continue
+        with open(dat, "w") as f:  # one gnuplot data block (index) per policy
+            for l, pts in blocks:
+                f.write("# %s\n%s\n\n\n" % (l, "\n".join("%.6g %.6g" % p for p in pts)))
+        acc = c.endswith("_acc")
+        what = {"attn_err": "mean relative attention-output error"}.get(c, c.replace("_acc", " accuracy"))
+        if c.startswith("ppl"):
+            what = "perplexity, %s-token windows" % c[3:]
+        with open(os.path.join(out, name + ".gp"), "w") as g:
+            g.write("set terminal png size 760,480 noenhanced\nset output '%s'\n" % os.path.join(out, name + ".png"))
+            g.write("set xlabel 'K + V bytes read per decode step per sketch (fraction of exact)'\n")
+            g.write("set ylabel '%s'\nset logscale x 2\n" % what)
+            g.write("set xrange [%g:%g]\n" % (min(xs) / 1.25, max(xs) * 1.25))
+            g.write("set yrange [-0.05:1.05]\n" if acc else "set logscale y\n")
+            g.write("set key outside right\nset grid\nset title 'SmolLM2-135M-Instruct: %s vs bytes read'\n" % what)
+            parts = ["'%s' index %d using 1:2 with %s lw 2 %stitle '%s'" % (
+                dat, i, "points pt 7 ps 1.5" if l == "exact" else "linespoints",
+                "lc rgb 'black' " if l == "exact" else "", l) for i, (l, _) in enumerate(blocks)]
+            g.write("plot " + ", \\\n     ".join(parts) + "\n")
 PY
 if command -v gnuplot >/dev/null 2>&1; then
     for gp in "$OUT"/plot-*.gp; do gnuplot "$gp"; done
@@ -118,9 +161,11 @@ fi
     echo "\`build/subkv-eval --texts $OUT/texts.list --out $OUT${args:+ $args}\`): ${wall} s of subkv-eval"
     echo "on the 2-core development machine. Memory: each (layer, kv head) sketch gets exact's bytes"
     echo "for the sequence's length at f16, divided by F; refreshkv's budget bounds only its partial"
-    echo "cache (its full store is host memory on top). Perplexity: the last --tail tokens of each"
-    echo "window, decoded teacher-forced through the policy after an exact prefill of the rest;"
-    echo "windows (Debian man pages rendered by groff):"
+    echo "cache (its full store is host memory on top). read/step: the key + value bytes an attend"
+    echo "of one (layer, kv head) sketch reads per decode step, as a fraction of exact's (refreshkv:"
+    echo "K partial rows, or its whole store on a full step; full_steps_%: its share of full steps)."
+    echo "Perplexity: the last --tail tokens of each window, decoded teacher-forced through the"
+    echo "policy after an exact prefill of the rest; windows (Debian man pages rendered by groff):"
     echo
     sed 's/^/    /' "$OUT/windows.txt"
     echo

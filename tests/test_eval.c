@@ -2,7 +2,8 @@
  * test_eval.c — the model-free pieces of subkv-eval (tools/eval_text.h, eval_attn.h,
  * eval_report.h): memory fraction -> budget, the retrieval prompts and their answer checker,
  * the word-list filter, the float64 reference error, the measuring backend against a float64
- * reference on fresh random K, V, Q, and the summary's perplexity arithmetic.
+ * reference on fresh random K, V, Q, and the summary's perplexity arithmetic (bytes read
+ * per decode step: test_eval_read.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include "eval_docs.h"
 #include "eval_report.h"
 #include "eval_text.h"
+#include "policy_eval.h"
 #include "test_util.h"
 
 /* Budget = exact's bytes for L tokens / F: an exact sketch given the F = 1 budget holds exactly
@@ -371,6 +373,29 @@ static void test_eval_summary_perplexity_arithmetic(void **state) {
     eval_rows_free(&rs);
 }
 
+/* The standard line-up's labels name the estimator each subgen config runs (the library's
+ * default changed to values=cluster once and subgen-l2 silently became a second cluster run). */
+static void test_eval_lineup_labels_name_their_estimator(void **state) {
+    (void)state;
+    skv_config cfgs[EVAL_MAX_LINEUP];
+    const char *labels[EVAL_MAX_LINEUP];
+    const int n = eval_standard_lineup(64, SKV_DTYPE_F16, 65536, 1, cfgs, labels);
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(labels[i], "subgen-l2")) {
+            assert_int_equal(cfgs[i].policy, SKV_POLICY_SUBGEN);
+            assert_int_equal(cfgs[i].values, SKV_VALUES_L2);
+            seen |= 1;
+        }
+        if (!strcmp(labels[i], "subgen-cluster")) {
+            assert_int_equal(cfgs[i].policy, SKV_POLICY_SUBGEN);
+            assert_int_equal(cfgs[i].values, SKV_VALUES_CLUSTER);
+            seen |= 2;
+        }
+    }
+    assert_int_equal(seen, 3);
+}
+
 /* Windows concatenate documents w, w+1, ... cyclically and name them. */
 static void test_eval_windows_concatenate_documents(void **state) {
     (void)state;
@@ -424,6 +449,7 @@ int main(void) {
         cmocka_unit_test(test_eval_backend_steps_and_measures),
         cmocka_unit_test(test_eval_summary_perplexity_arithmetic),
         cmocka_unit_test(test_eval_windows_concatenate_documents),
+        cmocka_unit_test(test_eval_lineup_labels_name_their_estimator),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

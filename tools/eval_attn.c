@@ -9,6 +9,7 @@
 
 #include "eval_text.h"
 #include "skv_check.h"
+#include "skv_internal.h"
 
 struct eval_attn {
     llama_attn base;
@@ -26,6 +27,10 @@ struct eval_attn {
     double *scores; /* scratch of the float64 reference */
     size_t scores_cap;
     skv_partial *parts; /* [n_head] */
+    /* bytes read by the decode steps' attends (eval_attn_read): sums over every (layer, kv
+     * head) sketch and step; read_n counts those attends */
+    double read_sum, full_sum;
+    uint64_t read_n;
 };
 
 static void gather_head(const float *X, size_t n, uint32_t kv, uint32_t d, uint32_t h, float *out) {
@@ -57,6 +62,72 @@ static subkv_status attend_all(eval_attn *a, uint32_t layer, const float *Q, skv
     for (uint32_t h = 0; h < kv; h++)
         SKV_CHECK(skv_sketch_attend(a->sk[(size_t)layer * kv + h], Q + (size_t)h * G * d, (int)G,
                                     (int)d, skv_partial_at(a->parts, (int)d, (size_t)h * G), err));
+    return SKV_OK;
+}
+
+/* Counts the key and value rows of a sketch's entries (the rows skv_sketch_entries exports,
+ * without copying them): an entry with no value row (subgen l2's cluster samples, which only
+ * the normalizer reads) counts its key alone, as the CPU attend reads it. */
+typedef struct read_sink {
+    skv_seg_sink base;
+    uint64_t rows;
+} read_sink;
+
+static void read_rows(skv_seg_sink *sink, const skv_rows *K, const skv_rows *V, size_t start,
+                      size_t count, const float *a_w, double a, const float *b_w, double b) {
+    (void)K, (void)start, (void)a_w, (void)a, (void)b_w, (void)b;
+    ((read_sink *)sink)->rows += count * (V ? 2u : 1u);
+}
+
+/*
+ * Key + value bytes one attend of sketch sk reads, as it is now (after the step's append and
+ * attend): what the attend's kernel must bring from memory, not counting the query, the
+ * output, per-entry weights or metadata.
+ *  - exact, sinkwin, h2o, subgen: the rows of its entries (read_sink), at the storage dtype;
+ *  - csr: its exact rows (sinks + window, keys and values) plus its codes, 8 s bytes per
+ *    coded token (2 s u16 atom indices, 2 s f16 coefficients); the dictionary is shared by
+ *    every sketch of a layer group and, like its bytes in skv_sketch_bytes, not counted;
+ *  - refreshkv is not counted here: its own skv_stats.bytes_read (cache/refreshkv.c) counts
+ *    what each attend reads, K partial rows or the whole full store (see eval_attn_read).
+ */
+static uint64_t entry_read_bytes(const skv_sketch *sk) {
+    const skv_config *c = skv_sketch_config(sk);
+    const uint64_t row = skv_rows_bytes(c->dtype, c->head_dim, 1);
+    if (c->policy == SKV_POLICY_CSR) {
+        skv_stats st;
+        skv_sketch_stats(sk, &st);
+        return st.tokens_held * 2 * row + (st.tokens_seen - st.tokens_held) * 8u * c->sparsity;
+    }
+    read_sink sink = {.base = {read_rows}};
+    sk->ops->segments(sk, &sink.base);
+    return sink.rows * row;
+}
+
+/* Sum over layer l's sketches of refreshkv's counters: bytes read (full 0) or full steps. */
+static uint64_t rkv_counter(const eval_attn *a, uint32_t l, int full) {
+    uint64_t s = 0;
+    for (uint32_t h = 0; h < a->hp.n_head_kv; h++) {
+        skv_stats st;
+        skv_sketch_stats(a->sk[(size_t)l * a->hp.n_head_kv + h], &st);
+        s += full ? st.full_steps : st.bytes_read;
+    }
+    return s;
+}
+
+/* One decode step's attend of layer l: the bytes its sketches read, into the sums. */
+static subkv_status attend_step(eval_attn *a, uint32_t l, const float *Q, skv_err *err) {
+    const uint32_t kv = a->hp.n_head_kv;
+    if (a->policy == SKV_POLICY_REFRESHKV) {
+        const uint64_t b0 = rkv_counter(a, l, 0), f0 = rkv_counter(a, l, 1);
+        SKV_CHECK(attend_all(a, l, Q, err));
+        a->read_sum += (double)(rkv_counter(a, l, 0) - b0);
+        a->full_sum += (double)(rkv_counter(a, l, 1) - f0);
+    } else {
+        SKV_CHECK(attend_all(a, l, Q, err));
+        for (uint32_t h = 0; h < kv; h++)
+            a->read_sum += (double)entry_read_bytes(a->sk[(size_t)l * kv + h]);
+    }
+    a->read_n += kv;
     return SKV_OK;
 }
 
@@ -112,7 +183,7 @@ static subkv_status ev_step(llama_attn *base, uint32_t layer, const float *Q, co
     memcpy(a->tk + off, K, row * sizeof(float));
     memcpy(a->tv + off, V, row * sizeof(float));
     SKV_CHECK(append_rows(a, layer, 1, K, V, err));
-    SKV_CHECK(attend_all(a, layer, Q, err));
+    SKV_CHECK(attend_step(a, layer, Q, err));
     for (uint32_t j = 0; j < H; j++)
         skv_partial_output(skv_partial_at(a->parts, (int)d, j), (int)d, out + (size_t)j * d);
     a->steps[layer]++;
@@ -130,6 +201,12 @@ size_t eval_attn_bytes(const eval_attn *a, size_t *partial) {
     }
     if (partial) *partial = p;
     return b;
+}
+
+double eval_attn_read(const eval_attn *a, double *full_frac) {
+    const double n = (double)a->read_n;
+    if (full_frac) *full_frac = a->policy == SKV_POLICY_REFRESHKV && n > 0 ? a->full_sum / n : NAN;
+    return n > 0 ? a->read_sum / n : NAN;
 }
 
 static size_t ev_bytes(llama_attn *base) { return eval_attn_bytes((eval_attn *)base, NULL); }

@@ -42,6 +42,16 @@ double eval_attn_layer_err(const eval_attn *a, uint32_t l);
 double eval_attn_layer_norm_err(const eval_attn *a, uint32_t l);
 /* Bytes all sketches hold; *partial: refreshkv's partial-cache bytes (else all bytes). */
 size_t eval_attn_bytes(const eval_attn *a, size_t *partial);
+/*
+ * Mean key + value bytes one (layer, kv head) sketch's attend read per decode step, over every
+ * decode step so far (NAN: none; h2o's observation attends of the prefix are not decode
+ * steps). refreshkv: its own count (skv_stats.bytes_read: K partial-cache rows on a partial
+ * step, every row of the full store on a full step; the first decode step is always a full
+ * step, the selection a service's prefill would make); the others: the rows of their entries
+ * (csr: its codes and exact rows). *full_frac (optional): refreshkv's fraction of decode
+ * steps that were full steps (NAN for other policies).
+ */
+double eval_attn_read(const eval_attn *a, double *full_frac);
 /* Mean over kv heads of layer l's sketch stats (clusters, merges, delta, refreshkv steps). */
 void eval_attn_layer_stats(const eval_attn *a, uint32_t l, double *clusters, double *merges,
                            double *delta, double *full_frac);

@@ -13,7 +13,9 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: subkv-eval --texts LIST [options]\n"
-            "Perplexity, retrieval and attention error of every policy at 1/F of exact memory.\n"
+            "Perplexity, retrieval and attention error of every policy at 1/F of exact memory,\n"
+            "and the K + V bytes its attends read per decode step (eval.csv read_bytes_step;\n"
+            "summary read/step: fraction of exact's; refreshkv's full_steps_%%).\n"
             "  --texts LIST            file naming one text file per line (Debian texts)\n"
             "  --words PATH            word list for the lines task (default "
             "/usr/share/dict/words)\n"

@@ -26,11 +26,16 @@ void eval_rows_free(eval_rows *rs) {
 }
 
 void eval_rows_csv(FILE *f, const eval_rows *rs) {
-    fprintf(f, "task,item,label,fraction,budget_bytes,held_bytes,partial_bytes,value,weight\n");
+    fprintf(f, "task,item,label,fraction,budget_bytes,held_bytes,partial_bytes,value,weight,"
+               "read_bytes_step,full_step_frac\n");
     for (size_t i = 0; i < rs->n; i++) {
         const eval_row *r = &rs->r[i];
-        fprintf(f, "%s,%d,%s,%u,%zu,%zu,%zu,%.6g,%.6g\n", r->task, r->item, r->label, r->frac,
+        fprintf(f, "%s,%d,%s,%u,%zu,%zu,%zu,%.6g,%.6g,", r->task, r->item, r->label, r->frac,
                 r->budget, r->held, r->partial, r->value, r->weight);
+        if (r->read > 0.0) fprintf(f, "%.10g", r->read);
+        fputc(',', f);
+        if (!isnan(r->full)) fprintf(f, "%.6g", r->full);
+        fputc('\n', f);
     }
 }
 
@@ -77,6 +82,31 @@ static double mean_of(const eval_rows *rs, const char *task, const key *k, int i
         w += r->weight;
     }
     return w > 0.0 ? s / w : NAN;
+}
+
+/* Bytes read per step of key k over its rows of the ppl tasks, as a fraction of exact's on
+ * the same (task, item) (NAN: no such pairs); *full: the token-weighted mean full-step
+ * fraction over those rows (NAN: none measured). */
+static double read_frac(const eval_rows *rs, const key *k, double *full) {
+    double mine = 0.0, ex = 0.0, fs = 0.0, fw = 0.0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const eval_row *r = &rs->r[i];
+        if (strncmp(r->task, "ppl", 3) || strcmp(r->label, k->label) || r->frac != k->frac)
+            continue;
+        if (!isnan(r->full)) fs += r->full * r->weight, fw += r->weight;
+        if (!(r->read > 0.0)) continue;
+        for (size_t j = 0; j < rs->n; j++) {
+            const eval_row *e = &rs->r[j];
+            if (strcmp(e->label, "exact") || e->frac != 1 || strcmp(e->task, r->task) ||
+                e->item != r->item || !(e->read > 0.0))
+                continue;
+            mine += r->read;
+            ex += e->read;
+            break;
+        }
+    }
+    *full = fw > 0.0 ? fs / fw : NAN;
+    return ex > 0.0 ? mine / ex : NAN;
 }
 
 static const char *sep(int fmt) { return fmt == 1 ? "," : fmt == 2 ? " | " : " "; }
@@ -132,8 +162,10 @@ void eval_summary(FILE *f, const eval_rows *rs, int fmt) {
         cell(f, fmt, 0, 11, b);
     }
     cell(f, fmt, 0, 10, "attn_err");
+    cell(f, fmt, 0, 10, "read/step");
+    cell(f, fmt, 0, 13, "full_steps_%");
     row_end(f, fmt);
-    md_rule(f, fmt, cols + 1);
+    md_rule(f, fmt, cols + 3);
     for (size_t i = 0; i < nk; i++) {
         const key *k = &keys[i];
         if (!strcmp(k->label, "subgen-stats")) continue;
@@ -160,6 +192,11 @@ void eval_summary(FILE *f, const eval_rows *rs, int fmt) {
         }
         num(b, sizeof b, mean_of(rs, "attn", k, -1, NULL), "%.4f");
         cell(f, fmt, 0, 10, b);
+        double full = NAN;
+        num(b, sizeof b, read_frac(rs, k, &full), "%.4f");
+        cell(f, fmt, 0, 10, b);
+        num(b, sizeof b, 100.0 * full, "%.1f");
+        cell(f, fmt, 0, 13, b);
         row_end(f, fmt);
     }
 }

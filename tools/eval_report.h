@@ -20,6 +20,10 @@ typedef struct eval_row {
     unsigned frac; /* 1/frac of exact memory; 1 for exact */
     size_t budget, held, partial;
     double value, weight;
+    /* the run's mean key + value bytes read per decode step per (layer, kv head) sketch
+     * (eval_attn_read; 0: not measured) and refreshkv's fraction of full steps (NAN: other
+     * policies) */
+    double read, full;
 } eval_row;
 
 typedef struct eval_rows {
@@ -30,14 +34,18 @@ typedef struct eval_rows {
 /* Append a row (copied); 0 or -1 (no memory). */
 int eval_rows_add(eval_rows *rs, const eval_row *row);
 void eval_rows_free(eval_rows *rs);
-/* Every row, with a header. */
+/* Every row, with a header; read and full are the last two columns (read_bytes_step,
+ * full_step_frac; empty when not measured). */
 void eval_rows_csv(FILE *f, const eval_rows *rs);
 
 /*
  * The summary: one line per (label, fraction) in first-seen order: perplexity per ppl task
  * (exp of the token-weighted mean NLL), its change vs exact in percent, retrieval accuracy
- * per task, mean attention error over layers and windows, and the budget of the first ppl
- * task. fmt 0: fixed-width text, 1: CSV, 2: markdown.
+ * per task, mean attention error over layers and windows, the budget of the first ppl task,
+ * "read/step": bytes read per decode step as a fraction of exact's (the sum of the run's
+ * read over its ppl rows / the sum of exact's over the same windows, task and item; "-"
+ * without them), and "full_steps_%" (refreshkv: the token-weighted mean of full over its ppl
+ * rows, in percent; "-" for other policies). fmt 0: fixed-width text, 1: CSV, 2: markdown.
  */
 void eval_summary(FILE *f, const eval_rows *rs, int fmt);
 /* Per-layer table at fraction frac: attention error per label, subgen runs' mean

@@ -41,6 +41,8 @@ int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, s
         cfgs[i].dtype = dtype;
         cfgs[i].seed = seed;
         cfgs[i].budget_bytes = i == 0 ? 0 : budget;
+        /* explicit: the library's default estimator (cluster) is not subgen-l2's */
+        if (i == 3) cfgs[i].values = SKV_VALUES_L2;
         if (i == 4 || i == 6) cfgs[i].values = SKV_VALUES_CLUSTER;
         if (i == 6) cfgs[i].full_store = SKV_FULL_SUBGEN;
         labels[i] = names[i];

@@ -12,7 +12,10 @@
  *    concatenated texts of LIST (one file per line);
  *  - passkey and LongEval-lines retrieval accuracy at each --depths;
  *  - per-layer relative attention-output error (vs float64 exact over the same Q, K, V) over
- *    the last --err-queries decode steps of every window, and SubGen's clusters per layer.
+ *    the last --err-queries decode steps of every window, and SubGen's clusters per layer;
+ *  - the key + value bytes read per decode step per (layer, kv head) sketch (eval_attn_read;
+ *    the summary's read/step: as a fraction of exact's) and refreshkv's fraction of decode
+ *    steps that were full steps (RefreshKV's quality vs bytes read, issue 6).
  * Cost: each window or prompt is prefilled ONCE exactly (the head of a sequence is exact
  * attention in every policy); its K, V per layer are captured by the forward pass's hook and
  * appended into each policy's fresh sketches; only the tail (window tail, or question +
@@ -101,7 +104,8 @@ static int lineup(ctx *c) {
                 skv_config_default(&r->cfg, pol[i], (int)c->hp->head_dim);
                 r->cfg.dtype = (skv_dtype)o->dtype;
                 r->cfg.seed = o->seed;
-                if (i == 4) r->cfg.values = SKV_VALUES_CLUSTER;
+                /* both explicit: the library's default estimator is not this label's */
+                if (i == 3 || i == 4) r->cfg.values = i == 3 ? SKV_VALUES_L2 : SKV_VALUES_CLUSTER;
                 if (i == 6) r->cfg.full_store = SKV_FULL_SUBGEN;
                 if (pol[i] == SKV_POLICY_CSR) {
                     memcpy(r->cfg.dict_path, o->csr_dict, strlen(o->csr_dict) + 1);
@@ -157,7 +161,8 @@ typedef struct run_out {
     double nll_sum;  /* ppl: over the forced tokens after the first        */
     char answer[64]; /* retrieval: the greedy continuation                  */
     size_t budget, held, partial;
-    char label[24]; /* the run's label; csr's says its sparsity ("csr/s4") */
+    double read, full; /* eval_attn_read: bytes read per step and sketch, full-step fraction */
+    char label[24];    /* the run's label; csr's says its sparsity ("csr/s4") */
 } run_out;
 
 /*
@@ -239,6 +244,7 @@ static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t
         }
     }
     out->held = eval_attn_bytes(ea, &out->partial);
+    out->read = eval_attn_read(ea, &out->full);
     if (ppl) {
         for (uint32_t l = 0; l < hp->n_layer; l++) {
             eval_row row = {.item = (int)l,
@@ -246,7 +252,9 @@ static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t
                             .budget = out->budget,
                             .held = out->held,
                             .partial = out->partial,
-                            .weight = 1.0};
+                            .weight = 1.0,
+                            .read = out->read,
+                            .full = out->full};
             snprintf(row.task, sizeof row.task, "attn");
             snprintf(row.label, sizeof row.label, "%s", out->label);
             row.value = eval_attn_layer_err(ea, l);
@@ -292,7 +300,9 @@ static int add_row(ctx *c, const char *task, int item, const run_cfg *r, const r
                     .held = ro->held,
                     .partial = ro->partial,
                     .value = value,
-                    .weight = weight};
+                    .weight = weight,
+                    .read = ro->read,
+                    .full = ro->full};
     snprintf(row.task, sizeof row.task, "%s", task);
     snprintf(row.label, sizeof row.label, "%s", ro->label);
     return eval_rows_add(&c->rows, &row);
