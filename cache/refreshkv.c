@@ -261,6 +261,8 @@ static double rkv_similarity(const float *Q, int g, int d, const float *ref) {
 }
 
 subkv_status skv_rkv_plan(skv_sketch *s, const float *Q, int g, int *full, skv_err *err) {
+    if (!s || s->cfg.policy != SKV_POLICY_REFRESHKV)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "plan needs a refreshkv sketch");
     rkv_impl *im = s->impl;
     bool f = !im->selected || im->forced;
     uint64_t since = im->since_check;

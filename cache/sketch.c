@@ -235,6 +235,12 @@ static subkv_status check_attend(const skv_sketch *s, const float *Q, int g, int
     return check_finite(Q, (size_t)g * (size_t)d, "Q", err);
 }
 
+subkv_status skv_sketch_check_attend(const skv_sketch *s, const float *Q, int g, int d,
+                                     skv_err *err) {
+    const skv_partial dummy = {0.0f, 0.0f};
+    return check_attend(s, Q, g, d, &dummy, err);
+}
+
 /* The CPU work of an attend: the policy's group hook, else a side-effecting per-head
  * attend (h2o) runs whole here; else nothing, the entries answer. */
 static subkv_status attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,

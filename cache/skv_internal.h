@@ -289,6 +289,9 @@ subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
  * caller attends rows [0, n) of skv_rkv_full_rows, scores them and calls skv_rkv_apply. Until
  * then the step stays due (nothing else changed), so a failed device step is retried. */
 subkv_status skv_rkv_plan(skv_sketch *s, const float *Q, int g, int *full, skv_err *err);
+/* skv_sketch_attend's checks of its arguments (NULL, group size, head_dim, finite queries). */
+subkv_status skv_sketch_check_attend(const skv_sketch *s, const float *Q, int g, int d,
+                                     skv_err *err);
 /* An exact full store: rows [0, *n) of *k and *v, host memory, append-only. */
 void skv_rkv_full_rows(const skv_sketch *s, const skv_rows **k, const skv_rows **v, size_t *n);
 /* Finish a planned full step of an exact store from the pooled token scores pooled[n] (n = the
