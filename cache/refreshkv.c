@@ -87,6 +87,12 @@ static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
                              "refreshkv pool_kernel %d must be odd, in [1, %d]", cfg->pool_kernel,
                              RKV_MAX_POOL);
+    /* A SubGen store is bounded and small, kept with the sketch: a device mirror of it would
+     * buy nothing, so asking for one is an error rather than a silent no-op. */
+    if (rkv_sub(cfg) && cfg->full_mem == SKV_FULL_MEM_DEVICE)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "refreshkv full_mem=device needs full_store=exact (a subgen store "
+                             "stays with the sketch)");
     if (rkv_sub(cfg)) {
         SKV_CHECK(skv_rkv_sub_split(cfg, rkv_fixed_bytes(cfg), rkv_partial_row_bytes(cfg), err));
     } else if (cfg->budget_bytes) { /* the budget sizes the device side: K from what is left */
