@@ -6,7 +6,9 @@
  * Stores of one sketch (one (sequence, layer, kv-head)):
  *  - full store (host memory in the service): every token, in order, grown geometrically
  *    like the exact cache; bounded only by max_tokens. With it, the scratch of a full step
- *    (two floats per token).
+ *    (two floats per token). With full_mem = device a GPU worker also keeps an append-only
+ *    device mirror of it and runs full steps there (worker/gpu_refresh.c, through
+ *    skv_rkv_plan / skv_rkv_apply); this host store stays the authoritative copy.
  *  - partial cache (device side): K = partial_tokens rows kept in ascending score order, as
  *    a ring (logical row i is physical (head + i) mod K, so logical 0 is the lowest score).
  *  - queue (device side): tokens appended since the last flush, at most S = stride; it is
@@ -45,6 +47,9 @@
  * full_store = subgen: the full store is a SubGen sketch (cache/refreshkv_sub.c): bounded
  * memory, full steps answer with its estimate, re-selection among the rows it keeps with
  * values; no queue (tokens go straight into it).
+ *
+ * Files: this one (config, appends, the decision, checkpoints), refreshkv_full.c (the full
+ * store, the full step, pooling, selection), refreshkv_sub.c (a SubGen full store).
  *
  * Bytes read per attend (skv_stats.bytes_read): a partial step reads its K rows of keys and
  * values, a full step every flushed row of the full store (keys and values once: a fused
