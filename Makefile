@@ -323,8 +323,9 @@ FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_NAMES))
 FUZZ_SEEDS   := $(FUZZ_DIR)/fuzz-seeds
 # What the harnesses parse (an archive: each binary takes only the members it needs).
 FUZZ_LIB_SRC := $(CACHE_SRC) $(PROTO_SRC) worker/sketch_table.c worker/table_ckpt.c \
-                worker/gpu_attend.c tools/trace.c tools/synth.c tools/bpe.c tools/bpe_encode.c \
-                cuda/attend_cpu.c cuda/backend.c cuda/backend_cpu.c cuda/dsub.c cuda/subgen_dev_cpu.c \
+                worker/gpu_attend.c worker/gpu_refresh.c tools/trace.c tools/synth.c tools/bpe.c \
+                tools/bpe_encode.c cuda/attend_cpu.c cuda/backend.c cuda/backend_cpu.c cuda/dsub.c \
+                cuda/subgen_dev_cpu.c cuda/rkv_pool_cpu.c \
                 tools/gguf.c tools/gguf_meta.c \
                 tools/gguf_quant.c tools/gguf_build.c
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_OBJDIR)/%.o,$(FUZZ_LIB_SRC)) $(FUZZ_OBJDIR)/gen/subkv.pb-c.o

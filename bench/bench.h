@@ -27,5 +27,11 @@ int bench_gpu_append(skv_cuda_ctx *ctx, const size_t *batches, int nb, size_t co
 int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
                         int nb, FILE *csv);
 int bench_gpu_csr(int argc, char **argv);
+/* bench/gpu_refresh.c: refreshkv's partial and full steps on the GPU vs exact, and the mean
+ * step at full-step fractions 5/10/20% (part of `gpu`, or alone as `subkv-bench gpu-refresh`);
+ * 0 on success. */
+int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
+                            int nb, FILE *csv);
+int bench_gpu_refresh(int argc, char **argv);
 
 #endif /* SUBKV_BENCH_H */

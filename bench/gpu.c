@@ -10,6 +10,8 @@
  *     cluster) built on the CPU at those budgets, attended on the GPU, against the GPU's
  *     exact attend of the same keys and values (relative error of the outputs);
  *   - the CSR attend over codes (bench/gpu_csr.c) vs exact at 32K and 128K, batch 1 and 8;
+ *   - refreshkv's partial and full steps with full_mem = device (bench/gpu_refresh.c) at the
+ *     table's contexts, batch 1 and 8: the mean step at 5/10/20% full steps vs exact;
  *   - SubGen's append on the device vs the CPU (bench/gpu_append.c).
  * Prints '#' headers and a table; CSV to --csv. Without a GPU it says so and exits 1.
  */
@@ -304,6 +306,7 @@ int bench_gpu(int argc, char **argv) {
     int rc = time_shapes(ctx, ctxs, nc, batches, nb, copy, csv);
     const size_t csr_ctxs[2] = {32768, 131072}, csr_batches[2] = {1, 8};
     if (!rc) rc = bench_gpu_csr_table(ctx, csr_ctxs, 2, csr_batches, 2, csv);
+    if (!rc) rc = bench_gpu_refresh_table(ctx, ctxs, nc, csr_batches, 2, csv);
     if (!rc) rc = accuracy(ctx, err_ctx, csv);
     if (!rc) rc = bench_gpu_append(ctx, batches, nb, app_ctx, app_prefill, csv);
     if (csv) fclose(csv);

@@ -6,7 +6,9 @@
  * Stores of one sketch (one (sequence, layer, kv-head)):
  *  - full store (host memory in the service): every token, in order, grown geometrically
  *    like the exact cache; bounded only by max_tokens. With it, the scratch of a full step
- *    (two floats per token).
+ *    (two floats per token). With full_mem = device a GPU worker also keeps an append-only
+ *    device mirror of it and runs full steps there (worker/gpu_refresh.c, through
+ *    skv_rkv_plan / skv_rkv_apply); this host store stays the authoritative copy.
  *  - partial cache (device side): K = partial_tokens rows kept in ascending score order, as
  *    a ring (logical row i is physical (head + i) mod K, so logical 0 is the lowest score).
  *  - queue (device side): tokens appended since the last flush, at most S = stride; it is
@@ -46,44 +48,17 @@
  * memory, full steps answer with its estimate, re-selection among the rows it keeps with
  * values; no queue (tokens go straight into it).
  *
+ * Files: this one (config, appends, the decision, checkpoints), refreshkv_full.c (the full
+ * store, the full step, pooling, selection), refreshkv_sub.c (a SubGen full store).
+ *
  * Bytes read per attend (skv_stats.bytes_read): a partial step reads its K rows of keys and
  * values, a full step every flushed row of the full store (keys and values once: a fused
  * implementation scores and accumulates in one pass; this reference reads keys twice).
  */
-#include "skv_internal.h"
+#include "refreshkv_impl.h"
 
 enum { RKV_MAX_STRIDE = 1 << 16, RKV_MAX_POOL = 1023 };
 
-typedef struct rkv_impl {
-    /* full store (host) and the scratch of a full step */
-    size_t nfull, fcap;
-    skv_rows fk, fv;
-    float *fprob; /* per token: largest probability over the group's heads */
-    float *fpool; /* per token: the dot products, then the pooled score */
-    /* queue (device): tokens not yet in the full store */
-    size_t nq, qcap;
-    skv_rows qk, qv;
-    /* partial cache (device): ring of pcap rows, ascending score from phead */
-    size_t pcap, pn, phead;
-    skv_rows pk, pv;
-    double *pscore;
-    uint64_t *ppos;
-    /* decision state */
-    float *qref; /* d: the group's mean query at the last full step */
-    uint32_t selected;
-    uint32_t forced; /* skv_sketch_refresh: the next attend is a full step */
-    uint64_t since_check, attends, full_steps, bytes_read;
-    /* full_store = subgen (refreshkv_sub.c): the store, and the candidates of a full step */
-    skv_sketch *sub;
-    size_t sub_bytes; /* sub's heap, counted in this sketch's heap_bytes */
-    skv_rkv_cand *cand;
-    size_t ccap;
-    uint32_t *perm; /* pcap: where each partial row goes at a re-selection */
-} rkv_impl;
-
-static size_t rkv_row_bytes(const skv_config *c) {
-    return skv_rows_bytes(c->dtype, c->head_dim, 1);
-}
 static bool rkv_sub(const skv_config *c) { return c->full_store == SKV_FULL_SUBGEN; }
 /* Device-side bytes besides the partial rows: struct, state, queue (none with a SubGen
  * store: tokens go straight into it). */
@@ -117,6 +92,12 @@ static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
                              "refreshkv pool_kernel %d must be odd, in [1, %d]", cfg->pool_kernel,
                              RKV_MAX_POOL);
+    /* A SubGen store is bounded and small, kept with the sketch: a device mirror of it would
+     * buy nothing, so asking for one is an error rather than a silent no-op. */
+    if (rkv_sub(cfg) && cfg->full_mem == SKV_FULL_MEM_DEVICE)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "refreshkv full_mem=device needs full_store=exact (a subgen store "
+                             "stays with the sketch)");
     if (rkv_sub(cfg)) {
         SKV_CHECK(skv_rkv_sub_split(cfg, rkv_fixed_bytes(cfg), rkv_partial_row_bytes(cfg), err));
     } else if (cfg->budget_bytes) { /* the budget sizes the device side: K from what is left */
@@ -183,15 +164,6 @@ static subkv_status rkv_init(skv_sketch *s, skv_err *err) {
     return SKV_OK;
 }
 
-static void rkv_full_free(skv_sketch *s, rkv_impl *im) {
-    skv_sketch_rows_free(s, &im->fk);
-    skv_sketch_rows_free(s, &im->fv);
-    skv_sketch_free(s, im->fprob, im->fcap * sizeof(float));
-    skv_sketch_free(s, im->fpool, im->fcap * sizeof(float));
-    im->fprob = im->fpool = NULL;
-    im->fcap = 0;
-}
-
 static void rkv_fini(skv_sketch *s) {
     rkv_impl *im = s->impl;
     if (!im) return;
@@ -210,49 +182,6 @@ static void rkv_fini(skv_sketch *s) {
     skv_sketch_free(s, im->qref, (size_t)s->cfg.head_dim * sizeof(float));
     skv_sketch_free(s, im, sizeof *im);
     s->impl = NULL;
-}
-
-/* Room for `need` tokens in the full store (x1.5, at least 1024, at most max_tokens); all or
- * nothing: new blocks are allocated first, the old ones freed only when all succeeded. */
-static subkv_status rkv_full_reserve(skv_sketch *s, rkv_impl *im, size_t need, skv_err *err) {
-    if (need <= im->fcap) return SKV_OK;
-    size_t cap = im->fcap + im->fcap / 2;
-    if (cap < 1024) cap = 1024;
-    if (cap < need) cap = need;
-    if (s->cfg.max_tokens && cap > s->cfg.max_tokens) cap = (size_t)s->cfg.max_tokens;
-    const skv_dtype dt = s->cfg.dtype;
-    const int d = s->cfg.head_dim;
-    const size_t rb = skv_rows_bytes(dt, d, cap), fb = cap * sizeof(float);
-    void *k = skv_sketch_alloc(s, rb), *v = skv_sketch_alloc(s, rb);
-    float *p = skv_sketch_alloc(s, fb), *q = skv_sketch_alloc(s, fb);
-    if (!k || !v || !p || !q) {
-        skv_sketch_free(s, k, rb);
-        skv_sketch_free(s, v, rb);
-        skv_sketch_free(s, p, fb);
-        skv_sketch_free(s, q, fb);
-        return skv_set_error(err, SKV_ERR_NOMEM, "cannot grow the full store to %zu tokens", cap);
-    }
-    if (im->nfull) {
-        memcpy(k, im->fk.data, skv_rows_bytes(dt, d, im->nfull));
-        memcpy(v, im->fv.data, skv_rows_bytes(dt, d, im->nfull));
-    }
-    rkv_full_free(s, im);
-    im->fk = (skv_rows){dt, d, cap, k};
-    im->fv = (skv_rows){dt, d, cap, v};
-    im->fprob = p;
-    im->fpool = q;
-    im->fcap = cap;
-    return SKV_OK;
-}
-
-/* Move the queue into the full store (room reserved by the caller). */
-static void rkv_flush(rkv_impl *im) {
-    for (size_t i = 0; i < im->nq; i++) {
-        skv_rows_copy(&im->fk, im->nfull + i, &im->qk, i);
-        skv_rows_copy(&im->fv, im->nfull + i, &im->qv, i);
-    }
-    im->nfull += im->nq;
-    im->nq = 0;
 }
 
 /* Put a token on top of the partial cache (its score is the highest), evicting the lowest
@@ -317,7 +246,7 @@ static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, si
     return SKV_OK;
 }
 
-static void rkv_segments(const skv_sketch *s, skv_seg_sink *sink) {
+void rkv_segments(const skv_sketch *s, skv_seg_sink *sink) {
     const rkv_impl *im = s->impl;
     if (im->pn < im->pcap || im->phead == 0) { /* not wrapped: rows [0, pn) */
         sink->rows(sink, &im->pk, &im->pv, 0, im->pn, NULL, 1.0, NULL, 1.0);
@@ -342,155 +271,39 @@ static double rkv_similarity(const float *Q, int g, int d, const float *ref) {
     return nq > 0.0 && nr > 0.0 ? dot / sqrt(nq * nr) : 0.0;
 }
 
-/* Min-heap order on (score, position): the root is the weakest of the kept tokens; a
- * later token beats an earlier one of equal score. */
-static bool rkv_less(const double *sc, const uint64_t *ps, size_t a, size_t b) {
-    return sc[a] < sc[b] || (sc[a] == sc[b] && ps[a] < ps[b]);
-}
-
-static void rkv_sift_down(double *sc, uint64_t *ps, size_t i, size_t n) {
-    for (;;) {
-        size_t l = 2 * i + 1, m = i;
-        if (l < n && rkv_less(sc, ps, l, m)) m = l;
-        if (l + 1 < n && rkv_less(sc, ps, l + 1, m)) m = l + 1;
-        if (m == i) return;
-        double ts = sc[i];
-        uint64_t tp = ps[i];
-        sc[i] = sc[m], ps[i] = ps[m], sc[m] = ts, ps[m] = tp;
-        i = m;
+subkv_status skv_rkv_plan(skv_sketch *s, const float *Q, int g, int *full, skv_err *err) {
+    if (!s || s->cfg.policy != SKV_POLICY_REFRESHKV)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "plan needs a refreshkv sketch");
+    rkv_impl *im = s->impl;
+    bool f = !im->selected || im->forced;
+    uint64_t since = im->since_check;
+    if (!f && ++since >= (uint64_t)s->cfg.stride) { /* a check */
+        since = 0;
+        f = s->cfg.threshold >= 1.0f ||
+            rkv_similarity(Q, g, s->cfg.head_dim, im->qref) < (double)s->cfg.threshold;
     }
-}
-
-/* Partial cache := the top pcap tokens of the full store by fpool, ascending. */
-static void rkv_select(rkv_impl *im) {
-    double *sc = im->pscore;
-    uint64_t *ps = im->ppos;
-    size_t n = 0;
-    for (size_t i = 0; i < im->nfull; i++) {
-        const double v = im->fpool[i];
-        if (n < im->pcap) { /* fill, then heapify once full */
-            sc[n] = v, ps[n] = i, n++;
-            if (n == im->pcap)
-                for (size_t j = n / 2; j-- > 0;) rkv_sift_down(sc, ps, j, n);
-        } else if (v >= sc[0]) { /* >=: the later token wins a tie */
-            sc[0] = v, ps[0] = i;
-            rkv_sift_down(sc, ps, 0, n);
+    if (f) { /* the host store takes the queue: it stays the authoritative copy (a device
+              * mirror only ever uploads rows flushed here; checkpoints save the host store) */
+        if (!im->sub) {
+            SKV_CHECK(rkv_full_reserve(s, im, im->nfull + im->nq, err));
+            rkv_flush(im);
         }
+        *full = 1;
+        return SKV_OK; /* counted by the full step itself, once done */
     }
-    if (n < im->pcap)
-        for (size_t j = n / 2; j-- > 0;) rkv_sift_down(sc, ps, j, n);
-    /* heap sort: repeatedly move the minimum to the end gives descending; reverse after */
-    for (size_t end = n; end > 1; end--) {
-        double ts = sc[0];
-        uint64_t tp = ps[0];
-        sc[0] = sc[end - 1], ps[0] = ps[end - 1], sc[end - 1] = ts, ps[end - 1] = tp;
-        rkv_sift_down(sc, ps, 0, end - 1);
-    }
-    for (size_t i = 0, j = n ? n - 1 : 0; i < j; i++, j--) {
-        double ts = sc[i];
-        uint64_t tp = ps[i];
-        sc[i] = sc[j], ps[i] = ps[j], sc[j] = ts, ps[j] = tp;
-    }
-    for (size_t i = 0; i < n; i++) {
-        skv_rows_copy(&im->pk, i, &im->fk, (size_t)ps[i]);
-        skv_rows_copy(&im->pv, i, &im->fv, (size_t)ps[i]);
-    }
-    im->pn = n;
-    im->phead = 0;
-}
-
-/* After a full step: the reference query, the flags and the counters. */
-static void rkv_full_done(skv_sketch *s, rkv_impl *im, const float *Q, int g, uint64_t rows) {
-    const int d = s->cfg.head_dim;
-    for (int j = 0; j < d; j++) {
-        double m = 0.0;
-        for (int h = 0; h < g; h++) m += Q[(size_t)h * (size_t)d + (size_t)j];
-        im->qref[j] = (float)(m / g);
-    }
-    im->selected = s->tokens_seen > 0; /* an attend before any token selects nothing */
-    im->forced = 0;
-    im->since_check = 0;
-    im->full_steps++;
-    im->bytes_read += rows * rkv_row_bytes(&s->cfg);
-}
-
-static void rkv_segments(const skv_sketch *s, skv_seg_sink *sink);
-
-/* A full step over the SubGen store (refreshkv_sub.c): its estimate answers; the partial
- * cache becomes the best candidates, ascending. Scores are capped at 1 (an estimated
- * normalizer can be below a single entry's weight), so new tokens (1 + index) stay above. */
-static subkv_status rkv_sub_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g,
-                                      skv_partial *out, skv_err *err) {
-    size_t n = 0;
-    uint64_t rows = 0;
-    SKV_CHECK(skv_rkv_sub_full_step(im->sub, s, rkv_segments, Q, g, out, im->cand, im->ccap,
-                                    im->pcap, &n, &rows, err));
-    skv_rkv_sub_place(&im->pk, &im->pv, im->pscore, im->ppos, im->perm, im->pcap, im->cand, n);
-    im->pn = n;
-    im->phead = 0;
-    rkv_full_done(s, im, Q, g, rows);
-    return SKV_OK;
-}
-
-/* A full step: flush, exact attention of every head over the full store, re-select. */
-static subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g,
-                                  skv_partial *out, skv_err *err) {
-    if (im->sub) return rkv_sub_full_step(s, im, Q, g, out, err);
-    const int d = s->cfg.head_dim;
-    SKV_CHECK(rkv_full_reserve(s, im, im->nfull + im->nq, err));
-    rkv_flush(im);
-    const size_t n = im->nfull;
-    float qs[SKV_MAX_HEAD_DIM];
-    double o[SKV_MAX_HEAD_DIM];
-    const float scale = 1.0f / sqrtf((float)d);
-    for (int h = 0; h < g; h++) {
-        for (int j = 0; j < d; j++) qs[j] = Q[(size_t)h * (size_t)d + (size_t)j] * scale;
-        skv_partial *p = skv_partial_at(out, d, (size_t)h);
-        skv_acc acc;
-        skv_acc_init(&acc, d, o);
-        skv_acc_add_rows(&acc, qs, &im->fk, &im->fv, 0, n, NULL, 1.0, NULL, 1.0);
-        skv_acc_finish(&acc, p);
-        if (n == 0) continue;
-        /* probabilities e^(s - m) / l with the same dot products; max over the heads */
-        skv_rows_dot_block(&im->fk, 0, n, qs, im->fpool);
-        for (size_t i = 0; i < n; i++) {
-            const float pr = (float)(exp((double)im->fpool[i] - (double)p->m) / (double)p->l);
-            if (h == 0 || pr > im->fprob[i]) im->fprob[i] = pr;
-        }
-    }
-    /* max-pool along tokens, window pool_kernel centred on each token */
-    const size_t half = (size_t)s->cfg.pool_kernel / 2;
-    for (size_t i = 0; i < n; i++) {
-        const size_t lo = i > half ? i - half : 0, hi = i + half < n ? i + half : n - 1;
-        float m = im->fprob[lo];
-        for (size_t j = lo + 1; j <= hi; j++)
-            if (im->fprob[j] > m) m = im->fprob[j];
-        im->fpool[i] = m;
-    }
-    rkv_select(im);
-    rkv_full_done(s, im, Q, g, (uint64_t)n * 2);
+    im->since_check = since;
+    im->bytes_read += (uint64_t)im->pn * 2 * rkv_row_bytes(&s->cfg);
+    im->attends++;
+    *full = 0;
     return SKV_OK;
 }
 
 static subkv_status rkv_attend_begin(skv_sketch *s, const float *Q, int g, skv_partial *out,
                                      int *done, skv_err *err) {
-    rkv_impl *im = s->impl;
-    bool full = !im->selected || im->forced;
-    uint64_t since = im->since_check;
-    if (!full && ++since >= (uint64_t)s->cfg.stride) { /* a check */
-        since = 0;
-        full = s->cfg.threshold >= 1.0f ||
-               rkv_similarity(Q, g, s->cfg.head_dim, im->qref) < (double)s->cfg.threshold;
-    }
-    if (full) {
-        SKV_CHECK(rkv_full_step(s, im, Q, g, out, err));
-        *done = 1;
-    } else {
-        im->since_check = since;
-        im->bytes_read += (uint64_t)im->pn * 2 * rkv_row_bytes(&s->cfg);
-        *done = 0;
-    }
-    im->attends++;
+    int full = 0;
+    SKV_CHECK(skv_rkv_plan(s, Q, g, &full, err));
+    if (full) SKV_CHECK(rkv_full_step(s, s->impl, Q, g, out, err));
+    *done = full;
     return SKV_OK;
 }
 

@@ -123,6 +123,8 @@ static subkv_status resolve_config(skv_config *cfg, const skv_policy_ops **ops, 
     if ((unsigned)cfg->full_store > SKV_FULL_SUBGEN)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown full store %d",
                              (int)cfg->full_store);
+    if ((unsigned)cfg->full_mem > SKV_FULL_MEM_DEVICE)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown full_mem %d", (int)cfg->full_mem);
     if ((unsigned)cfg->decide > SKV_DECIDE_GROUP)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown decide mode %d", (int)cfg->decide);
     if (cfg->sinks < 0 || cfg->window < 0 || cfg->heavy < 0 || cfg->samples < 0 ||
@@ -233,6 +235,12 @@ static subkv_status check_attend(const skv_sketch *s, const float *Q, int g, int
     return check_finite(Q, (size_t)g * (size_t)d, "Q", err);
 }
 
+subkv_status skv_sketch_check_attend(const skv_sketch *s, const float *Q, int g, int d,
+                                     skv_err *err) {
+    const skv_partial dummy = {0.0f, 0.0f};
+    return check_attend(s, Q, g, d, &dummy, err);
+}
+
 /* The CPU work of an attend: the policy's group hook, else a side-effecting per-head
  * attend (h2o) runs whole here; else nothing, the entries answer. */
 static subkv_status attend_begin(skv_sketch *s, const float *Q, int g, int d, skv_partial *out,
@@ -317,7 +325,9 @@ static void write_config(skv_writer *w, const skv_config *c) {
         skv_w_u32(w, (uint32_t)c->stride);
         skv_w_f32(w, c->threshold);
         skv_w_u32(w, (uint32_t)c->pool_kernel);
-        skv_w_u32(w, (uint32_t)c->full_store);
+        /* full_mem rides in the full store's word (bits 8..15): checkpoints written before
+         * it existed read as host, the default */
+        skv_w_u32(w, (uint32_t)c->full_store | (uint32_t)c->full_mem << 8);
     }
     if (c->policy == SKV_POLICY_CSR) {
         const size_t plen = strnlen(c->dict_path, SKV_DICT_PATH_MAX - 1);
@@ -350,7 +360,9 @@ static void read_config(skv_reader *r, skv_config *c) {
         c->stride = (int32_t)skv_r_u32(r);
         c->threshold = skv_r_f32(r);
         c->pool_kernel = (int32_t)skv_r_u32(r);
-        c->full_store = (skv_full_store)skv_r_u32(r);
+        const uint32_t fs = skv_r_u32(r);
+        c->full_store = (skv_full_store)(fs & 0xffu);
+        c->full_mem = (skv_full_mem)(fs >> 8);
     }
     if (c->policy == SKV_POLICY_CSR) {
         c->sparsity = (int32_t)skv_r_u32(r);

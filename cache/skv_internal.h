@@ -278,6 +278,37 @@ subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
                                    size_t cap, size_t keep, size_t *n_out, uint64_t *rows_read,
                                    skv_err *err);
 
+/* ---- refreshkv's attend in parts (cache/refreshkv.c, refreshkv_full.c) ---------------------
+ * For a worker that runs the full step's attention and token scores on a GPU (worker/
+ * gpu_refresh.c); the decision and the selection stay here, on the CPU. */
+
+/* Decide the attend of Q[g][d] (validated, unscaled). *full = 0: a partial step, counted now
+ * (attend the partial cache: skv_sketch_entries / the segments). *full = 1: a full step is
+ * due; an exact store's queue has been flushed into the host full store (which stays the
+ * authoritative copy: checkpoints save it, a device mirror uploads rows from it), and the
+ * caller attends rows [0, n) of skv_rkv_full_rows, scores them and calls skv_rkv_apply. Until
+ * then the step stays due (nothing else changed), so a failed device step is retried. */
+subkv_status skv_rkv_plan(skv_sketch *s, const float *Q, int g, int *full, skv_err *err);
+/* skv_sketch_attend's checks of its arguments (NULL, group size, head_dim, finite queries). */
+subkv_status skv_sketch_check_attend(const skv_sketch *s, const float *Q, int g, int d,
+                                     skv_err *err);
+/* An exact full store: rows [0, *n) of *k and *v, host memory, append-only. */
+void skv_rkv_full_rows(const skv_sketch *s, const skv_rows **k, const skv_rows **v, size_t *n);
+/* Finish a planned full step of an exact store from the pooled token scores pooled[n] (n = the
+ * store's rows; what skv_rkv_maxpool gives for prob[t] = max over the g heads of
+ * e^(s_h(t) - m_h) / l_h): the partial cache becomes the top partial_tokens tokens ascending
+ * (ties: the later token), the reference query Q's group mean, the counters count the step.
+ * SKV_ERR_INVALID_ARG for another policy or store, or n not the store's rows. */
+subkv_status skv_rkv_apply(skv_sketch *s, const float *Q, int g, const float *pooled, size_t n,
+                           skv_err *err);
+/* pooled[t] = max of prob[j] over |j - t| <= pool / 2 (pool odd), j in [0, n). */
+void skv_rkv_maxpool(const float *prob, size_t n, int pool, float *pooled);
+/* The pooled scores of the last CPU full step (an exact store's rows [0, *n)): tests. */
+void skv_rkv_scores(const skv_sketch *s, const float **pooled, size_t *n);
+/* The partial cache's token positions and scores in ascending score order (room for
+ * partial_tokens each); returns how many it holds. */
+size_t skv_rkv_partial(const skv_sketch *s, uint64_t *pos, double *score);
+
 extern const skv_policy_ops skv_policy_exact_ops;
 extern const skv_policy_ops skv_policy_sinkwin_ops;
 extern const skv_policy_ops skv_policy_h2o_ops;

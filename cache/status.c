@@ -64,6 +64,7 @@ static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const values_names[] = {"l2", "cluster"};
 static const char *const decide_names[] = {"layer", "group"};
 static const char *const full_store_names[] = {"exact", "subgen"};
+static const char *const full_mem_names[] = {"host", "device"};
 
 const char *skv_policy_name(skv_policy_id p) {
     return (unsigned)p < SKV_POLICY_COUNT && policy_names[p] ? policy_names[p] : "unknown";
@@ -84,3 +85,7 @@ const char *skv_full_store_name(skv_full_store f) {
     return (unsigned)f < 2 ? full_store_names[f] : "unknown";
 }
 int skv_full_store_parse(const char *name) { return parse_name(name, full_store_names, 2); }
+const char *skv_full_mem_name(skv_full_mem m) {
+    return (unsigned)m < 2 ? full_mem_names[m] : "unknown";
+}
+int skv_full_mem_parse(const char *name) { return parse_name(name, full_mem_names, 2); }

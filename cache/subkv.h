@@ -88,9 +88,16 @@ typedef enum skv_full_store {
     SKV_FULL_SUBGEN = 1, /* a SubGen sketch: bounded memory, full steps are its estimate */
 } skv_full_store;
 
+/* Where a refreshkv worker keeps an exact full store (see skv_config.full_mem). */
+typedef enum skv_full_mem {
+    SKV_FULL_MEM_HOST = 0, /* host memory of the worker; full steps on the CPU           */
+    SKV_FULL_MEM_DEVICE =
+        1, /* also a device mirror; full steps on the GPU (worker/gpu_refresh.c) */
+} skv_full_mem;
+
 /* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv", "csr"; "f32", "f16", "bf16"; "l2",
- * "cluster"; "layer", "group"; "exact", "subgen" (full stores). The parse functions return -1
- * for an unknown name. */
+ * "cluster"; "layer", "group"; "exact", "subgen" (full stores); "host", "device" (full_mem). The
+ * parse functions return -1 for an unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
 const char *skv_dtype_name(skv_dtype t);
@@ -102,6 +109,8 @@ const char *skv_decide_name(skv_decide_mode m);
 int skv_decide_parse(const char *name);
 const char *skv_full_store_name(skv_full_store f);
 int skv_full_store_parse(const char *name);
+const char *skv_full_mem_name(skv_full_mem m);
+int skv_full_mem_parse(const char *name);
 
 /* ---- configuration ------------------------------------------------------------------ */
 
@@ -169,6 +178,15 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *                 any input: with budget_bytes, half (less the fixed state) derives
  *                 partial_tokens and the rest the store's value_slots / max_clusters, and
  *                 skv_sketch_bytes() never exceeds the budget; max_tokens is not needed.
+ *  full_mem       refreshkv with full_store = exact, in the service: host (default) — the
+ *                 worker keeps the full store in host memory and runs full steps on the
+ *                 CPU; device — a GPU worker also keeps an append-only device mirror of it
+ *                 and runs full steps there, in the request's batched attend launch (the
+ *                 host store stays authoritative: checkpoints save it). A CPU worker, or a
+ *                 sketch the GPU kernel cannot serve (f32, head_dim not 64/128), treats
+ *                 device as host. With full_store = subgen, device is refused
+ *                 (SKV_ERR_INVALID_ARG): that store is bounded and lives with the sketch.
+ *                 A lone sketch has no device: the field changes nothing in its results.
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
  *  sparsity       csr s: atoms per key and per value vector (ceil(s/2) for value channels
  *                 [0, d/2), floor(s/2) for [d/2, d)), 2..head_dim (default 8);
@@ -211,6 +229,7 @@ typedef struct skv_config {
     int pool_kernel;
     skv_decide_mode decide;
     skv_full_store full_store;
+    skv_full_mem full_mem;
     uint64_t seed;
     uint64_t seq_id;
     uint32_t layer;

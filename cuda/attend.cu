@@ -136,6 +136,11 @@ __global__ void __launch_bounds__(kThreads)
                 acc += __shfl_xor_sync(0xffffffffu, acc, off);
             s[gi] = acc;
         }
+        /* job.s is the same for the whole block: a uniform branch, free when off */
+        if (job.s != nullptr && valid && li == 0) {
+#pragma unroll
+            for (int gi = 0; gi < G; gi++) job.s[(uint64_t)gi * job.n + t] = s[gi];
+        }
         if (valid) {
             to_float8(vr, vf, V);
 #pragma unroll

@@ -35,9 +35,24 @@ typedef struct skv_cuda_job {
      * rows; past nv there are none (their b must be 0) and v is not read. */
     const uint64_t *dn;
     uint64_t nv;
+    /* Optional (NULL = off): the raw scores. s[h * n + t] = <q_h, k_t> (q pre-scaled, so the
+     * softmax logit) for every live entry t, written by the attend as it reads the keys (no
+     * second pass over them); g * n floats, entries past the live count left as they were.
+     * refreshkv's GPU full step scores tokens from these (skv_cuda_rkv_pool). */
+    float *s;
 } skv_cuda_job;
 
 typedef struct skv_cuda_ctx skv_cuda_ctx;
+
+/* One refreshkv token scoring (skv_cuda_rkv_pool): s = an attend job's score output (g rows of
+ * n), part = that job's out (g partials {m, l, o[d]}), pooled = n floats out; pool = the
+ * sketch's pool_kernel (odd, <= 1023). */
+typedef struct skv_cuda_pool_job {
+    const float *s, *part;
+    float *pooled;
+    uint64_t n;
+    int pool;
+} skv_cuda_pool_job;
 
 /* A context on the current device: a stream and scratch that grows once and is reused. */
 subkv_status skv_cuda_ctx_create(skv_cuda_ctx **out, skv_err *err);
@@ -50,6 +65,16 @@ void skv_cuda_ctx_destroy(skv_cuda_ctx *c);
 subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d, int g,
                              skv_dtype dtype, uint64_t chunk, skv_err *err);
 subkv_status skv_cuda_sync(skv_cuda_ctx *c, skv_err *err);
+
+/*
+ * Enqueue refreshkv's token scores for jobs[njobs] (host array), after the attend that wrote
+ * their s and part: prob[t] = max over the g heads of e^(s[h n + t] - m_h) / l_h, then
+ * pooled[t] = max of prob over |j - t| <= pool / 2 (cache/refreshkv_full.c's CPU step does
+ * the same). d = the head dim of the partials; g in [1, 8]; n = 0 jobs are skipped.
+ * SKV_ERR_INVALID_ARG for a bad shape, SKV_ERR_DEVICE for a launch failure.
+ */
+subkv_status skv_cuda_rkv_pool(skv_cuda_ctx *c, const skv_cuda_pool_job *jobs, int njobs, int d,
+                               int g, skv_err *err);
 
 /* Median milliseconds of `iters` back-to-back skv_cuda_attend calls (device events), after
  * `warmup` untimed ones. */

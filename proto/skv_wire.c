@@ -52,6 +52,8 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
         w->msg.decide = w->decide;
         snprintf(w->full_store, sizeof w->full_store, "%s", skv_full_store_name(cfg->full_store));
         w->msg.full_store = w->full_store;
+        snprintf(w->full_mem, sizeof w->full_mem, "%s", skv_full_mem_name(cfg->full_mem));
+        w->msg.full_mem = w->full_mem;
     }
     if (cfg->policy == SKV_POLICY_CSR) { /* likewise: fields 18-21 only for csr */
         w->ints[9].v = cfg->sparsity;
@@ -139,6 +141,13 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
                 return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown full store '%s'",
                                      p->full_store);
             cfg->full_store = (skv_full_store)f;
+        }
+        if (p->full_mem && p->full_mem[0]) {
+            int f = skv_full_mem_parse(p->full_mem);
+            if (f < 0)
+                return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown full_mem '%s'",
+                                     p->full_mem);
+            cfg->full_mem = (skv_full_mem)f;
         }
     }
     if (cfg->policy == SKV_POLICY_CSR) {

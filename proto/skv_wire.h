@@ -34,7 +34,7 @@ typedef struct skv_wire_policy {
     Subkv__OptInt rkv_ints[3]; /* refreshkv: partial_tokens, stride, pool_kernel */
     Subkv__OptFloat threshold;
     Subkv__OptFloat rope_base; /* csr */
-    char policy[16], dtype[8], values[8], decide[8], full_store[8];
+    char policy[16], dtype[8], values[8], decide[8], full_store[8], full_mem[8];
     char dict_path[SKV_DICT_PATH_MAX];
 } skv_wire_policy;
 

@@ -36,7 +36,8 @@ static int config_same(const skv_config *a, const skv_config *b) {
            a->max_clusters == b->max_clusters &&
            memcmp(&a->delta, &b->delta, sizeof a->delta) == 0 && a->seed == b->seed &&
            a->seq_id == b->seq_id && a->layer == b->layer && a->head == b->head &&
-           a->sparsity == b->sparsity && a->atoms == b->atoms &&
+           a->sparsity == b->sparsity && a->atoms == b->atoms && a->full_store == b->full_store &&
+           a->full_mem == b->full_mem &&
            memcmp(&a->rope_base, &b->rope_base, sizeof a->rope_base) == 0 &&
            strcmp(a->dict_path, b->dict_path) == 0;
 }

@@ -68,6 +68,7 @@ static void make_policies(synth_rng *r, int d, skv_config cfg[NPOL], const char 
     skv_config_default(&cfg[5], SKV_POLICY_REFRESHKV, d);
     cfg[5].partial_tokens = 40, cfg[5].stride = 3, cfg[5].threshold = 0.95f;
     cfg[5].dtype = SKV_DTYPE_F16;
+    cfg[5].full_mem = SKV_FULL_MEM_DEVICE; /* CPU workers: the same as host, bit for bit */
     label[5] = "refreshkv";
     skv_config_default(&cfg[6], SKV_POLICY_REFRESHKV, d); /* SubGen full store, bounded */
     cfg[6].full_store = SKV_FULL_SUBGEN, cfg[6].values = SKV_VALUES_CLUSTER;
@@ -777,7 +778,7 @@ static void test_sigterm_to_coordinator_stops_job_cleanly(void **state) {
 
 /* `steps` decode steps of every layer for the NS sequences, the service against the replica
  * (1e-3 relative); returns the worst relative error. */
-enum { GPU_NS = 5 };
+enum { GPU_NS = 6 };
 static double gpu_steps(skv_client *c, const skv_model_shape *sh, svc_replica *rep,
                         const uint64_t *ids, const skv_policy_id *pol, synth_rng *rng, int steps) {
     const size_t kn = (size_t)sh->kv_heads * sh->head_dim, qn = (size_t)sh->q_heads * sh->head_dim;
@@ -820,7 +821,8 @@ static double gpu_steps(skv_client *c, const skv_model_shape *sh, svc_replica *r
  * 1e-3 relative (f16/bf16 storage, float32 GPU math): exact with context shards (only the new
  * tail is uploaded each step), sinkwin (re-uploaded each step), subgen l2 and cluster,
  * whose state lives on the GPU (appended there), and refreshkv (full steps on the worker's
- * CPU, partial steps on the GPU over its re-uploaded partial cache). A checkpoint then writes
+ * CPU, partial steps on the GPU over its re-uploaded partial cache; with full_mem = device
+ * its full steps too, over the device mirror of its full store). A checkpoint then writes
  * the device state (pulled into the CPU shadows): a job restored from it, again on the GPU,
  * goes on matching the replica. Skipped without a GPU, saying why.
  */
@@ -839,9 +841,10 @@ static void test_service_gpu_attend_matches_replica(void **state) {
     skv_client *c = svc_connect(&fx->job[0]);
     const skv_model_shape sh = {2, 8, 2, 64};
     skv_config cfg[GPU_NS];
-    const skv_policy_id pol[GPU_NS] = {SKV_POLICY_EXACT, SKV_POLICY_SUBGEN, SKV_POLICY_SINKWIN,
-                                       SKV_POLICY_SUBGEN, SKV_POLICY_REFRESHKV};
-    const uint32_t shards[GPU_NS] = {2, 1, 1, 2, 1};
+    const skv_policy_id pol[GPU_NS] = {SKV_POLICY_EXACT,     SKV_POLICY_SUBGEN,
+                                       SKV_POLICY_SINKWIN,   SKV_POLICY_SUBGEN,
+                                       SKV_POLICY_REFRESHKV, SKV_POLICY_REFRESHKV};
+    const uint32_t shards[GPU_NS] = {2, 1, 1, 2, 1, 1};
     svc_replica rep[GPU_NS];
     uint64_t ids[GPU_NS];
     skv_err err = {0};
@@ -852,6 +855,7 @@ static void test_service_gpu_attend_matches_replica(void **state) {
         cfg[i].seed = synth_rng_u64(&rng) >> 1;
         if (pol[i] != SKV_POLICY_EXACT) cfg[i].budget_bytes = 48 << 10;
         if (pol[i] == SKV_POLICY_REFRESHKV) cfg[i].stride = 4; /* full steps 1, 5, 9 */
+        if (i == 5) cfg[i].full_mem = SKV_FULL_MEM_DEVICE;     /* full steps on the GPU too */
         SVC_OK(skv_client_create_sequence(c, &sh, &cfg[i], shards[i], 64, &ids[i], &err), &err);
         SVC_OK(svc_replica_init(&rep[i], &sh, &cfg[i], ids[i], shards[i], 64, &err), &err);
     }

@@ -21,7 +21,7 @@ void lcli_defaults(lcli_opts *o) {
     o->values = -1;
     o->seed = 1;
     o->sinks = o->window = o->partial_tokens = o->stride = -1;
-    o->full_store = o->decide = o->sparsity = o->atoms = -1;
+    o->full_store = o->full_mem = o->decide = o->sparsity = o->atoms = -1;
     o->threshold = o->rope_base = NAN;
 }
 
@@ -42,6 +42,8 @@ void lcli_usage_common(FILE *f) {
         "                          h2o window, refreshkv with --full-store subgen)\n"
         "  --partial-tokens K --stride S --threshold T --full-store exact|subgen\n"
         "  --decide layer|group    refreshkv (threshold 1: a full step every stride)\n"
+        "  --full-mem host|device  refreshkv, exact store, service: the full store (and full\n"
+        "                          steps) on the worker's host or its GPU (default host)\n"
         "  --dict FILE             csr: dictionary set (subkv-dict train); required\n"
         "  --sparsity S --atoms N  csr: atoms per vector (32 S / head_dim bits per element)\n"
         "  --rope-base B           csr: code keys pre-rotary (B = the model's rope base; the\n"
@@ -80,6 +82,7 @@ static const struct knob {
     {"--stride", P(REFRESHKV)},
     {"--threshold", P(REFRESHKV)},
     {"--full-store", P(REFRESHKV)},
+    {"--full-mem", P(REFRESHKV)},
     {"--decide", P(REFRESHKV)},
     {"--dict", P(CSR)},
     {"--sparsity", P(CSR)},
@@ -98,6 +101,7 @@ static int set_knob(lcli_opts *o, const char *a, const char *v) {
     if (!strcmp(a, "--threshold"))
         return parse_float(v, &o->threshold) || o->threshold < -1 || o->threshold > 1 ? -1 : 0;
     if (!strcmp(a, "--full-store")) return (o->full_store = skv_full_store_parse(v)) < 0 ? -1 : 0;
+    if (!strcmp(a, "--full-mem")) return (o->full_mem = skv_full_mem_parse(v)) < 0 ? -1 : 0;
     if (!strcmp(a, "--decide")) return (o->decide = skv_decide_parse(v)) < 0 ? -1 : 0;
     if (!strcmp(a, "--dict")) return o->dict = v, *v ? 0 : -1;
     if (!strcmp(a, "--sparsity")) return parse_int(v, 2, 1024, &o->sparsity);
@@ -158,6 +162,7 @@ static int knob_given(const lcli_opts *o, const char *name) {
     if (!strcmp(name, "--stride")) return o->stride >= 0;
     if (!strcmp(name, "--threshold")) return !isnan(o->threshold);
     if (!strcmp(name, "--full-store")) return o->full_store >= 0;
+    if (!strcmp(name, "--full-mem")) return o->full_mem >= 0;
     if (!strcmp(name, "--decide")) return o->decide >= 0;
     if (!strcmp(name, "--dict")) return o->dict != NULL;
     if (!strcmp(name, "--sparsity")) return o->sparsity >= 0;
@@ -183,6 +188,7 @@ int lcli_policy(const lcli_opts *o, skv_config *cfg) {
     if (o->stride >= 0) cfg->stride = o->stride;
     if (!isnan(o->threshold)) cfg->threshold = o->threshold;
     if (o->full_store >= 0) cfg->full_store = (skv_full_store)o->full_store;
+    if (o->full_mem >= 0) cfg->full_mem = (skv_full_mem)o->full_mem;
     if (o->decide >= 0) cfg->decide = (skv_decide_mode)o->decide;
     if (o->sparsity >= 0) cfg->sparsity = o->sparsity;
     if (o->atoms >= 0) cfg->atoms = o->atoms;

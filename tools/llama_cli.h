@@ -18,7 +18,7 @@
  * left out, the policy's default or what the budget derives):
  *   --sinks N --sketch-window N     sinkwin, subgen, csr (refreshkv with a subgen full store)
  *   --partial-tokens K --stride S --threshold T --full-store exact|subgen --decide layer|group
- *                                   refreshkv
+ *   --full-mem host|device          refreshkv
  *   --dict FILE --sparsity S --rope-base B --atoms N
  *                                   csr (--dict required). The dictionary is loaded once per
  *                                   run into a registry and bound to every sketch's config
@@ -40,7 +40,7 @@ typedef struct lcli_opts {
     int policy, dtype, values;
     uint64_t budget, seed;
     /* Policy knobs; -1 (NaN for the floats, NULL for dict) = not given. */
-    int sinks, window, partial_tokens, stride, full_store, decide, sparsity, atoms;
+    int sinks, window, partial_tokens, stride, full_store, full_mem, decide, sparsity, atoms;
     float threshold, rope_base;
     const char *dict;
 } lcli_opts;

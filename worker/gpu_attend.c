@@ -1,5 +1,6 @@
 /* gpu_attend.c — see gpu_attend.h. */
 #include "gpu_attend.h"
+#include "gpu_refresh.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@ struct skv_mirror {
     /* resident sketches (subgen): the device image; stale = the CPU shadow is behind it */
     skv_dsub *dsub;
     int stale;
+    struct skv_rkv_mirror *full; /* refreshkv, full_mem = device: its full store (gpu_refresh.c) */
 };
 
 void skv_mirror_free(skv_mirror *m) {
@@ -24,6 +26,7 @@ void skv_mirror_free(skv_mirror *m) {
     skv_cuda_pool_free(m->ctx, m->a);
     skv_cuda_pool_free(m->ctx, m->b);
     skv_dsub_destroy(m->ctx, m->dsub);
+    skv_rkv_mirror_free(m->ctx, m->full);
     free(m);
 }
 
@@ -39,6 +42,7 @@ subkv_status skv_gpu_init(skv_gpu *g, size_t reserve, skv_err *err) {
 }
 
 void skv_gpu_fini(skv_gpu *g) {
+    skv_gpu_refresh_fini(g);
     if (g->ctx) {
         skv_cuda_pool_free(g->ctx, g->dq);
         skv_cuda_pool_free(g->ctx, g->dout);
@@ -61,7 +65,8 @@ int skv_gpu_resident(const skv_sketch *s) { return skv_dsub_eligible(s); }
 int skv_gpu_eligible(const skv_sketch *s, int g) {
     const skv_config *c = skv_sketch_config(s);
     /* h2o's attend updates eviction scores over every entry: all CPU. refreshkv runs its
-     * full steps on the CPU (skv_sketch_attend_begin) and its partial steps here. */
+     * full steps on the CPU (skv_sketch_attend_begin) and its partial steps here; with
+     * full_mem = device its full steps too (gpu_refresh.c). */
     return c->policy != SKV_POLICY_H2O &&
            (c->dtype == SKV_DTYPE_F16 || c->dtype == SKV_DTYPE_BF16) &&
            (c->head_dim == 64 || c->head_dim == 128) &&
@@ -239,17 +244,22 @@ static subkv_status attend_items(skv_gpu *g, skv_gpu_item *items, size_t n, int 
     SKV_CHECK(dev_buf(g->ctx, &g->dout, &g->dout_cap, n * on, err));
     const float scale = 1.0f / sqrtf((float)d); /* as skv_sketch_attend scales */
     for (size_t i = 0; i < n; i++) {
-        SKV_CHECK(mirror_refresh(g, items[i].entry, err));
+        if (!items[i].full) /* a refreshkv full step reads its full-store mirror instead */
+            SKV_CHECK(mirror_refresh(g, items[i].entry, err));
         for (size_t j = 0; j < qn; j++) g->hq[i * qn + j] = items[i].q[j] * scale;
     }
     SKV_CHECK(stage_upload(g, g->dq, g->hq, n * qn * sizeof(float), err));
     for (int dt = SKV_DTYPE_F16; dt <= SKV_DTYPE_BF16; dt++) { /* one launch per storage type */
         size_t nj = 0;
         for (size_t i = 0; i < n; i++) {
+            if ((int)skv_sketch_config(items[i].entry->sketch)->dtype != dt) continue;
             const skv_mirror *m = items[i].entry->mirror;
-            if ((int)m->dtype != dt) continue;
-            skv_cuda_job job = {.k = m->k, .v = m->v, .a = m->a, .b = m->b, .n = m->n};
-            if (m->dsub) skv_dsub_job(m->dsub, &job);
+            skv_cuda_job job = {0};
+            if (items[i].full)
+                job = items[i].job;
+            else
+                job = (skv_cuda_job){.k = m->k, .v = m->v, .a = m->a, .b = m->b, .n = m->n};
+            if (!items[i].full && m->dsub) skv_dsub_job(m->dsub, &job);
             job.q = g->dq + i * qn;
             job.out = g->dout + i * on;
             g->jobs[nj++] = job;
@@ -257,10 +267,11 @@ static subkv_status attend_items(skv_gpu *g, skv_gpu_item *items, size_t n, int 
         if (nj)
             SKV_CHECK(skv_cuda_attend(g->ctx, g->jobs, (int)nj, d, group, (skv_dtype)dt, 0, err));
     }
+    SKV_CHECK(skv_gpu_refresh_launch(g, items, n, d, group, g->dout, on, err));
     SKV_CHECK(skv_cuda_sync(g->ctx, err));
     SKV_CHECK(skv_cuda_download(g->hq, g->dout, n * on * sizeof(float), err));
     for (size_t i = 0; i < n; i++) memcpy(items[i].out, g->hq + i * on, on * sizeof(float));
-    return SKV_OK;
+    return skv_gpu_refresh_apply(g, items, n, group, err);
 }
 
 subkv_status skv_gpu_finish(skv_gpu *g, skv_gpu_item *items, size_t n, int d, int group,
@@ -268,6 +279,22 @@ subkv_status skv_gpu_finish(skv_gpu *g, skv_gpu_item *items, size_t n, int d, in
     subkv_status st = n ? attend_items(g, items, n, d, group, err) : skv_cuda_sync(g->ctx, err);
     if (st == SKV_OK) g->stage_used = 0; /* drained */
     return st;
+}
+
+subkv_status skv_gpu_stage_upload(skv_gpu *g, void *dst, const void *host, size_t bytes,
+                                  skv_err *err) {
+    return stage_upload(g, dst, host, bytes, err);
+}
+
+subkv_status skv_gpu_dev_grow(skv_cuda_ctx *c, void **p, size_t keep, size_t bytes, skv_err *err) {
+    return dev_grow(c, p, keep, bytes, err);
+}
+
+subkv_status skv_gpu_mirror_full(skv_gpu *g, skv_table_entry *te, struct skv_rkv_mirror ***slot,
+                                 skv_err *err) {
+    SKV_CHECK(mirror_get(g, te, err));
+    *slot = &te->mirror->full;
+    return SKV_OK;
 }
 
 subkv_status skv_gpu_pull(skv_gpu *g, skv_table_entry *te, skv_err *err) {

@@ -13,7 +13,8 @@
  * request, and the request syncs once at its end. h2o and float32 storage stay on the CPU.
  *   refreshkv: the worker first runs skv_sketch_attend_begin on the CPU (its decision, and a
  *   full step over the host-side full store); only partial steps come here, attending the
- *   partial cache's mirror.
+ *   partial cache's mirror. With full_mem = device the decision still runs on the CPU but a
+ *   full step comes here too, over a device mirror of the full store (worker/gpu_refresh.h).
  */
 #ifndef SUBKV_GPU_ATTEND_H
 #define SUBKV_GPU_ATTEND_H
@@ -27,6 +28,8 @@
 
 typedef struct skv_mirror skv_mirror;
 void skv_mirror_free(skv_mirror *m);
+struct skv_rkv_gpu; /* gpu_refresh.c's per-request scratch */
+struct skv_rkv_mirror;
 
 typedef struct skv_gpu {
     skv_cuda_ctx *ctx;
@@ -45,6 +48,7 @@ typedef struct skv_gpu {
     skv_entries e; /* host export of one sketch's entries */
     void *stage;   /* pinned arena the request's uploads are queued from */
     size_t stage_cap, stage_used;
+    struct skv_rkv_gpu *rkv; /* refreshkv full steps on the device (gpu_refresh.c), or NULL */
 } skv_gpu;
 
 /* Set up on the current device, reserving `reserve` bytes of device memory for the pool
@@ -68,6 +72,12 @@ typedef struct skv_gpu_item {
     skv_table_entry *entry;
     const float *q;
     float *out;
+    /* refreshkv full step on the device (set by skv_gpu_refresh_begin; zero otherwise): the
+     * job over the full-store mirror with its score output (q and out filled in at launch),
+     * the device pooled scores, and where they are downloaded */
+    int full;
+    skv_cuda_job job;
+    float *dpool, *hpool;
 } skv_gpu_item;
 
 /* Launch the queued appends (one kernel for all; no wait). Before any attend that may
@@ -87,6 +97,15 @@ subkv_status skv_gpu_finish(skv_gpu *g, skv_gpu_item *items, size_t n, int d, in
 
 /* Bring the CPU shadow of a resident sketch up to date (no-op for the others). */
 subkv_status skv_gpu_pull(skv_gpu *g, skv_table_entry *te, skv_err *err);
+
+/* For gpu_refresh.c: queue an upload of host[bytes] to device dst through the request's
+ * pinned staging arena; grow pooled buffer *p to `bytes`, keeping its first `keep`
+ * (stream-ordered); the slot of the refreshkv full-store mirror of te (made on first use). */
+subkv_status skv_gpu_stage_upload(skv_gpu *g, void *dst, const void *host, size_t bytes,
+                                  skv_err *err);
+subkv_status skv_gpu_dev_grow(skv_cuda_ctx *c, void **p, size_t keep, size_t bytes, skv_err *err);
+subkv_status skv_gpu_mirror_full(skv_gpu *g, skv_table_entry *te, struct skv_rkv_mirror ***slot,
+                                 skv_err *err);
 
 /* Device bytes the pool holds reserved. */
 size_t skv_gpu_reserved(const skv_gpu *g);

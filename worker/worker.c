@@ -20,6 +20,7 @@
 #include "data_path_mpi.h"
 #include "fileio.h"
 #include "gpu_attend.h"
+#include "gpu_refresh.h"
 #include "shard_map.h"
 #include "sketch_table.h"
 #include "csr_dict.h"
@@ -45,7 +46,8 @@ typedef struct worker {
     skv_data_path dp; /* MPI or NCCL, agreed with the coordinator at start-up */
     pid_t coord_pid;  /* the coordinator's pid when it runs on this host, else 0 */
     double next_alive_check;
-    int ckpt_count; /* checkpoints written (the fault hook counts them) */
+    int ckpt_count;    /* checkpoints written (the fault hook counts them) */
+    int said_full_mem; /* told stderr that full_mem=device runs as host here */
 } worker;
 
 static skv_item_key item_key(const Subkv__WorkItem *it) {
@@ -117,6 +119,14 @@ static subkv_status op_create(worker *w, const Subkv__WorkerOp *op, skv_err *err
             }
         }
         st = skv_sketch_create(&c, &made[i], err);
+        if (st == SKV_OK && !w->gpu_on && !w->said_full_mem && c.full_mem == SKV_FULL_MEM_DEVICE &&
+            c.policy == SKV_POLICY_REFRESHKV) { /* once per worker: not worth a failure */
+            fprintf(stderr,
+                    "subkv-worker %d: refreshkv full_mem=device on a worker without a GPU (%s): "
+                    "the full store and full steps stay in host memory\n",
+                    w->rank, w->backend);
+            w->said_full_mem = 1;
+        }
     }
     for (; st == SKV_OK && added < op->n_items; added++) {
         skv_item_key k = item_key(op->items[added]);
@@ -231,14 +241,19 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
         if (it->refresh) /* the coordinator's per-layer decision: a full step now */
             st = skv_sketch_refresh(sk[i], err);
         if (st != SKV_OK) break;
-        if (on_gpu) /* the policy's CPU part first: a refreshkv full step answers here */
+        /* refreshkv with full_mem = device: decided on the CPU, full steps run on the GPU */
+        const int dev_full = on_gpu && skv_gpu_refresh_device(sk[i], (int)it->group);
+        if (on_gpu && !dev_full) /* the policy's CPU part first: a refreshkv full step here */
             st = skv_sketch_attend_begin(sk[i], qp[i], (int)it->group, (int)d, (skv_partial *)o,
                                          &done, err);
         if (st != SKV_OK || done) {
             /* answered (or failed) on the CPU */
         } else if (on_gpu) {
-            w->gitems[ng++] = (skv_gpu_item){skv_table_find_entry(&w->table, &k), qp[i], o};
-            ggroup = (int)it->group;
+            skv_gpu_item *gi = &w->gitems[ng];
+            *gi =
+                (skv_gpu_item){.entry = skv_table_find_entry(&w->table, &k), .q = qp[i], .out = o};
+            if (dev_full) st = skv_gpu_refresh_begin(&w->gpu, gi, (int)it->group, err);
+            if (st == SKV_OK) ng++, ggroup = (int)it->group;
         } else {
             if (w->gpu_on) st = skv_gpu_pull(&w->gpu, skv_table_find_entry(&w->table, &k), err);
             if (st == SKV_OK)
@@ -248,6 +263,7 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
     }
     if (w->gpu_on && (ng || queued) && st == SKV_OK)
         st = skv_gpu_finish(&w->gpu, w->gitems, ng, (int)d, ggroup, err);
+    if (w->gpu_on) skv_gpu_refresh_end(&w->gpu); /* the request's device scratch, in any case */
     free(qp);
     free(sk);
     *nout = st == SKV_OK ? need_out : 0;

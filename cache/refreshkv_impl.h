@@ -1,0 +1,56 @@
+/*
+ * refreshkv_impl.h — the state of a refreshkv sketch, shared by cache/refreshkv.c (config,
+ * appends, the decision, checkpoints) and cache/refreshkv_full.c (the full store, the full
+ * step, pooling and selection). Private to those two files; see refreshkv.c's header comment
+ * for what each store is.
+ */
+#ifndef SUBKV_REFRESHKV_IMPL_H
+#define SUBKV_REFRESHKV_IMPL_H
+
+#include "skv_internal.h"
+
+typedef struct rkv_impl {
+    /* full store (host) and the scratch of a full step */
+    size_t nfull, fcap;
+    skv_rows fk, fv;
+    float *fprob; /* per token: largest probability over the group's heads */
+    float *fpool; /* per token: the dot products, then the pooled score */
+    /* queue (device): tokens not yet in the full store */
+    size_t nq, qcap;
+    skv_rows qk, qv;
+    /* partial cache (device): ring of pcap rows, ascending score from phead */
+    size_t pcap, pn, phead;
+    skv_rows pk, pv;
+    double *pscore;
+    uint64_t *ppos;
+    /* decision state */
+    float *qref; /* d: the group's mean query at the last full step */
+    uint32_t selected;
+    uint32_t forced; /* skv_sketch_refresh: the next attend is a full step */
+    uint64_t since_check, attends, full_steps, bytes_read;
+    /* full_store = subgen (refreshkv_sub.c): the store, and the candidates of a full step */
+    skv_sketch *sub;
+    size_t sub_bytes; /* sub's heap, counted in this sketch's heap_bytes */
+    skv_rkv_cand *cand;
+    size_t ccap;
+    uint32_t *perm; /* pcap: where each partial row goes at a re-selection */
+} rkv_impl;
+
+static inline size_t rkv_row_bytes(const skv_config *c) {
+    return skv_rows_bytes(c->dtype, c->head_dim, 1);
+}
+
+/* refreshkv_full.c */
+void rkv_full_free(skv_sketch *s, rkv_impl *im);
+/* Room for `need` tokens in the full store; all or nothing. */
+subkv_status rkv_full_reserve(skv_sketch *s, rkv_impl *im, size_t need, skv_err *err);
+/* Move the queue into the full store (room reserved by the caller). */
+void rkv_flush(rkv_impl *im);
+/* A full step over the store the sketch has (exact: flush, attention, scores, selection;
+ * subgen: refreshkv_sub.c's), answering out[g]. */
+subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g, skv_partial *out,
+                           skv_err *err);
+/* refreshkv.c: the partial cache's rows as segments (ring order, ascending score). */
+void rkv_segments(const skv_sketch *s, skv_seg_sink *sink);
+
+#endif /* SUBKV_REFRESHKV_IMPL_H */
