@@ -200,6 +200,7 @@ static void rkv_partial_push(rkv_impl *im, const float *k, const float *v, doubl
     skv_rows_put(&im->pv, row, v);
     im->pscore[row] = score;
     im->ppos[row] = pos;
+    im->pushes++;
 }
 
 static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, size_t n,
@@ -408,6 +409,7 @@ static subkv_status rkv_load(skv_sketch *s, skv_reader *r, skv_err *err) {
         return skv_set_error(err, SKV_ERR_CORRUPT, "refreshkv partial cache inconsistent");
     im->pn = (size_t)pn;
     im->phead = (size_t)phead;
+    im->layout++;
     if (!skv_r_rows(r, &im->pk, im->pn) || !skv_r_rows(r, &im->pv, im->pn) ||
         !skv_r_bytes(r, im->pscore, im->pn * sizeof(double)) ||
         !skv_r_bytes(r, im->ppos, im->pn * sizeof(uint64_t)))

@@ -113,6 +113,7 @@ static void rkv_select(rkv_impl *im, const float *score) {
     }
     im->pn = n;
     im->phead = 0;
+    im->layout++;
 }
 
 /* After a full step: the reference query, the flags and the counters (the attend too: a
@@ -144,6 +145,7 @@ static subkv_status rkv_sub_full_step(skv_sketch *s, rkv_impl *im, const float *
     skv_rkv_sub_place(&im->pk, &im->pv, im->pscore, im->ppos, im->perm, im->pcap, im->cand, n);
     im->pn = n;
     im->phead = 0;
+    im->layout++;
     rkv_full_done(s, im, Q, g, rows);
     return SKV_OK;
 }
@@ -226,4 +228,15 @@ size_t skv_rkv_partial(const skv_sketch *s, uint64_t *pos, double *score) {
         score[i] = im->pscore[r];
     }
     return im->pn;
+}
+
+void skv_rkv_ring(const skv_sketch *s, skv_rkv_ring_view *out) {
+    const rkv_impl *im = s->impl;
+    out->k = &im->pk;
+    out->v = &im->pv;
+    out->pn = im->pn;
+    out->pcap = im->pcap;
+    out->next = im->pn < im->pcap ? (im->phead + im->pn) % im->pcap : im->phead;
+    out->pushes = im->pushes;
+    out->layout = im->layout;
 }

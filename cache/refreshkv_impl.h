@@ -23,6 +23,9 @@ typedef struct rkv_impl {
     skv_rows pk, pv;
     double *pscore;
     uint64_t *ppos;
+    /* for a device mirror of the ring (skv_rkv_ring; not saved): rows pushed so far, and a
+     * count of wholesale rearrangements (selections, loads) */
+    uint64_t pushes, layout;
     /* decision state */
     float *qref; /* d: the group's mean query at the last full step */
     uint32_t selected;

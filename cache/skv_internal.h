@@ -308,6 +308,17 @@ void skv_rkv_scores(const skv_sketch *s, const float **pooled, size_t *n);
 /* The partial cache's token positions and scores in ascending score order (room for
  * partial_tokens each); returns how many it holds. */
 size_t skv_rkv_partial(const skv_sketch *s, uint64_t *pos, double *score);
+/* The partial cache as stored: a ring whose physical rows [0, pn) of k, v hold its tokens
+ * (attention over them in any order is the same). A push writes row `next` and advances it
+ * (mod pcap), so of the rows pushed since a mirror last saw `pushes`, the last
+ * min(delta, pcap) are rows next - delta .. next - 1 (mod pcap); `layout` changes when rows
+ * are rearranged wholesale (a selection, a load): then everything changed. */
+typedef struct skv_rkv_ring_view {
+    const skv_rows *k, *v;
+    size_t pn, pcap, next;
+    uint64_t pushes, layout;
+} skv_rkv_ring_view;
+void skv_rkv_ring(const skv_sketch *s, skv_rkv_ring_view *out);
 
 extern const skv_policy_ops skv_policy_exact_ops;
 extern const skv_policy_ops skv_policy_sinkwin_ops;

@@ -302,6 +302,61 @@ static void test_full_mem_wire_and_cli(void **state) {
     assert_int_equal(lcli_parse_common(&o, 3, badv, &i), -1);
 }
 
+/* skv_rkv_ring, what the GPU worker's partial-cache mirror relies on: the rows pushed since
+ * a mirror's last look are rows next - delta .. next - 1 (mod pcap) and hold exactly the
+ * appended tokens; a selection changes `layout`; pushes past pcap wrap. */
+static void test_ring_view_names_the_pushed_rows(void **state) {
+    (void)state;
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    enum { D = 16, K = 5, PREFILL = 40, N = 13 };
+    const skv_config c = rkv_cfg(D, K, 1000, 0.0f, SKV_DTYPE_F32); /* never a check */
+    skv_sketch *s = tu_create(&c);
+    float *Kr, *Vr;
+    tu_make_random_kv(&r, PREFILL + N, D, &Kr, &Vr);
+    tu_append(s, Kr, Vr, PREFILL, D);
+    skv_rkv_ring_view v0, v;
+    skv_rkv_ring(s, &v0);
+    assert_int_equal(v0.pn, 0); /* exact store: nothing selected yet, nothing pushed */
+    assert_int_equal(v0.pushes, 0);
+    float q[D];
+    synth_fill_normal(&r, q, D, 1.0f);
+    skv_partial *out = tu_partials_new(1, D);
+    tu_attend(s, q, 1, D, out); /* the first attend is a full step: a selection */
+    skv_rkv_ring(s, &v);
+    assert_int_equal(v.pn, K);
+    assert_true(v.layout != v0.layout);
+    for (int t = 0; t < N; t++) {
+        skv_rkv_ring_view before;
+        skv_rkv_ring(s, &before);
+        tu_append(s, Kr + (size_t)(PREFILL + t) * D, Vr + (size_t)(PREFILL + t) * D, 1, D);
+        tu_attend(s, q, 1, D, out); /* partial step */
+        skv_rkv_ring(s, &v);
+        assert_int_equal(v.pushes - before.pushes, 1);
+        assert_true(v.layout == before.layout);
+        const size_t row = (v.next + v.pcap - 1) % v.pcap;
+        const float *kr = (const float *)v.k->data + row * D,
+                    *vr = (const float *)v.v->data + row * D;
+        for (int j = 0; j < D; j++) {
+            assert_true(kr[j] == Kr[(size_t)(PREFILL + t) * D + j]);
+            assert_true(vr[j] == Vr[(size_t)(PREFILL + t) * D + j]);
+        }
+    }
+    /* after N > K pushes the last K rows of the ring are the last K tokens */
+    for (int i = 0; i < K; i++) {
+        const size_t row = (v.next + v.pcap - 1 - (size_t)i) % v.pcap;
+        assert_true(((const float *)v.k->data)[row * D] == Kr[(size_t)(PREFILL + N - 1 - i) * D]);
+    }
+    skv_err err;
+    TU_OK(skv_sketch_refresh(s, &err), &err);
+    tu_attend(s, q, 1, D, out); /* forced full step: a new selection */
+    skv_rkv_ring_view after;
+    skv_rkv_ring(s, &after);
+    assert_true(after.layout != v.layout);
+    free(out), free(Kr), free(Vr);
+    skv_sketch_destroy(s);
+}
+
 int main(void) {
     tu_suite_begin("test_refreshkv_plan");
     const struct CMUnitTest tests[] = {
@@ -311,6 +366,7 @@ int main(void) {
         cmocka_unit_test(test_full_mem_names_and_resolve),
         cmocka_unit_test(test_full_mem_checkpoint_round_trip),
         cmocka_unit_test(test_full_mem_wire_and_cli),
+        cmocka_unit_test(test_ring_view_names_the_pushed_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,9 @@ struct skv_mirror {
     skv_dsub *dsub;
     int stale;
     struct skv_rkv_mirror *full; /* refreshkv, full_mem = device: its full store (gpu_refresh.c) */
+    /* refreshkv: the partial cache's ring as last uploaded (skv_rkv_ring_view counters) */
+    uint64_t pushes, layout;
+    int ring_ok;
 };
 
 void skv_mirror_free(skv_mirror *m) {
@@ -149,11 +152,58 @@ static subkv_status mirror_get(skv_gpu *g, skv_table_entry *te, skv_err *err) {
     return SKV_OK;
 }
 
+/* Queue the upload of rows [first, first + n) of k and v (row bytes rb) to the same rows of
+ * the mirror. */
+static subkv_status upload_rows(skv_gpu *g, skv_mirror *m, const skv_rows *k, const skv_rows *v,
+                                size_t first, size_t n, size_t rb, skv_err *err) {
+    if (!n) return SKV_OK;
+    SKV_CHECK(stage_upload(g, (char *)m->k + first * rb, (const char *)k->data + first * rb, n * rb,
+                           err));
+    return stage_upload(g, (char *)m->v + first * rb, (const char *)v->data + first * rb, n * rb,
+                        err);
+}
+
+/*
+ * refreshkv's partial cache, mirrored in its ring's physical order (attention over a set of
+ * rows does not depend on their order): after partial steps only the rows pushed since the
+ * last upload travel — one per decode step and sketch — instead of all K rows each step; a
+ * selection (or a load) rearranges the ring and uploads it whole.
+ */
+static subkv_status mirror_ring(skv_gpu *g, skv_table_entry *te, skv_err *err) {
+    skv_mirror *m = te->mirror;
+    skv_rkv_ring_view r;
+    skv_rkv_ring(te->sketch, &r);
+    const skv_config *c = skv_sketch_config(te->sketch);
+    const size_t rb = (size_t)c->head_dim * skv_dtype_size(c->dtype);
+    if (m->cap < r.pcap) { /* once: the ring's fixed capacity */
+        SKV_CHECK(dev_grow(g->ctx, &m->k, 0, r.pcap * rb, err));
+        SKV_CHECK(dev_grow(g->ctx, &m->v, 0, r.pcap * rb, err));
+        m->cap = r.pcap;
+        m->ring_ok = 0;
+    }
+    const uint64_t delta = r.pushes - m->pushes;
+    if (!m->ring_ok || m->layout != r.layout || delta >= r.pcap) {
+        SKV_CHECK(upload_rows(g, m, r.k, r.v, 0, r.pn, rb, err));
+    } else if (delta) { /* rows next - delta .. next - 1, wrapping at pcap */
+        const size_t first = (r.next + r.pcap - (size_t)delta) % r.pcap;
+        const size_t n1 = first + (size_t)delta <= r.pcap ? (size_t)delta : r.pcap - first;
+        SKV_CHECK(upload_rows(g, m, r.k, r.v, first, n1, rb, err));
+        SKV_CHECK(upload_rows(g, m, r.k, r.v, 0, (size_t)delta - n1, rb, err));
+    }
+    m->n = r.pn;
+    m->pushes = r.pushes;
+    m->layout = r.layout;
+    m->ring_ok = 1;
+    return SKV_OK;
+}
+
 /* Bring a mirrored sketch's entries on the device up to date. */
 static subkv_status mirror_refresh(skv_gpu *g, skv_table_entry *te, skv_err *err) {
     SKV_CHECK(mirror_get(g, te, err));
     skv_mirror *m = te->mirror;
     if (m->dsub) return SKV_OK; /* resident: the image is the state */
+    if (skv_sketch_config(te->sketch)->policy == SKV_POLICY_REFRESHKV)
+        return mirror_ring(g, te, err);
     skv_stats st;
     skv_sketch_stats(te->sketch, &st);
     const skv_config *c = skv_sketch_config(te->sketch);
