@@ -13,6 +13,8 @@
  *   subkv-bench gpu      the GPU attend (bench/gpu.c): exact vs copy bandwidth, SubGen's
  *                        attend at 8x/16x/64x less memory, accuracy at equal memory.
  *   subkv-bench gpu-csr  the CSR attend over codes vs exact (bench/gpu_csr.c; also in gpu).
+ *   subkv-bench multigpu the decode step's attention over several GPUs, NCCL vs MPI data path
+ *                        (bench/multigpu.c; run under mpirun, one rank per GPU).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,7 +226,10 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "gpu")) return bench_gpu(argc - 2, argv + 2);
     if (!strcmp(argv[1], "refresh")) return bench_refresh(argc - 2, argv + 2);
     if (!strcmp(argv[1], "gpu-csr")) return bench_gpu_csr(argc - 2, argv + 2);
-    fprintf(stderr, "subkv-bench: unknown benchmark '%s' (known: sketch, gpu, gpu-csr, refresh)\n",
-            argv[1]);
+    if (!strcmp(argv[1], "multigpu")) return bench_multigpu(argc - 2, argv + 2);
+    fprintf(
+        stderr,
+        "subkv-bench: unknown benchmark '%s' (known: sketch, gpu, gpu-csr, refresh, multigpu)\n",
+        argv[1]);
     return 2;
 }
