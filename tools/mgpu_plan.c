@@ -48,7 +48,7 @@ void mgpu_usage(FILE *f) {
         "Timings: rank 0's stream (cudaEvents): step, broadcast, attend, gather, merge; comm =\n"
         "(bcast + gather) / step; tokens/s = batch / step. Needs CUDA and NCCL; exits 2 on a bad\n"
         "option, a build without them, more ranks on a host than GPUs, or data that does not\n"
-        "fit; 1 on a failed check or a device error. Keep NCCL_NVLS_ENABLE=0 (set if unset).\n");
+        "fit; 1 on a failed check or a device error. Sets NCCL_NVLS_ENABLE=0 (multicast off).\n");
 }
 
 static int fail(char *why, size_t n, const char *fmt, ...) {
