@@ -11,7 +11,8 @@
 #include "skv_cuda.h"
 #include "skv_nccl_ops.h"
 
-/* Medians of one path's timed steps (ms); parts are NaN under --graphs (one graph each). */
+/* Medians of one path's timed steps (ms). Under --graphs the parts come from event-record
+ * nodes inside the graphs; NaN where the device cannot time those. */
 typedef struct mgpu_times {
     double step, bcast, attend, gather, merge;
 } mgpu_times;
@@ -39,6 +40,7 @@ typedef struct mgpu_run {
     skv_cuda_events *ev;           /* 5 per iteration + step start/end */
     skv_cuda_ctx **gctx;           /* --graphs: one context per iteration (see step.c) */
     void **gexec;                  /* --graphs: the instantiated graphs */
+    int capturing;                 /* events are recorded as graph nodes (during a capture) */
 } mgpu_run;
 
 /* Fail-fast after set-up (a peer may wait in a collective): print and MPI_Abort. */

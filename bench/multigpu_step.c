@@ -15,7 +15,8 @@
  * sizes its arrays and is a first P2P exchange outside any capture, as NCCL asks), then
  * captured on that context's stream in relaxed mode; its graph is replayed on the main
  * stream every step. The queries are refilled in place before each step, so every replay
- * broadcasts fresh ones.
+ * broadcasts fresh ones. The part events are captured too, as event-record nodes
+ * (cudaEventRecordExternal), so a replay times its parts like an ordinary iteration.
  */
 #include <math.h>
 #include <stdio.h>
@@ -40,7 +41,10 @@ void mgpu_die(const mgpu_run *r, subkv_status st, const skv_err *err, const char
 }
 
 static void rec(mgpu_run *r, skv_cuda_events *ev, int i, void *stream) {
-    if (ev) OK_OR_DIE(skv_cuda_events_record(ev, i, stream, &err_), r, "event");
+    if (ev && r->capturing)
+        OK_OR_DIE(skv_cuda_events_record_in_graph(ev, i, stream, &err_), r, "event in graph");
+    else if (ev)
+        OK_OR_DIE(skv_cuda_events_record(ev, i, stream, &err_), r, "event");
 }
 
 void mgpu_fill_queries(mgpu_run *r, uint64_t stream_id) {
@@ -100,10 +104,14 @@ static void iteration(mgpu_run *r, int path, int it, skv_cuda_ctx *ctx, void *st
     rec(r, ev, base + 4, stream);
 }
 
-static float elapsed(mgpu_run *r, int i, int j) {
+/* ms from event i to j; inside graphs (soft) a failure reads NaN instead of aborting. */
+static double elapsed(mgpu_run *r, int i, int j, int soft) {
     float ms = 0;
-    OK_OR_DIE(skv_cuda_events_elapsed(r->ev, i, j, &ms, &err_), r, "elapsed");
-    return ms;
+    skv_err err = {SKV_OK, ""};
+    const subkv_status st = skv_cuda_events_elapsed(r->ev, i, j, &ms, &err);
+    if (st == SKV_OK) return ms;
+    if (!soft) mgpu_die(r, st, &err, "elapsed");
+    return NAN;
 }
 
 void mgpu_step(mgpu_run *r, int path, int use_graphs, mgpu_times *t) {
@@ -117,17 +125,13 @@ void mgpu_step(mgpu_run *r, int path, int use_graphs, mgpu_times *t) {
     rec(r, r->ev, t1, r->stream);
     OK_OR_DIE(skv_cuda_stream_sync(r->stream, &err_), r, "step");
     if (!t || r->rank != 0) return;
-    t->step = elapsed(r, t0, t1);
-    if (use_graphs) {
-        t->bcast = t->attend = t->gather = t->merge = NAN;
-        return;
-    }
+    t->step = elapsed(r, t0, t1, 0);
     t->bcast = t->attend = t->gather = t->merge = 0;
     for (int it = 0; it < r->iters; it++) {
-        t->bcast += elapsed(r, 5 * it, 5 * it + 1);
-        t->attend += elapsed(r, 5 * it + 1, 5 * it + 2);
-        t->gather += elapsed(r, 5 * it + 2, 5 * it + 3);
-        t->merge += elapsed(r, 5 * it + 3, 5 * it + 4);
+        t->bcast += elapsed(r, 5 * it, 5 * it + 1, use_graphs);
+        t->attend += elapsed(r, 5 * it + 1, 5 * it + 2, use_graphs);
+        t->gather += elapsed(r, 5 * it + 2, 5 * it + 3, use_graphs);
+        t->merge += elapsed(r, 5 * it + 3, 5 * it + 4, use_graphs);
     }
 }
 
@@ -145,7 +149,9 @@ void mgpu_graphs_build(mgpu_run *r) {
         OK_OR_DIE(skv_cuda_stream_sync(s, &err_), r, "graph warm-up");
         MPI_Barrier(r->comm);
         OK_OR_DIE(skv_cuda_capture_begin(s, &err_), r, "capture");
-        iteration(r, MGPU_PATH_NCCL, it, r->gctx[it], s, NULL);
+        r->capturing = 1; /* the part events become nodes of the graph */
+        iteration(r, MGPU_PATH_NCCL, it, r->gctx[it], s, r->ev);
+        r->capturing = 0;
         OK_OR_DIE(skv_cuda_capture_end(s, 1, &r->gexec[it], &err_), r, "capture end");
     }
     MPI_Barrier(r->comm);

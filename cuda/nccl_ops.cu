@@ -287,6 +287,13 @@ subkv_status skv_cuda_events_record(skv_cuda_events *e, int i, void *stream, skv
     return SKV_OK;
 }
 
+subkv_status skv_cuda_events_record_in_graph(skv_cuda_events *e, int i, void *stream,
+                                             skv_err *err) {
+    if (i < 0 || i >= e->n) return skv_set_error(err, SKV_ERR_INVALID_ARG, "event %d", i);
+    SKV_CUDA_CHECK(cudaEventRecordWithFlags(e->ev[i], S(stream), cudaEventRecordExternal), err);
+    return SKV_OK;
+}
+
 subkv_status skv_cuda_events_elapsed(skv_cuda_events *e, int i, int j, float *ms, skv_err *err) {
     if (i < 0 || j < 0 || i >= e->n || j >= e->n)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "events %d, %d", i, j);

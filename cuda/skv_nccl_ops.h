@@ -91,6 +91,9 @@ typedef struct skv_cuda_events skv_cuda_events;
 subkv_status skv_cuda_events_create(skv_cuda_events **out, int n, skv_err *err);
 void skv_cuda_events_destroy(skv_cuda_events *e);
 subkv_status skv_cuda_events_record(skv_cuda_events *e, int i, void *stream, skv_err *err);
+/* The same inside a stream capture: the record becomes a node of the graph
+ * (cudaEventRecordExternal), so every replay records event i again. */
+subkv_status skv_cuda_events_record_in_graph(skv_cuda_events *e, int i, void *stream, skv_err *err);
 /* Milliseconds from event i to event j (waits for j). */
 subkv_status skv_cuda_events_elapsed(skv_cuda_events *e, int i, int j, float *ms, skv_err *err);
 
