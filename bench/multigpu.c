@@ -168,8 +168,9 @@ done:
 static double max_rel(const float *a, const float *b, size_t nq, int d) {
     const size_t ps = (size_t)d + 2;
     float *x = malloc(2 * (size_t)d * sizeof(float));
+    if (!x) return INFINITY;
     double worst = 0;
-    for (size_t i = 0; x && i < nq; i++) {
+    for (size_t i = 0; i < nq; i++) {
         skv_partial_output((const skv_partial *)(a + i * ps), d, x);
         skv_partial_output((const skv_partial *)(b + i * ps), d, x + d);
         double num = 0, den = 0;
@@ -177,10 +178,14 @@ static double max_rel(const float *a, const float *b, size_t nq, int d) {
             num += ((double)x[e] - x[d + e]) * ((double)x[e] - x[d + e]),
                 den += (double)x[d + e] * x[d + e];
         const double rel = sqrt(num / (den > 0 ? den : 1));
-        if (!(rel <= worst)) worst = rel; /* NaN sticks */
+        if (isnan(rel) || isnan(worst)) {
+            worst = NAN; /* a NaN output fails the check whatever else is found */
+            break;
+        }
+        if (rel > worst) worst = rel;
     }
     free(x);
-    return x ? worst : INFINITY;
+    return worst;
 }
 
 static const char *path_name(int path) { return path == MGPU_PATH_NCCL ? "nccl" : "mpi"; }
@@ -238,7 +243,7 @@ static void report(const mgpu_run *r, int path, const mgpu_times *t) {
         perror(r->o->csv);
         return;
     }
-    if (ftell(f) == 0)
+    if (fseek(f, 0, SEEK_END) == 0 && ftell(f) == 0) /* a new file: the header first */
         fprintf(f, "gpus,path,shard,policy,context,batch,layers,layer_batch,graphs,step_ms,"
                    "bcast_ms,attend_ms,gather_ms,merge_ms,tok_s\n");
     fprintf(f, "%d,%s,%s,%s,%zu,%zu,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f\n", r->nranks,
