@@ -255,8 +255,8 @@ static void report(const mgpu_run *r, int path, const mgpu_times *t) {
 /* Rank 0: compare the paths' results and the reference; 1 when all pass. */
 static int check(const mgpu_run *r, float *const res[2], int npaths) {
     const mgpu_plan *p = &r->p;
-    const size_t nq = (size_t)p->layers * p->jobs * (size_t)p->group;
-    const size_t n = nq * p->part_floats;
+    const size_t nq = (size_t)p->layers * p->jobs * (size_t)p->group; /* query heads */
+    const size_t n = nq * (size_t)(p->d + 2);                         /* their floats */
     int pass = 1;
     if (npaths == 2) {
         const double e = max_rel(res[0], res[1], nq, p->d);
