@@ -213,10 +213,12 @@ static void print_header(const mgpu_run *r, const char *dev) {
                s.nj && s.nt ? "" : " (nothing to attend: joins the collectives only)");
     }
     const double layer_gib = (double)mgpu_rank_bytes(p, 0) / p->distinct / (1 << 30);
-    printf("# --distinct-layers %d: layer l reads K/V set l %% %d%s (rank 0 streams %.2f GiB a "
-           "layer, far beyond the ~50 MB L2, so a step times like distinct layers)\n",
+    printf("# --distinct-layers %d: layer l reads K/V set l %% %d%s (rank 0 streams %.3f GiB a "
+           "layer, %s)\n",
            p->distinct, p->distinct, p->distinct == 1 ? ": every layer reads the same buffer" : "",
-           layer_gib);
+           layer_gib,
+           layer_gib >= 0.25 ? "far beyond the ~50 MB L2, so a step times like distinct layers"
+                             : "small: partly served from L2, so these times flatter a decode");
     printf("# --layer-batch %d --graphs %d; medians of %d steps after %d warm-up; rank 0's stream "
            "(cudaEvents); comm = (bcast + gather) / step; tok/s = batch / step\n",
            r->o->layer_batch, r->o->graphs, r->o->steps, r->o->warmup);

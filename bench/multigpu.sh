@@ -23,7 +23,9 @@
 # Expected time on 2 H200s: about 4-6 minutes for the 37 runs (each run pays the MPI and
 # NCCL start-up, a few seconds); every run is capped by MGPU_TIMEOUT (150 s).
 #
-# Every command is printed before it runs and appended to OUT/commands.txt; each run's
+# MGPU_SECTIONS (default "check strong weak comm") picks sections, e.g. two calls of a few
+# minutes each into one OUT. Every command is printed before it runs and appended to
+# OUT/commands.txt; each run's
 # output goes to OUT/logs/NAME.log and one line to OUT/summary.txt (exit status, seconds).
 # Exit 2 from the harness is a refusal (e.g. data that does not fit), reported and not
 # counted as a failure; anything else non-zero is. NCCL_NVLS_ENABLE=0 is exported and
@@ -34,6 +36,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-build/multigpu}"
 bin="${MGPU_BIN:-build/subkv-bench}"
 steps="${MGPU_STEPS:-10}"
+sections=" ${MGPU_SECTIONS:-check strong weak comm} "
 limit="${MGPU_TIMEOUT:-150}"
 mkdir -p "$out/logs"
 [[ -x $bin ]] || { echo "multigpu.sh: $bin not built (make)" >&2; exit 1; }
@@ -51,9 +54,16 @@ for n in $GPUS; do ((n > max)) && max=$n; done
 export NCCL_NVLS_ENABLE=0
 mpi=(mpirun --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE=0)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
-rm -f "$out"/{check,strong,weak_context,weak_batch,comm}.csv
-: >"$out/commands.txt"
-: >"$out/summary.txt"
+# a section's CSV starts afresh when the section runs (MGPU_SECTIONS may split the work
+# over several calls into one OUT)
+for sec in $sections; do
+    case $sec in
+    weak) rm -f "$out"/weak_context.csv "$out"/weak_batch.csv ;;
+    check | strong | comm) rm -f "$out/$sec.csv" ;;
+    *) echo "multigpu.sh: unknown section '$sec' in MGPU_SECTIONS" >&2; exit 2 ;;
+    esac
+done
+touch "$out/commands.txt" "$out/summary.txt"
 failed=0
 echo "multigpu.sh: GPU counts:$GPUS; output in $out"
 
@@ -78,21 +88,25 @@ run() {
         tee -a "$out/summary.txt"
 }
 
-echo "## 1. correctness (context 32K)"
-for n in $GPUS; do
+want() { [[ $sections == *" $1 "* ]]; }
+
+want check && echo "## 1. correctness (context 32K)"
+want check && for n in $GPUS; do
     for shard in head context; do
         run "check-$shard-n$n" "$n" check --check --context 32K --shard "$shard" --path both \
             --steps 3 --warmup 1
     done
 done
-run "check-head-lb-n$max" "$max" check --check --context 32K --layer-batch --steps 3 --warmup 1
-run "check-ctx-graphs-n$max" "$max" check --check --context 32K --shard context --graphs \
-    --path nccl --steps 3 --warmup 1
-run "check-ctx-sg16-n$max" "$max" check --check --context 32K --shard context \
-    --policy subgen16 --steps 3 --warmup 1
+if want check; then
+    run "check-head-lb-n$max" "$max" check --check --context 32K --layer-batch --steps 3 --warmup 1
+    run "check-ctx-graphs-n$max" "$max" check --check --context 32K --shard context --graphs \
+        --path nccl --steps 3 --warmup 1
+    run "check-ctx-sg16-n$max" "$max" check --check --context 32K --shard context \
+        --policy subgen16 --steps 3 --warmup 1
+fi
 
-echo "## 2. strong scaling (batch 8, 32 layers)"
-for n in $GPUS; do
+want strong && echo "## 2. strong scaling (batch 8, 32 layers)"
+want strong && for n in $GPUS; do
     for ctx in 512K 1M; do
         for pol in exact subgen16; do
             run "strong-$pol-$ctx-n$n" "$n" strong --context "$ctx" --policy "$pol" \
@@ -103,14 +117,14 @@ for n in $GPUS; do
         --steps "$steps"
 done
 
-echo "## 3. weak scaling (exact, 256K x N context; batch 8 x N)"
-for n in $GPUS; do
+want weak && echo "## 3. weak scaling (exact, 256K x N context; batch 8 x N)"
+want weak && for n in $GPUS; do
     run "weak-context-n$n" "$n" weak_context --context 256K --weak context --steps "$steps"
     run "weak-batch-n$n" "$n" weak_batch --context 256K --weak batch --steps "$steps"
 done
 
-echo "## 4. communication share: per layer vs --layer-batch, with and without --graphs"
-for n in $GPUS; do
+want comm && echo "## 4. communication share: per layer vs --layer-batch, with and without --graphs"
+want comm && for n in $GPUS; do
     for pol in exact subgen16; do
         run "comm-$pol-n$n" "$n" comm --policy "$pol" --steps "$steps"
         run "comm-$pol-lb-n$n" "$n" comm --policy "$pol" --layer-batch --steps "$steps"

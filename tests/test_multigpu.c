@@ -5,7 +5,8 @@
  * (layer, job) partial exactly once where rank 0 reads it, the merge of context shards
  * against exact attention in float64, option errors, and the harness's exit 2 without CUDA.
  * The GPU group (skipped, saying why, without a GPU) holds the merge kernel to its host
- * mirror and the fill-at-index to a slice of the full fill.
+ * mirror and the fill-at-index to a slice of the full fill, and runs the harness's --check
+ * under mpirun on 1 and 2 GPUs.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -335,6 +336,26 @@ static int run_bench(const char *args, char *out, size_t n) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The same under `mpirun -np n` (root allowed, NVLink multicast off). */
+static int run_bench_mpi(int n, const char *args, char *out, size_t size) {
+    char exe[PATH_MAX], cmd[PATH_MAX + 1024];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    assert_true(len > 0);
+    exe[len] = '\0';
+    for (int up = 0; up < 2; up++) *strrchr(exe, '/') = '\0';
+    snprintf(cmd, sizeof cmd,
+             "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0 "
+             "mpirun --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE -np %d "
+             "%s/subkv-bench multigpu %s 2>&1",
+             n, exe, args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t got = fread(out, 1, size - 1, f);
+    out[got] = '\0';
+    const int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 static void test_mgpu_harness_exits_2_on_a_bad_option_and_without_cuda(void **state) {
     (void)state;
     char out[8192];
@@ -433,6 +454,38 @@ static void test_mgpu_fill_at_index_is_a_slice_of_the_full_fill(void **state) {
     free(a), free(b), free(hw);
 }
 
+/* The harness end to end under mpirun on 1 and (when there are two) 2 GPUs: both paths,
+ * both shardings, layer batching and graphs; --check must PASS (NCCL vs MPI, vs 1 GPU). */
+static void test_mgpu_harness_checks_pass_on_the_gpus(void **state) {
+    (void)state;
+    NEED_GPU();
+    char why[160];
+    if (!skv_nccl_ops_available(why, sizeof why)) {
+        printf("# skipped: %s\n", why);
+        skip();
+    }
+    int ndev = 0;
+    skv_err err;
+    TU_OK(skv_cuda_device_count(&ndev, &err), &err);
+    static const char *const variants[] = {
+        "--shard head",
+        "--shard context --policy subgen4",
+        "--shard head --layer-batch",
+        "--shard context --graphs --path nccl",
+    };
+    char out[16384];
+    for (int n = 1; n <= (ndev >= 2 ? 2 : 1); n++)
+        for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+            char args[512];
+            snprintf(args, sizeof args, "--check --context 4K --layers 3 --steps 2 --warmup 1 %s",
+                     variants[v]);
+            const int rc = run_bench_mpi(n, args, out, sizeof out);
+            printf("# %d GPU(s), %s: exit %d\n", n, variants[v], rc);
+            if (rc != 0 || !strstr(out, "PASS") || strstr(out, "FAIL"))
+                fail_msg("mpirun -np %d subkv-bench multigpu %s: exit %d\n%s", n, args, rc, out);
+        }
+}
+
 int main(void) {
     tu_suite_begin("test_multigpu");
     const struct CMUnitTest host[] = {
@@ -447,6 +500,7 @@ int main(void) {
     const struct CMUnitTest gpu[] = {
         cmocka_unit_test(test_mgpu_merge_kernel_matches_its_host_mirror),
         cmocka_unit_test(test_mgpu_fill_at_index_is_a_slice_of_the_full_fill),
+        cmocka_unit_test(test_mgpu_harness_checks_pass_on_the_gpus),
     };
     const int rc = cmocka_run_group_tests_name("multigpu_host", host, NULL, NULL);
     return rc | cmocka_run_group_tests_name("multigpu_gpu", gpu, gpu_setup, gpu_teardown);
