@@ -144,8 +144,8 @@ static subkv_status reference(const mgpu_run *r, float *out, skv_err *err) {
     void *K = NULL, *V = NULL;
     float *w = NULL, *o = NULL;
     skv_cuda_job *jobs = calloc((size_t)p1.layers * p1.jobs, sizeof *jobs);
-    subkv_status st = jobs ? SKV_OK : skv_set_error(err, SKV_ERR_NOMEM, "reference jobs");
-    SKV_CHECK_GOTO(st, st, done);
+    if (!jobs) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the reference's jobs");
+    subkv_status st = SKV_OK;
     SKV_CHECK_GOTO(dev_alloc(&K, kv, err), st, done);
     SKV_CHECK_GOTO(dev_alloc(&V, kv, err), st, done);
     if (p1.weighted) SKV_CHECK_GOTO(dev_alloc((void **)&w, rows * sizeof(float), err), st, done);
@@ -240,12 +240,15 @@ static void report(const mgpu_run *r, int path, const mgpu_times *t) {
            100.0 * (t->bcast + t->gather) / t->step, tok);
     fflush(stdout);
     if (!r->o->csv) return;
+    FILE *probe = fopen(r->o->csv, "r"); /* a new or empty file gets the header first */
+    const int fresh = !probe || (fseek(probe, 0, SEEK_END) == 0 && ftell(probe) == 0);
+    if (probe) fclose(probe);
     FILE *f = fopen(r->o->csv, "a");
     if (!f) {
         perror(r->o->csv);
         return;
     }
-    if (fseek(f, 0, SEEK_END) == 0 && ftell(f) == 0) /* a new file: the header first */
+    if (fresh)
         fprintf(f, "gpus,path,shard,policy,context,batch,layers,layer_batch,graphs,step_ms,"
                    "bcast_ms,attend_ms,gather_ms,merge_ms,tok_s\n");
     fprintf(f, "%d,%s,%s,%s,%zu,%zu,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f\n", r->nranks,
