@@ -410,6 +410,8 @@ static void test_mgpu_merge_kernel_matches_its_host_mirror(void **state) {
             p[1] = 0.5f + (float)synth_rng_uniform(&rng); /* positive normalizers */
             if ((i + (size_t)k) % 7 == 0) skv_partial_init((skv_partial *)p, d); /* empty */
         }
+    /* device expf is within 2 ulp of the host's: a few 1e-7 relative over five sets; a wrong
+     * index or order is off by O(1) */
     float *want = tu_malloc(nparts * ps * sizeof(float)), *got = tu_malloc(nparts * ps * 4);
     mgpu_merge_host(in, nsets, stride, nparts, d, want);
     skv_err err;
@@ -421,7 +423,7 @@ static void test_mgpu_merge_kernel_matches_its_host_mirror(void **state) {
     TU_OK(skv_cuda_download(got, dout, nparts * ps * 4, &err), &err);
     for (size_t i = 0; i < nparts * ps; i++) {
         const double diff = fabs((double)got[i] - want[i]), mag = fabs((double)want[i]);
-        if (!(diff <= 1e-6 * (mag > 1 ? mag : 1) || (isinf(got[i]) && got[i] == want[i])))
+        if (!(diff <= 1e-5 * (mag > 1 ? mag : 1) || (isinf(got[i]) && got[i] == want[i])))
             fail_msg("float %zu: GPU %.9g, host %.9g", i, got[i], want[i]);
     }
     skv_cuda_free(din), skv_cuda_free(dout);
