@@ -33,5 +33,7 @@ int bench_gpu_csr(int argc, char **argv);
 int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
                             int nb, FILE *csv);
 int bench_gpu_refresh(int argc, char **argv);
+/* bench/multigpu.c: `subkv-bench multigpu` (under mpirun, one rank per GPU; issue 8) */
+int bench_multigpu(int argc, char **argv);
 
 #endif /* SUBKV_BENCH_H */

@@ -15,6 +15,8 @@
  *   subkv-bench gpu-csr  the CSR attend over codes vs exact (bench/gpu_csr.c; also in gpu).
  *   subkv-bench gpu-refresh  refreshkv's steps on the GPU vs exact, equal-time comparison
  *                        (bench/gpu_refresh.c; also in gpu).
+ *   subkv-bench multigpu the decode step's attention over several GPUs, NCCL vs MPI data path
+ *                        (bench/multigpu.c; run under mpirun, one rank per GPU).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,9 +229,11 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "refresh")) return bench_refresh(argc - 2, argv + 2);
     if (!strcmp(argv[1], "gpu-csr")) return bench_gpu_csr(argc - 2, argv + 2);
     if (!strcmp(argv[1], "gpu-refresh")) return bench_gpu_refresh(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "multigpu")) return bench_multigpu(argc - 2, argv + 2);
     fprintf(stderr,
             "subkv-bench: unknown benchmark '%s' (known: sketch, gpu, gpu-csr, gpu-refresh, "
-            "refresh)\n",
+            "refresh, multigpu)
+",
             argv[1]);
     return 2;
 }

@@ -4,6 +4,7 @@
 #
 #   bash deploy/device-run.sh            (run tool: carry [".debs"]; logs come back under $OUT)
 #   SUBKV_DEVICE_PART=tests|bench bash deploy/device-run.sh   (half of it: one call has 10 min)
+#   SUBKV_DEVICE_PART=multigpu bash deploy/device-run.sh      (build + issue 8's multi-GPU runs)
 #
 # 1. unpacks .debs/ (from `deploy/device-debs.sh fetch`) into $SUBKV_PREFIX (default
 #    /tmp/subkv-prefix) unless already there, and sources its env.sh;
@@ -58,9 +59,17 @@ else
     echo "device-run: no $prefix/env.sh and no .debs/ (carry .debs); building with system packages only"
 fi
 
-part="${SUBKV_DEVICE_PART:-all}" # tests | bench | all: a run tool call has 10 minutes at most
+part="${SUBKV_DEVICE_PART:-all}" # tests | bench | multigpu | all: a run tool call has 10 minutes at most
 if step build make -j"$jobs"; then
-  if [[ $part != bench ]]; then
+  if [[ $part == multigpu ]]; then
+    # issue 8 alone: `subkv-bench multigpu` on every GPU count up to this host's GPUs
+    # (bench/multigpu.sh: about 5 minutes on 2 H200s; CSVs, logs and mpirun lines in $out/multigpu)
+    # (MGPU_SECTIONS without check, e.g. a second call for "weak comm": no test run)
+    if [[ " ${MGPU_SECTIONS:-check} " == *" check "* ]]; then
+        step multigpu-test bash -c "make -j$jobs build/tests/test_multigpu && build/tests/test_multigpu"
+    fi
+    step multigpu env OUT="$out/multigpu" bash bench/multigpu.sh
+  elif [[ $part != bench ]]; then
     step test make -j"$jobs" test
     # the GPU conformance suites once more under compute-sanitizer (memcheck)
     if command -v compute-sanitizer >/dev/null 2>&1; then
@@ -69,7 +78,7 @@ if step build make -j"$jobs"; then
     fi
     step resources bash -c 'for o in build/obj/cuda/*.cu.o; do cuobjdump --dump-resource-usage "$o" | grep -E "Function|REG"; done'
   fi
-  if [[ $part != tests ]]; then
+  if [[ $part != tests && $part != multigpu ]]; then
     step bench-gpu build/subkv-bench gpu ${SUBKV_GPU_BENCH_ARGS:-}
     cp -f build/bench-gpu.csv "$out/" 2>/dev/null || true
     step sdpa python3 bench/gpu_sdpa.py ${SUBKV_SDPA_ARGS:-}
