@@ -232,8 +232,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "multigpu")) return bench_multigpu(argc - 2, argv + 2);
     fprintf(stderr,
             "subkv-bench: unknown benchmark '%s' (known: sketch, gpu, gpu-csr, gpu-refresh, "
-            "refresh, multigpu)
-",
+            "refresh, multigpu)\n",
             argv[1]);
     return 2;
 }
