@@ -107,6 +107,13 @@ subkv_status skv_gpu_dev_grow(skv_cuda_ctx *c, void **p, size_t keep, size_t byt
 subkv_status skv_gpu_mirror_full(skv_gpu *g, skv_table_entry *te, struct skv_rkv_mirror ***slot,
                                  skv_err *err);
 
+/* For gpu_refresh.c's device-side re-selection: the device rows (pcap each) of te's partial-
+ * cache mirror, marked stale (a full upload at the next partial step) until
+ * skv_gpu_ring_current says they hold the sketch's ring as it is now (after a selection:
+ * physical row i = logical row i). */
+subkv_status skv_gpu_ring_target(skv_gpu *g, skv_table_entry *te, void **k, void **v, skv_err *err);
+void skv_gpu_ring_current(skv_table_entry *te);
+
 /* Device bytes the pool holds reserved. */
 size_t skv_gpu_reserved(const skv_gpu *g);
 
