@@ -280,7 +280,9 @@ subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
 
 /* ---- refreshkv's attend in parts (cache/refreshkv.c, refreshkv_full.c) ---------------------
  * For a worker that runs the full step's attention and token scores on a GPU (worker/
- * gpu_refresh.c); the decision and the selection stay here, on the CPU. */
+ * gpu_refresh.c); the decision stays here, on the CPU, and so does the selection's
+ * authoritative copy: from the scores (skv_rkv_apply) or from the device's own top-K
+ * (skv_rkv_apply_indices). */
 
 /* Decide the attend of Q[g][d] (validated, unscaled). *full = 0: a partial step, counted now
  * (attend the partial cache: skv_sketch_entries / the segments). *full = 1: a full step is

@@ -85,9 +85,20 @@ __global__ void __launch_bounds__(kThreads)
     const topk_job &tj = b.j[j];
     const unsigned long long prefix = st[j].prefix, mask = st[j].mask;
     const uint64_t stride = (uint64_t)gridDim.x * kThreads;
-    for (uint64_t t = (uint64_t)blockIdx.x * kThreads + threadIdx.x; t < tj.j.n; t += stride) {
-        const unsigned long long key = topk_key(tj.j.pooled, t);
-        if ((key & mask) == prefix) atomicAdd(&h[(key >> shift) & 255u], 1u);
+    const unsigned lane = threadIdx.x & 31u;
+    /* Scores crowd into few bins (probabilities share exponents): lanes with the same bin add
+     * once (__match_any_sync), not 32 times on one shared counter. Whole warps step together. */
+    for (uint64_t base = (uint64_t)blockIdx.x * kThreads + (threadIdx.x & ~31u); base < tj.j.n;
+         base += stride) {
+        const uint64_t t = base + lane;
+        int bin = -1;
+        if (t < tj.j.n) {
+            const unsigned long long key = topk_key(tj.j.pooled, t);
+            if ((key & mask) == prefix) bin = (int)((key >> shift) & 255u);
+        }
+        const unsigned peers = __match_any_sync(0xffffffffu, bin);
+        if (bin >= 0 && lane == (unsigned)(__ffs(peers) - 1))
+            atomicAdd(&h[bin], (unsigned)__popc(peers));
     }
     __syncthreads();
     for (int i = threadIdx.x; i < 256; i += kThreads)

@@ -241,8 +241,9 @@ subkv_status skv_gpu_refresh_apply(skv_gpu *g, skv_gpu_item *items, size_t n, in
             skv_gpu_item *it = &items[i];
             if (!it->full) continue;
             const size_t m = sel_count(it);
-            SKV_CHECK(skv_rkv_apply_indices(it->entry->sketch, it->q, group, g->rkv->hidx + at,
-                                            g->rkv->hsc + at, m, err));
+            SKV_CHECK(skv_rkv_apply_indices(it->entry->sketch, it->q, group,
+                                            m ? g->rkv->hidx + at : NULL,
+                                            m ? g->rkv->hsc + at : NULL, m, err));
             skv_gpu_ring_current(it->entry); /* the gather left the mirror as the host ring */
             at += m;
         }
