@@ -199,6 +199,33 @@ static int time_full(skv_cuda_ctx *ctx, const rkv_bufs *b, skv_cuda_job *jobs,
     return 0;
 }
 
+/* The figures count only if the device selected what the CPU would: the first and the last
+ * job's tokens and scores against skv_rkv_topk of their pooled scores (still on the device). */
+static int check_selection(const rkv_bufs *b, const uint32_t *hidx, const float *hsc, size_t njobs,
+                           size_t n, size_t k) {
+    float *p = malloc(n * sizeof(float)), *sc = malloc(k * sizeof(float));
+    uint32_t *idx = malloc(k * sizeof(uint32_t));
+    skv_err err;
+    int rc = !p || !sc || !idx;
+    if (rc) fprintf(stderr, "subkv-bench gpu refresh: no memory for the selection check\n");
+    for (size_t j = 0; !rc && j<njobs; j += njobs - 1> 0 ? njobs - 1 : 1) {
+        size_t got = 0;
+        rc = fail(skv_cuda_download(p, b->pool + j * n, n * sizeof(float), &err), &err,
+                  "download pooled") ||
+             fail(skv_rkv_topk(p, n, k, idx, sc, &got, &err), &err, "host top-k");
+        if (!rc && (got != k || memcmp(idx, hidx + j * k, k * sizeof(uint32_t)) != 0 ||
+                    memcmp(sc, hsc + j * k, k * sizeof(float)) != 0)) {
+            fprintf(stderr,
+                    "subkv-bench gpu refresh: job %zu: the device top-%zu of %zu differs "
+                    "from the CPU's\n",
+                    j, k, n);
+            rc = 1;
+        }
+    }
+    free(p), free(sc), free(idx);
+    return rc;
+}
+
 /* The worker's full step with the device selection (medians over FULL_ITERS + 1 warm-up):
  * out[0] the GPU part (attend, pool, top-K + gather, downloads of the selections, sync),
  * out[1] the host copies taking them, out[2] the total. */
@@ -247,7 +274,7 @@ static int time_full_device(skv_cuda_ctx *ctx, const rkv_bufs *b, skv_cuda_job *
     }
     out[0] = median(g, FULL_ITERS), out[1] = median(ins, FULL_ITERS);
     out[2] = median(tot, FULL_ITERS);
-    return 0;
+    return check_selection(b, hidx, hsc, njobs, n, k);
 }
 
 int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
