@@ -74,7 +74,8 @@ typedef struct skv_gpu_item {
     float *out;
     /* refreshkv full step on the device (set by skv_gpu_refresh_begin; zero otherwise): the
      * job over the full-store mirror with its score output (q and out filled in at launch),
-     * the device pooled scores, and where they are downloaded */
+     * the device pooled scores, and where they are downloaded (with the CPU selection only:
+     * skv_gpu_refresh_cpu_select) */
     int full;
     skv_cuda_job job;
     float *dpool, *hpool;
