@@ -325,7 +325,7 @@ FUZZ_SEEDS   := $(FUZZ_DIR)/fuzz-seeds
 FUZZ_LIB_SRC := $(CACHE_SRC) $(PROTO_SRC) worker/sketch_table.c worker/table_ckpt.c \
                 worker/gpu_attend.c worker/gpu_refresh.c tools/trace.c tools/synth.c tools/bpe.c \
                 tools/bpe_encode.c cuda/attend_cpu.c cuda/backend.c cuda/backend_cpu.c cuda/dsub.c \
-                cuda/subgen_dev_cpu.c cuda/rkv_pool_cpu.c \
+                cuda/subgen_dev_cpu.c cuda/rkv_pool_cpu.c cuda/rkv_topk_cpu.c \
                 tools/gguf.c tools/gguf_meta.c \
                 tools/gguf_quant.c tools/gguf_build.c
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_OBJDIR)/%.o,$(FUZZ_LIB_SRC)) $(FUZZ_OBJDIR)/gen/subkv.pb-c.o

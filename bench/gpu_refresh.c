@@ -16,10 +16,19 @@
  *                           holding n tokens: top-K of n, K rows copied),
  *                 upload_ms the new partial caches (B x 8 x K rows of keys and values) to
  *                           the device from pinned memory;
+ *               (the CPU-selection path, kept for comparison: skv_gpu_refresh_cpu_select);
+ *   dfull_ms    the worker's full step with the selection on the device (its default),
+ *               wall clock, median of 5:
+ *                 dgpu_ms   attend with scores + pool + top-K and gather of the new partial
+ *                           caches into their device rows (skv_cuda_rkv_topk) + download of
+ *                           the K tokens and scores per job + sync,
+ *                 inst_ms   the host copies taking those selections (skv_rkv_apply_indices:
+ *                           K rows copied per job); no upload;
  *   mean_f      the mean step time at a full-step fraction f of 5%, 10%, 20%:
- *               f full_ms + (1 - f) partial_ms, its speed-up over exact (x, > 1 is faster),
- *               and the bytes it reads per step as a fraction of exact's (f + (1 - f) K/n):
- *               the paper's equal-time comparison on this device.
+ *               f dfull_ms + (1 - f) partial_ms, its speed-up over exact (x, > 1 is faster),
+ *               the same speed-up with the CPU-selection full_ms (xc), and the bytes it reads
+ *               per step as a fraction of exact's (f + (1 - f) K/n): the paper's equal-time
+ *               comparison on this device.
  * Keys, values and queries are device-side random fills (the timing does not depend on them).
  */
 #include <stdio.h>
@@ -94,14 +103,16 @@ static skv_sketch *host_sketch(size_t n, size_t k) {
 typedef struct rkv_bufs {
     void *K, *V, *pk; /* device: jobs x n rows each; the partial caches' upload target */
     float *q, *out, *s, *pool;
-    float *hpool; /* pinned: jobs x n pooled scores */
-    void *hpc;    /* pinned: one job's partial cache (keys then values), the upload source */
+    float *hpool;   /* pinned: jobs x n pooled scores */
+    void *hpc;      /* pinned: one job's partial cache (keys then values), the upload source */
+    uint32_t *sel;  /* device: jobs x kmax selected tokens, then jobs x kmax scores */
+    uint32_t *hsel; /* pinned: the same, downloaded */
 } rkv_bufs;
 
 static void bufs_free(rkv_bufs *b) {
     skv_cuda_free(b->K), skv_cuda_free(b->V), skv_cuda_free(b->pk), skv_cuda_free(b->q);
-    skv_cuda_free(b->out), skv_cuda_free(b->s), skv_cuda_free(b->pool);
-    skv_cuda_host_free(b->hpool), skv_cuda_host_free(b->hpc);
+    skv_cuda_free(b->out), skv_cuda_free(b->s), skv_cuda_free(b->pool), skv_cuda_free(b->sel);
+    skv_cuda_host_free(b->hpool), skv_cuda_host_free(b->hpc), skv_cuda_host_free(b->hsel);
     memset(b, 0, sizeof *b);
 }
 
@@ -116,7 +127,9 @@ static int bufs_alloc(rkv_bufs *b, size_t jobs, size_t n, size_t kmax) {
         skv_cuda_malloc((void **)&b->s, jobs * GQ * n * 4, &err) != SKV_OK ||
         skv_cuda_malloc((void **)&b->pool, jobs * n * 4, &err) != SKV_OK ||
         skv_cuda_host_alloc((void **)&b->hpool, jobs * n * 4, &err) != SKV_OK ||
-        skv_cuda_host_alloc(&b->hpc, kmax * ROW * 2, &err) != SKV_OK) {
+        skv_cuda_host_alloc(&b->hpc, kmax * ROW * 2, &err) != SKV_OK ||
+        skv_cuda_malloc((void **)&b->sel, jobs * kmax * 8, &err) != SKV_OK ||
+        skv_cuda_host_alloc((void **)&b->hsel, jobs * kmax * 8, &err) != SKV_OK) {
         bufs_free(b);
         return 1;
     }
@@ -186,6 +199,84 @@ static int time_full(skv_cuda_ctx *ctx, const rkv_bufs *b, skv_cuda_job *jobs,
     return 0;
 }
 
+/* The figures count only if the device selected what the CPU would: the first and the last
+ * job's tokens and scores against skv_rkv_topk of their pooled scores (still on the device). */
+static int check_selection(const rkv_bufs *b, const uint32_t *hidx, const float *hsc, size_t njobs,
+                           size_t n, size_t k) {
+    float *p = malloc(n * sizeof(float)), *sc = malloc(k * sizeof(float));
+    uint32_t *idx = malloc(k * sizeof(uint32_t));
+    skv_err err;
+    int rc = !p || !sc || !idx;
+    if (rc) fprintf(stderr, "subkv-bench gpu refresh: no memory for the selection check\n");
+    for (size_t j = 0; !rc && j<njobs; j += njobs - 1> 0 ? njobs - 1 : 1) {
+        size_t got = 0;
+        rc = fail(skv_cuda_download(p, b->pool + j * n, n * sizeof(float), &err), &err,
+                  "download pooled") ||
+             fail(skv_rkv_topk(p, n, k, idx, sc, &got, &err), &err, "host top-k");
+        if (!rc && (got != k || memcmp(idx, hidx + j * k, k * sizeof(uint32_t)) != 0 ||
+                    memcmp(sc, hsc + j * k, k * sizeof(float)) != 0)) {
+            fprintf(stderr,
+                    "subkv-bench gpu refresh: job %zu: the device top-%zu of %zu differs "
+                    "from the CPU's\n",
+                    j, k, n);
+            rc = 1;
+        }
+    }
+    free(p), free(sc), free(idx);
+    return rc;
+}
+
+/* The worker's full step with the device selection (medians over FULL_ITERS + 1 warm-up):
+ * out[0] the GPU part (attend, pool, top-K + gather, downloads of the selections, sync),
+ * out[1] the host copies taking them, out[2] the total. */
+static int time_full_device(skv_cuda_ctx *ctx, const rkv_bufs *b, skv_cuda_job *jobs,
+                            skv_cuda_pool_job *pj, skv_cuda_topk_job *tj, size_t njobs, size_t n,
+                            size_t k, skv_sketch *host, const float *hq, double out[3]) {
+    skv_err err;
+    make_jobs(jobs, b, njobs, n, n, 1);
+    uint32_t *didx = b->sel, *hidx = b->hsel;
+    float *dsc = (float *)(b->sel + njobs * k), *hsc = (float *)(b->hsel + njobs * k);
+    for (size_t j = 0; j < njobs; j++) {
+        pj[j] = (skv_cuda_pool_job){
+            .s = jobs[j].s, .part = jobs[j].out, .pooled = b->pool + j * n, .n = n, .pool = 7};
+        tj[j] = (skv_cuda_topk_job){.pooled = b->pool + j * n,
+                                    .n = n,
+                                    .k = (uint32_t)k,
+                                    .row_bytes = ROW,
+                                    .idx = didx + j * k,
+                                    .score = dsc + j * k,
+                                    .fk = jobs[j].k,
+                                    .fv = jobs[j].v,
+                                    .pk = (char *)b->pk + j * k * ROW * 2,
+                                    .pv = (char *)b->pk + j * k * ROW * 2 + k * ROW};
+    }
+    double g[FULL_ITERS], ins[FULL_ITERS], tot[FULL_ITERS];
+    for (int it = -1; it < FULL_ITERS; it++) {
+        const double t0 = now_ms();
+        if (fail(skv_cuda_attend(ctx, jobs, (int)njobs, HD, GQ, SKV_DTYPE_F16, 0, &err), &err,
+                 "attend") ||
+            fail(skv_cuda_rkv_pool(ctx, pj, (int)njobs, HD, GQ, &err), &err, "pool") ||
+            fail(skv_cuda_rkv_topk(ctx, tj, (int)njobs, &err), &err, "top-k") ||
+            fail(skv_cuda_download_async(ctx, hidx, didx, njobs * k * 4, &err), &err,
+                 "download tokens") ||
+            fail(skv_cuda_download_async(ctx, hsc, dsc, njobs * k * 4, &err), &err,
+                 "download scores") ||
+            fail(skv_cuda_sync(ctx, &err), &err, "sync"))
+            return 1;
+        const double t1 = now_ms();
+        for (size_t j = 0; j < njobs; j++)
+            if (fail(skv_rkv_apply_indices(host, hq, GQ, hidx + j * k, hsc + j * k, k, &err), &err,
+                     "install"))
+                return 1;
+        const double t2 = now_ms();
+        if (it < 0) continue;
+        g[it] = t1 - t0, ins[it] = t2 - t1, tot[it] = t2 - t0;
+    }
+    out[0] = median(g, FULL_ITERS), out[1] = median(ins, FULL_ITERS);
+    out[2] = median(tot, FULL_ITERS);
+    return check_selection(b, hidx, hsc, njobs, n, k);
+}
+
 int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
                             int nb, FILE *csv) {
     const double fr[3] = {0.05, 0.10, 0.20};
@@ -193,15 +284,19 @@ int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const
     synth_rng r;
     synth_rng_seed(&r, 29);
     synth_fill_normal(&r, hq, GQ * HD, 1.0f);
-    printf("# refreshkv on the GPU (full_mem=device): partial cache K = n/16, n/8; full step = "
-           "attend with scores + pool + download (gpu) + CPU selection (select) + partial "
-           "cache upload (upload), wall clock, median of %d; mean_f = f full + (1-f) partial, "
-           "x = exact / mean_f, rd = bytes read per step / exact's\n",
+    printf("# refreshkv on the GPU (full_mem=device): partial cache K = n/16, n/8; CPU-selection "
+           "full step = attend with scores + pool + download (gpu) + CPU selection (select) + "
+           "partial cache upload (upload); device-selection full step = attend with scores + "
+           "pool + top-K + gather + download of the selections (dgpu) + host copies "
+           "(inst); wall clock, median of %d; mean_f = f dfull + (1-f) partial, x = exact / "
+           "mean_f, xc = the same with the CPU-selection full, rd = bytes read per step / "
+           "exact's\n",
            FULL_ITERS);
-    printf("# %-8s %5s %4s %9s %9s %9s %8s %9s %9s %9s | %8s %5s %5s | %8s %5s %5s | %8s %5s "
-           "%5s\n",
+    printf("# %-8s %5s %4s %9s %9s %9s %8s %9s %9s %9s %8s %8s %9s | %8s %5s %5s %5s | %8s %5s %5s "
+           "%5s | %8s %5s %5s %5s\n",
            "context", "batch", "K", "exact_ms", "part_ms", "attn_s_ms", "gpu_ms", "select_ms",
-           "upload_ms", "full_ms", "mean5", "x", "rd", "mean10", "x", "rd", "mean20", "x", "rd");
+           "upload_ms", "full_ms", "dgpu_ms", "inst_ms", "dfull_ms", "mean5", "x", "xc", "rd",
+           "mean10", "x", "xc", "rd", "mean20", "x", "xc", "rd");
     for (int i = 0; i < nc; i++) {
         const size_t n = ctxs[i];
         if (n < 16) continue;
@@ -219,9 +314,10 @@ int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const
             }
             skv_cuda_job *jobs = calloc(njobs, sizeof *jobs);
             skv_cuda_pool_job *pj = calloc(njobs, sizeof *pj);
+            skv_cuda_topk_job *tj = calloc(njobs, sizeof *tj);
             skv_err err;
             float exact_ms = 0, attn_s_ms = 0;
-            int rc = !jobs || !pj;
+            int rc = !jobs || !pj || !tj;
             if (!rc) {
                 make_jobs(jobs, &b, njobs, n, n, 0);
                 rc = fail(skv_cuda_time_attend(ctx, jobs, (int)njobs, HD, GQ, SKV_DTYPE_F16, 0, 3,
@@ -237,31 +333,39 @@ int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const
             for (int v = 0; v < 2 && !rc; v++) {
                 const size_t k = n / (v ? 8 : 16);
                 float part_ms = 0;
-                double full[4];
+                double full[4], dfull[3];
                 make_jobs(jobs, &b, njobs, n, k, 0);
                 rc = fail(skv_cuda_time_attend(ctx, jobs, (int)njobs, HD, GQ, SKV_DTYPE_F16, 0, 3,
                                                20, &part_ms, &err),
                           &err, "partial") ||
-                     time_full(ctx, &b, jobs, pj, njobs, n, k, host[v], hq, full);
+                     time_full(ctx, &b, jobs, pj, njobs, n, k, host[v], hq, full) ||
+                     time_full_device(ctx, &b, jobs, pj, tj, njobs, n, k, host[v], hq, dfull);
                 if (rc) break;
-                printf("  %-8zu %5zu %4s %9.4f %9.4f %9.4f %8.3f %9.3f %9.3f %9.3f", n, batches[j],
-                       v ? "n/8" : "n/16", exact_ms, part_ms, attn_s_ms, full[0], full[1], full[2],
-                       full[3]);
+                printf("  %-8zu %5zu %4s %9.4f %9.4f %9.4f %8.3f %9.3f %9.3f %9.3f %8.3f %8.3f "
+                       "%9.3f",
+                       n, batches[j], v ? "n/8" : "n/16", exact_ms, part_ms, attn_s_ms, full[0],
+                       full[1], full[2], full[3], dfull[0], dfull[1], dfull[2]);
                 if (csv)
-                    fprintf(csv, "refresh,%zu,%zu,%zu,%.5f,%.5f,%.5f,%.4f,%.4f,%.4f,%.4f", n,
-                            batches[j], k, exact_ms, part_ms, attn_s_ms, full[0], full[1], full[2],
-                            full[3]);
+                    fprintf(csv,
+                            "refresh,%zu,%zu,%zu,%.5f,%.5f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,"
+                            "%.4f",
+                            n, batches[j], k, exact_ms, part_ms, attn_s_ms, full[0], full[1],
+                            full[2], full[3], dfull[0], dfull[1], dfull[2]);
                 for (int f = 0; f < 3; f++) {
-                    const double mean = fr[f] * full[3] + (1 - fr[f]) * part_ms;
+                    const double mean = fr[f] * dfull[2] + (1 - fr[f]) * part_ms;
+                    const double meanc = fr[f] * full[3] + (1 - fr[f]) * part_ms;
                     const double rd = fr[f] + (1 - fr[f]) * (double)k / (double)n;
-                    printf(" | %8.3f %5.2f %5.3f", mean, exact_ms / mean, rd);
-                    if (csv) fprintf(csv, ",%.4f,%.4f,%.4f", mean, exact_ms / mean, rd);
+                    printf(" | %8.3f %5.2f %5.2f %5.3f", mean, exact_ms / mean, exact_ms / meanc,
+                           rd);
+                    if (csv)
+                        fprintf(csv, ",%.4f,%.4f,%.4f,%.4f", mean, exact_ms / mean,
+                                exact_ms / meanc, rd);
                 }
                 printf("\n");
                 if (csv) fprintf(csv, "\n");
                 fflush(stdout);
             }
-            free(jobs), free(pj);
+            free(jobs), free(pj), free(tj);
             bufs_free(&b);
             if (rc) {
                 skv_sketch_destroy(host[0]), skv_sketch_destroy(host[1]);

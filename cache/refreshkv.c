@@ -8,7 +8,8 @@
  *    like the exact cache; bounded only by max_tokens. With it, the scratch of a full step
  *    (two floats per token). With full_mem = device a GPU worker also keeps an append-only
  *    device mirror of it and runs full steps there (worker/gpu_refresh.c, through
- *    skv_rkv_plan / skv_rkv_apply); this host store stays the authoritative copy.
+ *    skv_rkv_plan / skv_rkv_apply_indices: the top-K too runs on the device); this host store
+ *    stays the authoritative copy.
  *  - partial cache (device side): K = partial_tokens rows kept in ascending score order, as
  *    a ring (logical row i is physical (head + i) mod K, so logical 0 is the lowest score).
  *  - queue (device side): tokens appended since the last flush, at most S = stride; it is

@@ -7,6 +7,8 @@
  */
 #include "refreshkv_impl.h"
 
+#include <stdlib.h>
+
 void rkv_full_free(skv_sketch *s, rkv_impl *im) {
     skv_sketch_rows_free(s, &im->fk);
     skv_sketch_rows_free(s, &im->fv);
@@ -211,6 +213,79 @@ subkv_status skv_rkv_apply(skv_sketch *s, const float *Q, int g, const float *po
                              im->nfull, im->nq);
     rkv_select(im, pooled);
     rkv_full_done(s, im, Q, g, (uint64_t)n * 2);
+    return SKV_OK;
+}
+
+/* The selection's key: descending key order is descending (score, position), so the later
+ * token wins a tie as in rkv_select. Scores are compared as floats (rkv_select's doubles hold
+ * them exactly): the sign-magnitude bits flipped into an unsigned order, -0 taken as +0. */
+static uint64_t rkv_key(float score, uint32_t pos) {
+    uint32_t b;
+    memcpy(&b, &score, sizeof b);
+    if (b == 0x80000000u) b = 0;
+    b = (b & 0x80000000u) ? ~b : b | 0x80000000u;
+    return (uint64_t)b << 32 | pos;
+}
+
+static int rkv_key_cmp(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+subkv_status skv_rkv_topk(const float *pooled, size_t n, size_t k, uint32_t *idx, float *score,
+                          size_t *got, skv_err *err) {
+    if (n > UINT32_MAX)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "top-k of %zu scores (at most 2^32 - 1)", n);
+    for (size_t i = 0; i < n; i++)
+        if (isnan(pooled[i]))
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "top-k: score %zu is NaN", i);
+    uint64_t *key = malloc((n ? n : 1) * sizeof *key);
+    if (!key) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for %zu top-k keys", n);
+    for (size_t i = 0; i < n; i++) key[i] = rkv_key(pooled[i], (uint32_t)i);
+    qsort(key, n, sizeof *key, rkv_key_cmp);
+    const size_t m = k < n ? k : n;
+    for (size_t i = 0; i < m; i++) { /* the last m keys, ascending */
+        idx[i] = (uint32_t)key[n - m + i];
+        score[i] = pooled[idx[i]];
+    }
+    *got = m;
+    free(key);
+    return SKV_OK;
+}
+
+subkv_status skv_rkv_apply_indices(skv_sketch *s, const float *Q, int g, const uint32_t *idx,
+                                   const float *score, size_t k, skv_err *err) {
+    if (!s || s->cfg.policy != SKV_POLICY_REFRESHKV || s->cfg.full_store != SKV_FULL_EXACT)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "apply needs a refreshkv exact store");
+    rkv_impl *im = s->impl;
+    const size_t want = im->nfull < im->pcap ? im->nfull : im->pcap;
+    if (im->nq || k != want || (k && (!idx || !score)))
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "apply of a selection of %zu tokens where %zu are due (%zu rows, "
+                             "%zu queued)",
+                             k, want, im->nfull, im->nq);
+    /* checked whole before anything changes: positions in the store, strictly ascending keys
+     * (so distinct tokens in the partial cache's order) */
+    for (size_t i = 0; i < k; i++) {
+        if (idx[i] >= im->nfull || isnan(score[i]))
+            return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                                 "selection entry %zu: token %u, score %g (store of %zu rows)", i,
+                                 idx[i], (double)score[i], im->nfull);
+        if (i && rkv_key(score[i], idx[i]) <= rkv_key(score[i - 1], idx[i - 1]))
+            return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                                 "selection entry %zu is not above entry %zu in (score, token)", i,
+                                 i - 1);
+    }
+    for (size_t i = 0; i < k; i++) {
+        im->pscore[i] = (double)score[i]; /* what rkv_select keeps of pooled[idx[i]] */
+        im->ppos[i] = idx[i];
+        skv_rows_copy(&im->pk, i, &im->fk, idx[i]);
+        skv_rows_copy(&im->pv, i, &im->fv, idx[i]);
+    }
+    im->pn = k;
+    im->phead = 0;
+    im->layout++;
+    rkv_full_done(s, im, Q, g, (uint64_t)im->nfull * 2);
     return SKV_OK;
 }
 

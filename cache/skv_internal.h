@@ -280,7 +280,9 @@ subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
 
 /* ---- refreshkv's attend in parts (cache/refreshkv.c, refreshkv_full.c) ---------------------
  * For a worker that runs the full step's attention and token scores on a GPU (worker/
- * gpu_refresh.c); the decision and the selection stay here, on the CPU. */
+ * gpu_refresh.c); the decision stays here, on the CPU, and so does the selection's
+ * authoritative copy: from the scores (skv_rkv_apply) or from the device's own top-K
+ * (skv_rkv_apply_indices). */
 
 /* Decide the attend of Q[g][d] (validated, unscaled). *full = 0: a partial step, counted now
  * (attend the partial cache: skv_sketch_entries / the segments). *full = 1: a full step is
@@ -301,6 +303,20 @@ void skv_rkv_full_rows(const skv_sketch *s, const skv_rows **k, const skv_rows *
  * SKV_ERR_INVALID_ARG for another policy or store, or n not the store's rows. */
 subkv_status skv_rkv_apply(skv_sketch *s, const float *Q, int g, const float *pooled, size_t n,
                            skv_err *err);
+/* skv_rkv_apply with the selection made elsewhere (a GPU's top-K): idx[k], score[k] are the
+ * selected tokens and their pooled scores in the partial cache's order, ascending by (score,
+ * token), k = min(partial_tokens, the store's rows). Copies the rows from the host full store
+ * and leaves the sketch exactly as skv_rkv_apply(pooled) would when idx, score are the top k
+ * of pooled (skv_rkv_topk). SKV_ERR_INVALID_ARG, changing nothing, for another policy or
+ * store, a wrong k, a token outside the store, a NaN score or entries not strictly ascending. */
+subkv_status skv_rkv_apply_indices(skv_sketch *s, const float *Q, int g, const uint32_t *idx,
+                                   const float *score, size_t k, skv_err *err);
+/* The host reference of that selection: the *got = min(k, n) best of pooled[n] by (score,
+ * token) descending — the later token wins a tie, -0 equals +0 — written ascending into idx,
+ * score (room for min(k, n) each). O(n log n): tests and benchmarks. SKV_ERR_INVALID_ARG for
+ * a NaN score or n >= 2^32, SKV_ERR_NOMEM. */
+subkv_status skv_rkv_topk(const float *pooled, size_t n, size_t k, uint32_t *idx, float *score,
+                          size_t *got, skv_err *err);
 /* pooled[t] = max of prob[j] over |j - t| <= pool / 2 (pool odd), j in [0, n). */
 void skv_rkv_maxpool(const float *prob, size_t n, int pool, float *pooled);
 /* The pooled scores of the last CPU full step (an exact store's rows [0, *n)): tests. */

@@ -54,6 +54,21 @@ typedef struct skv_cuda_pool_job {
     int pool;
 } skv_cuda_pool_job;
 
+/* One refreshkv top-K selection and partial-cache rebuild (skv_cuda_rkv_topk). pooled = n
+ * token scores (device, n < 2^32); the m = min(k, n) best by (score, token) descending (the
+ * later token wins a tie, -0 = +0; a NaN ranks lowest) go out ascending: idx[m] their tokens,
+ * score[m] (or NULL) their scores. With fk (then fv, pk, pv too): row i of pk, pv = row idx[i]
+ * of fk, fv (row_bytes each: the partial cache rebuilt from the full store's mirror). */
+typedef struct skv_cuda_topk_job {
+    const float *pooled;
+    uint64_t n;
+    uint32_t k, row_bytes;
+    uint32_t *idx;
+    float *score;
+    const void *fk, *fv;
+    void *pk, *pv;
+} skv_cuda_topk_job;
+
 /* A context on the current device: a stream and scratch that grows once and is reused. */
 subkv_status skv_cuda_ctx_create(skv_cuda_ctx **out, skv_err *err);
 void skv_cuda_ctx_destroy(skv_cuda_ctx *c);
@@ -75,6 +90,18 @@ subkv_status skv_cuda_sync(skv_cuda_ctx *c, skv_err *err);
  */
 subkv_status skv_cuda_rkv_pool(skv_cuda_ctx *c, const skv_cuda_pool_job *jobs, int njobs, int d,
                                int g, skv_err *err);
+
+/*
+ * Enqueue the top-K selections of jobs[njobs] (host array) on the context's stream: a radix
+ * select on the 64-bit keys (score bits, token) — one histogram pass per byte, stopping
+ * early once the boundary bucket is taken whole — a compaction of the m keys at or above the
+ * boundary, a segmented sort of them (CUB) and the gather. Device scratch comes from the
+ * context's pool, released stream-ordered. Exactly skv_rkv_topk's selection and order
+ * (cache/skv_internal.h). SKV_ERR_INVALID_ARG for a bad job (NULL buffer, n >= 2^32, row_bytes
+ * 0 with a gather), SKV_ERR_NOMEM, SKV_ERR_DEVICE.
+ */
+subkv_status skv_cuda_rkv_topk(skv_cuda_ctx *c, const skv_cuda_topk_job *jobs, int njobs,
+                               skv_err *err);
 
 /* Median milliseconds of `iters` back-to-back skv_cuda_attend calls (device events), after
  * `warmup` untimed ones. */

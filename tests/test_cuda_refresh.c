@@ -9,7 +9,8 @@
  *     tokens whose CPU scores tie the K-th within 1e-3 (swapping those changes nothing real);
  *   - through the worker's GPU path (worker/gpu_refresh.h + skv_gpu_finish, no MPI): threshold
  *     1, stride 1 equals exact attention; stride 3 (full and partial steps in one request,
- *     beside an exact sketch) follows a CPU twin.
+ *     beside an exact sketch) follows a CPU twin — with the device top-K and gather (the
+ *     partial steps read the gathered ring mirror, no upload) and with the CPU selection.
  * Without a GPU every test is skipped with the reason printed.
  */
 #include <setjmp.h>
@@ -218,14 +219,15 @@ static void test_rkv_gpu_full_step_matches_cpu(void **state) {
 
 enum { WD = 128, WG = 4, WPRE = 3000, WSTEPS = 14, WN = 3 };
 
-static void test_rkv_gpu_worker_path(void **state) {
-    (void)state;
-    NEED_GPU();
+/* cpu_select 0: the device top-K, the partial cache gathered into its mirror on the device
+ * (partial steps then read it without an upload); 1: the older CPU selection. */
+static void worker_path_run(int cpu_select, const char *name) {
     synth_rng r;
-    tu_rng_for(&r, __func__);
+    tu_rng_for(&r, name);
     skv_gpu gpu;
     skv_err err;
     TU_OK(skv_gpu_init(&gpu, 0, &err), &err);
+    TU_OK(skv_gpu_refresh_cpu_select(&gpu, cpu_select, &err), &err);
     skv_table table;
     skv_table_init(&table);
     /* 0: refreshkv stride 1 threshold 1 (every attend a full step); 1: stride 3; 2: exact */
@@ -334,13 +336,20 @@ static void test_rkv_gpu_worker_path(void **state) {
     size_t nf = 0;
     skv_rkv_full_rows(skv_table_find(&table, &keys[0]), &fk, &fv, &nf);
     assert_int_equal(nf, at);
-    printf("# worker path: stride-1 refreshkv = exact, stride-3 follows its CPU twin (%llu of "
+    printf("# %s: stride-1 refreshkv = exact, stride-3 follows its CPU twin (%llu of "
            "%llu steps full); worst rel err %.2e; %zu near-tie swaps\n",
-           (unsigned long long)a.full_steps, (unsigned long long)a.attends, worst, swapped);
+           name, (unsigned long long)a.full_steps, (unsigned long long)a.attends, worst, swapped);
     skv_table_free(&table); /* its mirrors live in the GPU context: before skv_gpu_fini */
     skv_gpu_fini(&gpu);
     for (int i = 0; i < WN; i++) skv_sketch_destroy(ref[i]);
     free(K), free(V), free(Q), free(out), free(want), free(got), free(scores1);
+}
+
+static void test_rkv_gpu_worker_path(void **state) {
+    (void)state;
+    NEED_GPU();
+    worker_path_run(0, "worker path, device top-K");
+    worker_path_run(1, "worker path, CPU selection");
 }
 
 int main(void) {

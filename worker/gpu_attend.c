@@ -163,6 +163,16 @@ static subkv_status upload_rows(skv_gpu *g, skv_mirror *m, const skv_rows *k, co
                         err);
 }
 
+/* The ring mirror's rows: once, the ring's fixed capacity. */
+static subkv_status ring_room(skv_gpu *g, skv_mirror *m, size_t pcap, size_t rb, skv_err *err) {
+    if (m->cap >= pcap) return SKV_OK;
+    m->ring_ok = 0;
+    SKV_CHECK(dev_grow(g->ctx, &m->k, 0, pcap * rb, err));
+    SKV_CHECK(dev_grow(g->ctx, &m->v, 0, pcap * rb, err));
+    m->cap = pcap;
+    return SKV_OK;
+}
+
 /*
  * refreshkv's partial cache, mirrored in its ring's physical order (attention over a set of
  * rows does not depend on their order): after partial steps only the rows pushed since the
@@ -175,12 +185,7 @@ static subkv_status mirror_ring(skv_gpu *g, skv_table_entry *te, skv_err *err) {
     skv_rkv_ring(te->sketch, &r);
     const skv_config *c = skv_sketch_config(te->sketch);
     const size_t rb = (size_t)c->head_dim * skv_dtype_size(c->dtype);
-    if (m->cap < r.pcap) { /* once: the ring's fixed capacity */
-        SKV_CHECK(dev_grow(g->ctx, &m->k, 0, r.pcap * rb, err));
-        SKV_CHECK(dev_grow(g->ctx, &m->v, 0, r.pcap * rb, err));
-        m->cap = r.pcap;
-        m->ring_ok = 0;
-    }
+    SKV_CHECK(ring_room(g, m, r.pcap, rb, err));
     const uint64_t delta = r.pushes - m->pushes;
     if (!m->ring_ok || m->layout != r.layout || delta >= r.pcap) {
         SKV_CHECK(upload_rows(g, m, r.k, r.v, 0, r.pn, rb, err));
@@ -345,6 +350,30 @@ subkv_status skv_gpu_mirror_full(skv_gpu *g, skv_table_entry *te, struct skv_rkv
     SKV_CHECK(mirror_get(g, te, err));
     *slot = &te->mirror->full;
     return SKV_OK;
+}
+
+subkv_status skv_gpu_ring_target(skv_gpu *g, skv_table_entry *te, void **k, void **v,
+                                 skv_err *err) {
+    SKV_CHECK(mirror_get(g, te, err));
+    skv_mirror *m = te->mirror;
+    skv_rkv_ring_view r;
+    skv_rkv_ring(te->sketch, &r);
+    const skv_config *c = skv_sketch_config(te->sketch);
+    SKV_CHECK(ring_room(g, m, r.pcap, (size_t)c->head_dim * skv_dtype_size(c->dtype), err));
+    m->ring_ok = 0; /* being rewritten: a full upload next, unless skv_gpu_ring_current */
+    *k = m->k;
+    *v = m->v;
+    return SKV_OK;
+}
+
+void skv_gpu_ring_current(skv_table_entry *te) {
+    skv_mirror *m = te->mirror;
+    skv_rkv_ring_view r;
+    skv_rkv_ring(te->sketch, &r);
+    m->n = r.pn;
+    m->pushes = r.pushes;
+    m->layout = r.layout;
+    m->ring_ok = 1;
 }
 
 subkv_status skv_gpu_pull(skv_gpu *g, skv_table_entry *te, skv_err *err) {

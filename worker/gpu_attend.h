@@ -74,7 +74,8 @@ typedef struct skv_gpu_item {
     float *out;
     /* refreshkv full step on the device (set by skv_gpu_refresh_begin; zero otherwise): the
      * job over the full-store mirror with its score output (q and out filled in at launch),
-     * the device pooled scores, and where they are downloaded */
+     * the device pooled scores, and where they are downloaded (with the CPU selection only:
+     * skv_gpu_refresh_cpu_select) */
     int full;
     skv_cuda_job job;
     float *dpool, *hpool;
@@ -106,6 +107,13 @@ subkv_status skv_gpu_stage_upload(skv_gpu *g, void *dst, const void *host, size_
 subkv_status skv_gpu_dev_grow(skv_cuda_ctx *c, void **p, size_t keep, size_t bytes, skv_err *err);
 subkv_status skv_gpu_mirror_full(skv_gpu *g, skv_table_entry *te, struct skv_rkv_mirror ***slot,
                                  skv_err *err);
+
+/* For gpu_refresh.c's device-side re-selection: the device rows (pcap each) of te's partial-
+ * cache mirror, marked stale (a full upload at the next partial step) until
+ * skv_gpu_ring_current says they hold the sketch's ring as it is now (after a selection:
+ * physical row i = logical row i). */
+subkv_status skv_gpu_ring_target(skv_gpu *g, skv_table_entry *te, void **k, void **v, skv_err *err);
+void skv_gpu_ring_current(skv_table_entry *te);
 
 /* Device bytes the pool holds reserved. */
 size_t skv_gpu_reserved(const skv_gpu *g);

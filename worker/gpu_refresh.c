@@ -20,6 +20,14 @@ struct skv_rkv_gpu {
     size_t host_cap;
     skv_cuda_pool_job *pj;
     size_t pj_cap;
+    /* the selection on the device (the default): its jobs, and the downloaded tokens and
+     * scores of this request's full steps (pinned), min(K, n) per full step in item order */
+    skv_cuda_topk_job *tj;
+    size_t tj_cap;
+    uint32_t *hidx;
+    float *hsc;
+    size_t sel_cap;
+    int cpu_select; /* skv_gpu_refresh_cpu_select: download pooled, select on the CPU */
 };
 
 void skv_rkv_mirror_free(skv_cuda_ctx *c, skv_rkv_mirror *f) {
@@ -108,6 +116,83 @@ subkv_status skv_gpu_refresh_begin(skv_gpu *g, skv_gpu_item *it, int group, skv_
     return SKV_OK;
 }
 
+subkv_status skv_gpu_refresh_cpu_select(skv_gpu *g, int on, skv_err *err) {
+    SKV_CHECK(rkv_state(g, err));
+    g->rkv->cpu_select = on;
+    return SKV_OK;
+}
+
+/* The tokens a full step of item it selects: min(K, its store's rows). */
+static size_t sel_count(const skv_gpu_item *it) {
+    skv_rkv_ring_view v;
+    skv_rkv_ring(it->entry->sketch, &v);
+    return it->job.n < v.pcap ? (size_t)it->job.n : v.pcap;
+}
+
+/* Grow a pinned host buffer (nothing queued reads or writes it: the last request synced). */
+static subkv_status host_grow(void **p, size_t *cap, size_t need, size_t elem, skv_err *err) {
+    if (need <= *cap) return SKV_OK;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need) c *= 2;
+    void *q = NULL;
+    SKV_CHECK(skv_cuda_host_alloc(&q, c * elem, err));
+    skv_cuda_host_free(*p);
+    *p = q;
+    *cap = c;
+    return SKV_OK;
+}
+
+/* The device selection: top K of each full step's pooled scores, the partial-cache mirror
+ * gathered from the full-store mirror, and the K tokens and scores downloaded for the host's
+ * copy (skv_gpu_refresh_apply). */
+static subkv_status select_launch(skv_gpu *g, skv_gpu_item *items, size_t n, size_t nj,
+                                  skv_err *err) {
+    struct skv_rkv_gpu *r = g->rkv;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].full) total += sel_count(&items[i]);
+    size_t cap = r->sel_cap;
+    SKV_CHECK(host_grow((void **)&r->hidx, &cap, total, sizeof(uint32_t), err));
+    cap = r->sel_cap;
+    SKV_CHECK(host_grow((void **)&r->hsc, &cap, total, sizeof(float), err));
+    r->sel_cap = cap;
+    SKV_CHECK(skv_grow((void **)&r->tj, &r->tj_cap, nj, sizeof *r->tj, err));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        skv_gpu_item *it = &items[i];
+        if (!it->full) continue;
+        const size_t m = sel_count(it);
+        const skv_config *c = skv_sketch_config(it->entry->sketch);
+        void *pk = NULL, *pv = NULL;
+        SKV_CHECK(skv_gpu_ring_target(g, it->entry, &pk, &pv, err));
+        float *sel = NULL; /* m tokens then m scores */
+        SKV_CHECK(scratch_alloc(g, 2 * m * sizeof(float), &sel, err));
+        r->tj[k++] = (skv_cuda_topk_job){
+            .pooled = it->dpool,
+            .n = it->job.n,
+            .k = (uint32_t)m,
+            .row_bytes = (uint32_t)((size_t)c->head_dim * skv_dtype_size(c->dtype)),
+            .idx = (uint32_t *)sel,
+            .score = sel + m,
+            .fk = it->job.k,
+            .fv = it->job.v,
+            .pk = pk,
+            .pv = pv};
+    }
+    SKV_CHECK(skv_cuda_rkv_topk(g->ctx, r->tj, (int)nj, err));
+    size_t at = 0;
+    for (size_t i = 0; i < nj; i++) {
+        const skv_cuda_topk_job *t = &r->tj[i];
+        if (!t->k) continue;
+        SKV_CHECK(
+            skv_cuda_download_async(g->ctx, r->hidx + at, t->idx, t->k * sizeof(uint32_t), err));
+        SKV_CHECK(
+            skv_cuda_download_async(g->ctx, r->hsc + at, t->score, t->k * sizeof(float), err));
+        at += t->k;
+    }
+    return SKV_OK;
+}
+
 subkv_status skv_gpu_refresh_launch(skv_gpu *g, skv_gpu_item *items, size_t n, int d, int group,
                                     const float *dout, size_t on, skv_err *err) {
     size_t total = 0, nj = 0;
@@ -115,7 +200,8 @@ subkv_status skv_gpu_refresh_launch(skv_gpu *g, skv_gpu_item *items, size_t n, i
         if (items[i].full) total += items[i].job.n, nj++;
     if (!nj) return SKV_OK;
     struct skv_rkv_gpu *r = g->rkv; /* made by the begin that set a full item */
-    if (total > r->host_cap) {      /* no download into it is queued: the last request synced */
+    if (r->cpu_select &&
+        total > r->host_cap) { /* nothing queued uses it: the last request synced */
         size_t cap = r->host_cap ? r->host_cap : 4096;
         while (cap < total) cap *= 2;
         void *p = NULL;
@@ -134,10 +220,12 @@ subkv_status skv_gpu_refresh_launch(skv_gpu *g, skv_gpu_item *items, size_t n, i
                                          .pooled = it->dpool,
                                          .n = it->job.n,
                                          .pool = skv_sketch_config(it->entry->sketch)->pool_kernel};
-        it->hpool = r->host ? r->host + at : NULL; /* NULL only when every n is 0 */
+        /* NULL with the device selection, or when every n is 0 */
+        it->hpool = r->cpu_select && r->host ? r->host + at : NULL;
         at += it->job.n;
     }
     SKV_CHECK(skv_cuda_rkv_pool(g->ctx, r->pj, (int)nj, d, group, err));
+    if (!r->cpu_select) return select_launch(g, items, n, nj, err);
     for (size_t i = 0; i < n; i++)
         if (items[i].full && items[i].job.n)
             SKV_CHECK(skv_cuda_download_async(g->ctx, items[i].hpool, items[i].dpool,
@@ -147,7 +235,20 @@ subkv_status skv_gpu_refresh_launch(skv_gpu *g, skv_gpu_item *items, size_t n, i
 
 subkv_status skv_gpu_refresh_apply(skv_gpu *g, skv_gpu_item *items, size_t n, int group,
                                    skv_err *err) {
-    (void)g;
+    if (g->rkv && !g->rkv->cpu_select) {
+        size_t at = 0;
+        for (size_t i = 0; i < n; i++) {
+            skv_gpu_item *it = &items[i];
+            if (!it->full) continue;
+            const size_t m = sel_count(it);
+            SKV_CHECK(skv_rkv_apply_indices(it->entry->sketch, it->q, group,
+                                            m ? g->rkv->hidx + at : NULL,
+                                            m ? g->rkv->hsc + at : NULL, m, err));
+            skv_gpu_ring_current(it->entry); /* the gather left the mirror as the host ring */
+            at += m;
+        }
+        return SKV_OK;
+    }
     for (size_t i = 0; i < n; i++)
         if (items[i].full)
             SKV_CHECK(skv_rkv_apply(items[i].entry->sketch, items[i].q, group, items[i].hpool,
@@ -168,7 +269,10 @@ void skv_gpu_refresh_fini(skv_gpu *g) {
     skv_gpu_refresh_end(g);
     free(r->scratch);
     skv_cuda_host_free(r->host);
+    skv_cuda_host_free(r->hidx);
+    skv_cuda_host_free(r->hsc);
     free(r->pj);
+    free(r->tj);
     free(r);
     g->rkv = NULL;
 }

@@ -7,15 +7,21 @@
  * decision stays on the CPU (skv_rkv_plan). A full step's attention over the mirror runs in
  * the request's one batched attend launch (skv_cuda_attend) beside the partial steps, with
  * its raw scores written as the keys are read (skv_cuda_job.s); then skv_cuda_rkv_pool turns
- * them into pooled token scores, which are downloaded (pinned, asynchronous) and, after the
- * request's one sync, select the new partial cache on the CPU (skv_rkv_apply). The partial
- * cache's own mirror (gpu_attend.c) re-uploads at the next partial step.
+ * them into pooled token scores; skv_cuda_rkv_topk selects the top K of each on the device
+ * and gathers the new partial cache from the full-store mirror straight into the partial
+ * cache's mirror (gpu_attend.c's ring, physical = logical after a selection), and only the K
+ * tokens and their scores are downloaded (pinned, asynchronous): after the request's one sync
+ * the host copy installs that selection (skv_rkv_apply_indices, bit-identical to a CPU
+ * selection) and the ring mirror is marked current, so nothing is uploaded back.
+ * skv_gpu_refresh_cpu_select switches to the older path (benchmarks, tests): the pooled scores
+ * downloaded, the selection on the CPU (skv_rkv_apply), the ring re-uploaded whole.
  *
  * Sequence per request (worker.c's op_tokens, gpu_attend.c's skv_gpu_finish):
  *   skv_gpu_refresh_begin per item  -> the decision; a full step syncs the mirror, fills the
  *                                      item's job and scratch
- *   skv_gpu_refresh_launch          -> after the attend launch: pool kernels + downloads
- *   skv_gpu_refresh_apply           -> after the sync: CPU selection per full step
+ *   skv_gpu_refresh_launch          -> after the attend launch: pool, top-K + gather kernels,
+ *                                      downloads of the selections
+ *   skv_gpu_refresh_apply           -> after the sync: the host copies take the selections
  *   skv_gpu_refresh_end             -> the request's device scratch back to the pool (always)
  */
 #ifndef SUBKV_GPU_REFRESH_H
@@ -41,9 +47,14 @@ subkv_status skv_gpu_refresh_begin(skv_gpu *g, skv_gpu_item *it, int group, skv_
 subkv_status skv_gpu_refresh_launch(skv_gpu *g, skv_gpu_item *items, size_t n, int d, int group,
                                     const float *dout, size_t on, skv_err *err);
 
-/* After the request's sync: each full-step item's selection from its downloaded scores. */
+/* After the request's sync: each full-step item's host copy takes its downloaded selection
+ * (or, with the CPU selection, selects from its downloaded scores). */
 subkv_status skv_gpu_refresh_apply(skv_gpu *g, skv_gpu_item *items, size_t n, int group,
                                    skv_err *err);
+
+/* on = 1: select on the CPU from downloaded pooled scores (the path before the device top-K;
+ * for benchmarks and tests); 0 (the default): on the device. Between requests only. */
+subkv_status skv_gpu_refresh_cpu_select(skv_gpu *g, int on, skv_err *err);
 
 /* Return the request's device scratch to the pool (stream-ordered: safe while queued work
  * still reads it). Call once per request, whether it succeeded or not. */
