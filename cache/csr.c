@@ -321,6 +321,30 @@ subkv_status skv_csr_codes(const skv_sketch *s, const uint16_t **idx, const uint
     return SKV_OK;
 }
 
+subkv_status skv_csr_parts_from(const skv_sketch *s, size_t first, skv_csr_parts *out,
+                                skv_err *err) {
+    if (!s || s->ops != &skv_policy_csr_ops || !s->impl)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "skv_csr_parts_from: not a csr sketch");
+    const csr_impl *im = s->impl;
+    if (first > im->n)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "skv_csr_parts_from: row %zu past the %zu coded rows", first, im->n);
+    const size_t row = 2 * (size_t)im->s;
+    *out = (skv_csr_parts){.sw = &im->sw,
+                           .idx = im->idx ? im->idx + first * row : NULL,
+                           .coef = im->coef ? im->coef + first * row : NULL,
+                           .first = first,
+                           .n = im->n,
+                           .sparsity = im->s,
+                           .atoms = im->atoms,
+                           .group = skv_dict_group_of(s->cfg.dict, s->cfg.layer),
+                           .dk = im->dk,
+                           .dv0 = im->dv[0],
+                           .dv1 = im->dv[1],
+                           .rope_base = s->cfg.rope_base};
+    return SKV_OK;
+}
+
 const skv_policy_ops skv_policy_csr_ops = {
     .id = SKV_POLICY_CSR,
     .resolve = csr_resolve,

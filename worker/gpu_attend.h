@@ -7,7 +7,8 @@
  *     attend of a group size the kernel lacks.
  *   - mirrored: exact and sinkwin stay authoritative on the CPU; a mirror of their entries
  *     lives on the device (an exact cache uploads only the rows appended since the last step;
- *     sinkwin re-uploads its window).
+ *     sinkwin re-uploads its window). csr mirrors its codes and exact rows append-only and
+ *     attends the codes directly (worker/gpu_csr.h).
  * Every device buffer comes from the context's stream-ordered pool (reserved at start-up),
  * uploads are queued from a pinned arena, appends then attends go out as one launch each per
  * request, and the request syncs once at its end. h2o and float32 storage stay on the CPU.
@@ -27,6 +28,7 @@
 
 typedef struct skv_mirror skv_mirror;
 void skv_mirror_free(skv_mirror *m);
+typedef struct skv_gpu_csr skv_gpu_csr; /* worker/gpu_csr.h */
 
 typedef struct skv_gpu {
     skv_cuda_ctx *ctx;
@@ -45,6 +47,8 @@ typedef struct skv_gpu {
     skv_entries e; /* host export of one sketch's entries */
     void *stage;   /* pinned arena the request's uploads are queued from */
     size_t stage_cap, stage_used;
+    skv_gpu_csr *csr; /* csr sketches' dictionaries and coded attends (worker/gpu_csr.c) */
+    int csr_cpu_said; /* the log has said that pre-rotary csr attends on the CPU */
 } skv_gpu;
 
 /* Set up on the current device, reserving `reserve` bytes of device memory for the pool
@@ -52,8 +56,9 @@ typedef struct skv_gpu {
 subkv_status skv_gpu_init(skv_gpu *g, size_t reserve, skv_err *err);
 void skv_gpu_fini(skv_gpu *g);
 
-/* Can the GPU answer g queries of this sketch exactly like the CPU contract requires? */
-int skv_gpu_eligible(const skv_sketch *s, int g);
+/* Can the GPU answer g queries of this sketch exactly like the CPU contract requires?
+ * (gpu: where a csr refusal is logged once; may be NULL.) */
+int skv_gpu_eligible(skv_gpu *gpu, const skv_sketch *s, int g);
 /* Does this sketch keep its state on the GPU (appends go through skv_gpu_append)? */
 int skv_gpu_resident(const skv_sketch *s);
 
@@ -90,5 +95,14 @@ subkv_status skv_gpu_pull(skv_gpu *g, skv_table_entry *te, skv_err *err);
 
 /* Device bytes the pool holds reserved. */
 size_t skv_gpu_reserved(const skv_gpu *g);
+
+/* For the worker's other GPU files (gpu_csr.c). Grow a pooled device buffer to `bytes`,
+ * keeping its first `keep` bytes (stream-ordered); queue an upload of host[bytes] to dst
+ * through the request's pinned staging arena. */
+subkv_status skv_gpu_dev_grow(skv_cuda_ctx *c, void **p, size_t keep, size_t bytes, skv_err *err);
+subkv_status skv_gpu_stage_upload(skv_gpu *g, void *dst, const void *host, size_t bytes,
+                                  skv_err *err);
+/* A mirror's csr part (NULL for other policies or none yet). */
+struct skv_csr_mirror *skv_mirror_csr(const skv_mirror *m);
 
 #endif /* SUBKV_GPU_ATTEND_H */
