@@ -37,11 +37,12 @@ struct skv_csr_mirror {
     int s, atoms;
     uint16_t *idx, *coef; /* coded rows [0, ncodes) of 2 s pairs */
     size_t ncodes, codes_cap;
-    void *ek, *ev;    /* exact rows: sink i at row i, ring slot j at row sinks + j */
-    size_t erows, rb; /* rows allocated (sinks + window), bytes a row */
-    size_t nexact;    /* nsinks + wfill: contiguous (the window fills after the sinks) */
-    uint64_t seen;    /* the sketch's tokens_seen at the last refresh */
-    int synced;       /* something was uploaded: seen is meaningful */
+    void *ek, *ev;     /* exact rows: sink i at row i, ring slot j at row sinks + j */
+    size_t erows, rb;  /* rows allocated (sinks + window), bytes a row */
+    size_t nexact;     /* nsinks + wfill: contiguous (the window fills after the sinks) */
+    uint64_t seen;     /* the sketch's tokens_seen at the last refresh */
+    int synced;        /* something was uploaded: seen is meaningful */
+    uint64_t uploaded; /* bytes queued for upload so far (codes and exact rows) */
 };
 
 int skv_gpu_csr_eligible(skv_gpu *gpu, const skv_sketch *s) {
@@ -131,8 +132,10 @@ static subkv_status put_rows(skv_gpu *g, skv_csr_mirror *m, const skv_sinkwin *s
     const skv_rows *k = window ? &sw->wk : &sw->sk, *v = window ? &sw->wv : &sw->sv;
     SKV_CHECK(skv_gpu_stage_upload(g, (char *)m->ek + at * m->rb,
                                    (const char *)k->data + first * m->rb, count * m->rb, err));
-    return skv_gpu_stage_upload(g, (char *)m->ev + at * m->rb,
-                                (const char *)v->data + first * m->rb, count * m->rb, err);
+    SKV_CHECK(skv_gpu_stage_upload(g, (char *)m->ev + at * m->rb,
+                                   (const char *)v->data + first * m->rb, count * m->rb, err));
+    m->uploaded += 2 * count * m->rb;
+    return SKV_OK;
 }
 
 subkv_status skv_gpu_csr_refresh(skv_gpu *g, const skv_sketch *s, skv_csr_mirror **mp,
@@ -162,6 +165,7 @@ subkv_status skv_gpu_csr_refresh(skv_gpu *g, const skv_sketch *s, skv_csr_mirror
         SKV_CHECK(skv_gpu_stage_upload(g, (char *)m->idx + p.first * row, p.idx, add * row, err));
         SKV_CHECK(skv_gpu_stage_upload(g, (char *)m->coef + p.first * row, p.coef, add * row, err));
         m->ncodes = p.n;
+        m->uploaded += 2 * add * row;
     }
     /* the exact rows written since: new sinks, the ring slots the new window tokens took */
     const skv_sinkwin *sw = p.sw;
@@ -262,8 +266,14 @@ void skv_gpu_csr_merge(skv_gpu *g, skv_gpu_item *items, int d, int group) {
     gc->nitems = 0;
 }
 
-size_t skv_gpu_csr_mirror_bytes(const skv_csr_mirror *m) {
-    return m ? 2 * m->codes_cap * 2 * (size_t)m->s * sizeof(uint16_t) + 2 * m->erows * m->rb : 0;
+void skv_gpu_csr_mirror_stats(const skv_csr_mirror *m, skv_gpu_csr_stats *st) {
+    *st = (skv_gpu_csr_stats){0};
+    if (!m) return;
+    st->device_bytes =
+        2 * m->codes_cap * 2 * (size_t)m->s * sizeof(uint16_t) + 2 * m->erows * m->rb;
+    st->uploaded_bytes = m->uploaded;
+    st->codes = m->ncodes;
+    st->exact = m->nexact;
 }
 
 size_t skv_gpu_csr_dict_bytes(const skv_gpu *g) {

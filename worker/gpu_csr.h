@@ -47,8 +47,14 @@ subkv_status skv_gpu_csr_launch(skv_gpu *g, const skv_gpu_item *items, size_t n,
 /* After the sync, with each item's exact partials in items[i].out: merge the coded ones. */
 void skv_gpu_csr_merge(skv_gpu *g, skv_gpu_item *items, int d, int group);
 
-/* Device bytes a mirror holds (codes and exact rows; the shared dictionary not counted). */
-size_t skv_gpu_csr_mirror_bytes(const skv_csr_mirror *m);
+/* A mirror's numbers (tests, benchmarks): device bytes it holds (codes and exact rows; the
+ * shared dictionary not counted), bytes uploaded to it so far, its rows. */
+typedef struct skv_gpu_csr_stats {
+    size_t device_bytes;
+    uint64_t uploaded_bytes;
+    size_t codes, exact;
+} skv_gpu_csr_stats;
+void skv_gpu_csr_mirror_stats(const skv_csr_mirror *m, skv_gpu_csr_stats *st);
 /* Device bytes of the dictionaries uploaded so far. */
 size_t skv_gpu_csr_dict_bytes(const skv_gpu *g);
 
