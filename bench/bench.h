@@ -33,5 +33,8 @@ int bench_gpu_append(skv_cuda_ctx *ctx, const size_t *batches, int nb, size_t co
 int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
                         int nb, FILE *csv);
 int bench_gpu_csr(int argc, char **argv);
+/* bench/gpu_csr_worker.c: the worker-level csr step (codes upload + attend through
+ * worker/gpu_csr.c) at `context` tokens, 8 x batch sketches; one table (part of gpu-csr). */
+int bench_gpu_csr_worker(size_t context, size_t batch, FILE *csv);
 
 #endif /* SUBKV_BENCH_H */
