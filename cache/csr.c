@@ -13,10 +13,11 @@
  * stored in the config's dtype like every other row). How CSR plugs into the weighted-entry
  * view: `segments` decodes the codes in blocks of at most 8192 floats per K and V on the stack
  * and hands each block to the sink as all-ones entries. The generic CPU attend thus decodes on
- * the fly (64 KiB of scratch, nothing kept), and skv_sketch_entries gives the GPU backend the
- * reconstructions as ordinary rows: its attend works unchanged, at the cost of full-precision
- * rows on the device while it holds them. A GPU kernel that reads indices and coefficients
- * directly (the issue's plan) should reproduce csr_decode below; this file is its reference.
+ * the fly (64 KiB of scratch, nothing kept). The GPU worker does not decode: it mirrors the
+ * codes and the exact rows append-only (skv_csr_parts_from, worker/gpu_csr.c) and the code
+ * kernel (cuda/csr_attend.cu) forms the scores and outputs from indices and coefficients,
+ * reproducing csr_decode below in float32 (without the storage rounding of the rows here);
+ * this file is its reference. Pre-rotary codes stay on the CPU attend there.
  *
  * Memory: bytes() counts the sinks, the window and the code arrays (grown x1.5 like exact's
  * rows, never past max_tokens); the dictionary is shared by every sketch of the process and
