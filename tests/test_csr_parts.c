@@ -69,15 +69,19 @@ static void mirror_case(parts_case pc) {
         assert_int_equal(p.group, 1);
         assert_ptr_equal(p.dk, skv_dict_keys(dict, 1));
         assert_ptr_equal(p.dv1, skv_dict_values(dict, 1, 1));
-        memcpy(m.idx + m.ncodes * row, p.idx, (p.n - p.first) * row * 2);
-        memcpy(m.coef + m.ncodes * row, p.coef, (p.n - p.first) * row * 2);
+        if (p.n > p.first) { /* (no code arrays before the first coded token) */
+            memcpy(m.idx + m.ncodes * row, p.idx, (p.n - p.first) * row * 2);
+            memcpy(m.coef + m.ncodes * row, p.coef, (p.n - p.first) * row * 2);
+        }
         m.ncodes = p.n;
         size_t s0 = 99, w[2][2];
         const int nw = skv_sinkwin_changed(p.sw, m.seen, fed, &s0, w);
         assert_true(s0 <= p.sw->nsinks && nw >= 0 && nw <= 2);
         size_t copied = p.sw->nsinks - s0;
-        memcpy(m.ek + s0 * rb, (char *)p.sw->sk.data + s0 * rb, copied * rb);
-        memcpy(m.ev + s0 * rb, (char *)p.sw->sv.data + s0 * rb, copied * rb);
+        if (copied) {
+            memcpy(m.ek + s0 * rb, (char *)p.sw->sk.data + s0 * rb, copied * rb);
+            memcpy(m.ev + s0 * rb, (char *)p.sw->sv.data + s0 * rb, copied * rb);
+        }
         for (int i = 0; i < nw; i++) {
             assert_true(w[i][0] + w[i][1] <= (size_t)pc.window && w[i][1] > 0);
             const size_t at = (size_t)pc.sinks + w[i][0];
