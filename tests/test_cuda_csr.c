@@ -25,6 +25,7 @@
 #include "skv_cuda.h"
 #include "skv_internal.h"
 #include "test_util.h"
+#include "csr_ref.h"
 #include "gpu_suite.h"
 
 static skv_cuda_ctx *g_ctx; /* set in the group setup when a GPU is there */
@@ -47,28 +48,9 @@ static int gpu_teardown(void **state) {
     return 0;
 }
 
-/* A finished one-group set of random unit atoms (as tests/test_csr.c draws them). */
+/* A finished one-group set of random unit atoms. */
 static skv_dict *random_dict(synth_rng *r, int d, int atoms) {
-    skv_dict *dict = NULL;
-    skv_err err = {0};
-    TU_OK(skv_dict_new(d, atoms, 1, 1, &dict, &err), &err);
-    float *tabs[3] = {skv_dict_keys(dict, 0), skv_dict_values(dict, 0, 0),
-                      skv_dict_values(dict, 0, 1)};
-    for (int t = 0; t < 3; t++) {
-        const int dim = t == 0 ? d : d / 2;
-        for (int i = 0; i < atoms; i++) {
-            float *row = tabs[t] + (size_t)i * dim;
-            double nn = 0.0;
-            do {
-                synth_fill_normal(r, row, (size_t)dim, 1.0f);
-                nn = 0.0;
-                for (int j = 0; j < dim; j++) nn += (double)row[j] * row[j];
-            } while (nn < 1e-6);
-            for (int j = 0; j < dim; j++) row[j] = (float)(row[j] / sqrt(nn));
-        }
-    }
-    TU_OK(skv_dict_finish(dict, &err), &err);
-    return dict;
+    return csr_ref_dict(r, d, atoms, 1, 1, SKV_KEYS_POST_ROTARY);
 }
 
 /* Float64 partial of one pre-scaled query over rows K, V [n][d] into p (m, l, o). */
