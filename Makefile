@@ -328,6 +328,7 @@ FUZZ_LIB_SRC := $(CACHE_SRC) $(PROTO_SRC) worker/sketch_table.c worker/table_ckp
                 cuda/subgen_dev_cpu.c cuda/rkv_pool_cpu.c cuda/rkv_topk_cpu.c \
                 tools/gguf.c tools/gguf_meta.c \
                 tools/gguf_quant.c tools/gguf_build.c
+FUZZ_LIB_SRC += worker/gpu_csr.c cuda/csr_attend_cpu.c # what gpu_attend.c's csr hooks call
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_OBJDIR)/%.o,$(FUZZ_LIB_SRC)) $(FUZZ_OBJDIR)/gen/subkv.pb-c.o
 FUZZ_LIB     := $(FUZZ_DIR)/libsubkv-fuzz.a
 FUZZ_STAMP   := $(FUZZ_OBJDIR)/flags.stamp

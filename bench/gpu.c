@@ -21,7 +21,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "skv_backend.h"
 #include "skv_cuda.h"
 #include "skv_internal.h"
 #include "bench.h"
@@ -31,12 +30,6 @@
 #define KVH 8
 #define GQ 4
 #define HD 128
-
-static int check(subkv_status st, const skv_err *err, const char *what) {
-    if (st == SKV_OK) return 0;
-    fprintf(stderr, "subkv-bench gpu: %s: %s: %s\n", what, subkv_status_name(st), err->msg);
-    return 1;
-}
 
 /* Exact and subgen-sized attends over one big K/V allocation: timing table rows. */
 static int time_shapes(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches, int nb,
@@ -50,7 +43,7 @@ static int time_shapes(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size
         }
     /* allocate the largest set that fits in 80% of what the device has free */
     size_t dev_free = 0, dev_total = 0;
-    if (check(skv_cuda_mem_info(&dev_free, &dev_total, &err), &err, "memory info")) return 1;
+    if (bench_fail(skv_cuda_mem_info(&dev_free, &dev_total, &err), &err, "memory info")) return 1;
     size_t cap = maxbytes < dev_free / 10 * 8 ? maxbytes : dev_free / 10 * 8;
     void *K = NULL, *V = NULL;
     for (;;) {
@@ -60,23 +53,24 @@ static int time_shapes(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size
         skv_cuda_free(K);
         K = NULL;
         cap = cap / 4 * 3;
-        if (cap < (64u << 20)) return check(SKV_ERR_NOMEM, &err, "no device memory for K/V");
+        if (cap < (64u << 20)) return bench_fail(SKV_ERR_NOMEM, &err, "no device memory for K/V");
     }
     freeb = cap;
     const size_t elems = cap / 4;
-    if (check(skv_cuda_fill_random(K, elems, SKV_DTYPE_F16, 1, 1.0f, &err), &err, "fill K") ||
-        check(skv_cuda_fill_random(V, elems, SKV_DTYPE_F16, 2, 1.0f, &err), &err, "fill V"))
+    if (bench_fail(skv_cuda_fill_random(K, elems, SKV_DTYPE_F16, 1, 1.0f, &err), &err, "fill K") ||
+        bench_fail(skv_cuda_fill_random(V, elems, SKV_DTYPE_F16, 2, 1.0f, &err), &err, "fill V"))
         return 1;
     const size_t maxjobs = 32 * KVH;
     float *q = NULL, *out = NULL, *w = NULL;
     const size_t wn = elems / HD; /* weights for the largest entry list */
-    if (check(skv_cuda_malloc((void **)&q, maxjobs * GQ * HD * sizeof(float), &err), &err, "q") ||
-        check(skv_cuda_malloc((void **)&out, maxjobs * GQ * (HD + 2) * sizeof(float), &err), &err,
-              "out") ||
-        check(skv_cuda_malloc((void **)&w, wn * sizeof(float), &err), &err, "weights") ||
-        check(skv_cuda_fill_random(q, maxjobs * GQ * HD, SKV_DTYPE_F32, 3, 0.09f, &err), &err,
-              "q") ||
-        check(skv_cuda_fill_random(w, wn, SKV_DTYPE_F32, 4, 0.2f, &err), &err, "w"))
+    if (bench_fail(skv_cuda_malloc((void **)&q, maxjobs * GQ * HD * sizeof(float), &err), &err,
+                   "q") ||
+        bench_fail(skv_cuda_malloc((void **)&out, maxjobs * GQ * (HD + 2) * sizeof(float), &err),
+                   &err, "out") ||
+        bench_fail(skv_cuda_malloc((void **)&w, wn * sizeof(float), &err), &err, "weights") ||
+        bench_fail(skv_cuda_fill_random(q, maxjobs * GQ * HD, SKV_DTYPE_F32, 3, 0.09f, &err), &err,
+                   "q") ||
+        bench_fail(skv_cuda_fill_random(w, wn, SKV_DTYPE_F32, 4, 0.2f, &err), &err, "w"))
         return 1;
     skv_cuda_job *jobs = calloc(maxjobs, sizeof *jobs);
     printf("# %-8s %5s %6s %10s %9s %8s | %9s %7s %9s %7s %9s %7s\n", "context", "batch", "jobs",
@@ -104,9 +98,9 @@ static int time_shapes(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size
                                              .q = q + k * GQ * HD,
                                              .out = out + k * GQ * (HD + 2)};
                 }
-                if (check(skv_cuda_time_attend(ctx, jobs, (int)njobs, HD, GQ, SKV_DTYPE_F16, 0, 3,
-                                               20, &ms[v], &err),
-                          &err, "attend"))
+                if (bench_fail(skv_cuda_time_attend(ctx, jobs, (int)njobs, HD, GQ, SKV_DTYPE_F16, 0,
+                                                    3, 20, &ms[v], &err),
+                               &err, "attend"))
                     return 1;
             }
             const double bytes = (double)njobs * n * row * 2, gbps = bytes / (ms[0] * 1e-3) / 1e9;
@@ -131,23 +125,24 @@ static int gpu_entries(skv_cuda_ctx *ctx, const skv_entries *e, const float *qs,
     float *a = NULL, *b = NULL;
     const size_t rb = e->n * HD * 2;
     float part[GQ * (HD + 2)];
-    int rc = check(skv_cuda_malloc(&k, rb, &err), &err, "k") ||
-             check(skv_cuda_malloc(&v, rb, &err), &err, "v") ||
-             check(skv_cuda_malloc(&q, GQ * HD * 4, &err), &err, "q") ||
-             check(skv_cuda_malloc(&o, sizeof part, &err), &err, "o") ||
-             check(skv_cuda_upload(k, e->k, rb, &err), &err, "k") ||
-             check(skv_cuda_upload(v, e->v, rb, &err), &err, "v") ||
-             check(skv_cuda_upload(q, qs, GQ * HD * 4, &err), &err, "q");
+    int rc = bench_fail(skv_cuda_malloc(&k, rb, &err), &err, "k") ||
+             bench_fail(skv_cuda_malloc(&v, rb, &err), &err, "v") ||
+             bench_fail(skv_cuda_malloc(&q, GQ * HD * 4, &err), &err, "q") ||
+             bench_fail(skv_cuda_malloc(&o, sizeof part, &err), &err, "o") ||
+             bench_fail(skv_cuda_upload(k, e->k, rb, &err), &err, "k") ||
+             bench_fail(skv_cuda_upload(v, e->v, rb, &err), &err, "v") ||
+             bench_fail(skv_cuda_upload(q, qs, GQ * HD * 4, &err), &err, "q");
     if (!rc && weighted)
-        rc = check(skv_cuda_malloc((void **)&a, e->n * 4, &err), &err, "a") ||
-             check(skv_cuda_malloc((void **)&b, e->n * 4, &err), &err, "b") ||
-             check(skv_cuda_upload(a, e->a, e->n * 4, &err), &err, "a") ||
-             check(skv_cuda_upload(b, e->b, e->n * 4, &err), &err, "b");
+        rc = bench_fail(skv_cuda_malloc((void **)&a, e->n * 4, &err), &err, "a") ||
+             bench_fail(skv_cuda_malloc((void **)&b, e->n * 4, &err), &err, "b") ||
+             bench_fail(skv_cuda_upload(a, e->a, e->n * 4, &err), &err, "a") ||
+             bench_fail(skv_cuda_upload(b, e->b, e->n * 4, &err), &err, "b");
     skv_cuda_job job = {.k = k, .v = v, .a = a, .b = b, .n = e->n, .q = q, .out = o};
     if (!rc)
-        rc = check(skv_cuda_attend(ctx, &job, 1, HD, GQ, SKV_DTYPE_F16, 0, &err), &err, "attend") ||
-             check(skv_cuda_sync(ctx, &err), &err, "sync") ||
-             check(skv_cuda_download(part, o, sizeof part, &err), &err, "download");
+        rc = bench_fail(skv_cuda_attend(ctx, &job, 1, HD, GQ, SKV_DTYPE_F16, 0, &err), &err,
+                        "attend") ||
+             bench_fail(skv_cuda_sync(ctx, &err), &err, "sync") ||
+             bench_fail(skv_cuda_download(part, o, sizeof part, &err), &err, "download");
     for (int h = 0; !rc && h < GQ; h++)
         skv_partial_output((const skv_partial *)(part + h * (HD + 2)), HD, outp + h * HD);
     skv_cuda_free(k), skv_cuda_free(v), skv_cuda_free(q), skv_cuda_free(o);
@@ -185,9 +180,9 @@ static int accuracy(skv_cuda_ctx *ctx, size_t n, FILE *csv) {
     skv_config_default(&c, SKV_POLICY_EXACT, HD);
     c.dtype = SKV_DTYPE_F16;
     skv_sketch *ex = NULL;
-    if (check(skv_sketch_create(&c, &ex, &err), &err, "exact") ||
-        check(skv_sketch_append(ex, K, V, n, HD, &err), &err, "exact append") ||
-        check(skv_sketch_entries(ex, &e, &err), &err, "entries"))
+    if (bench_fail(skv_sketch_create(&c, &ex, &err), &err, "exact") ||
+        bench_fail(skv_sketch_append(ex, K, V, n, HD, &err), &err, "exact append") ||
+        bench_fail(skv_sketch_entries(ex, &e, &err), &err, "entries"))
         return 1;
     const size_t exact_bytes = skv_sketch_bytes(ex);
     for (int i = 0; i < NQ; i++) {
@@ -215,14 +210,14 @@ static int accuracy(skv_cuda_ctx *ctx, size_t n, FILE *csv) {
             skv_sketch *s = NULL;
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
-            if (check(skv_sketch_create(&c, &s, &err), &err, "create") ||
-                check(skv_sketch_append(s, K, V, n, HD, &err), &err, "append"))
+            if (bench_fail(skv_sketch_create(&c, &s, &err), &err, "create") ||
+                bench_fail(skv_sketch_append(s, K, V, n, HD, &err), &err, "append"))
                 return 1;
             clock_gettime(CLOCK_MONOTONIC, &t1);
             const double ns =
                 ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) /
                 (double)n;
-            if (check(skv_sketch_entries(s, &e, &err), &err, "entries")) return 1;
+            if (bench_fail(skv_sketch_entries(s, &e, &err), &err, "entries")) return 1;
             double sum = 0, mx = 0;
             for (int i = 0; i < NQ; i++) {
                 if (gpu_entries(ctx, &e, qs[i], p < 2, got)) return 1;
@@ -283,20 +278,15 @@ int bench_gpu(int argc, char **argv) {
             return 2;
         }
     }
-    skv_backend_info bi;
     char desc[256];
-    skv_backend_select(0, &bi);
-    skv_backend_describe(&bi, desc, sizeof desc);
-    if (bi.kind != SKV_BACKEND_CUDA) {
-        fprintf(stderr, "subkv-bench gpu: needs a GPU; backend is %s\n", desc);
-        return 1;
-    }
     skv_cuda_ctx *ctx = NULL;
     skv_err err;
     double copy = 0;
-    if (check(skv_cuda_ctx_create(&ctx, &err), &err, "context") ||
-        check(skv_cuda_copy_bandwidth(ctx, (size_t)2 << 30, &copy, &err), &err, "copy"))
+    if (bench_gpu_open("gpu", &ctx, desc, sizeof desc)) return 1;
+    if (bench_fail(skv_cuda_copy_bandwidth(ctx, (size_t)2 << 30, &copy, &err), &err, "copy")) {
+        skv_cuda_ctx_destroy(ctx);
         return 1;
+    }
     FILE *csv = fopen(csvp, "w");
     printf("# subkv-bench gpu on %s: %d kv heads x %d q heads, d %d, f16, one layer\n", desc, KVH,
            GQ, HD);

@@ -28,18 +28,6 @@
 #define KVH 8
 #define HD 128
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int fail(subkv_status st, const skv_err *err, const char *what) {
-    if (st == SKV_OK) return 0;
-    fprintf(stderr, "subkv-bench gpu append: %s: %s: %s\n", what, subkv_status_name(st), err->msg);
-    return 1;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -72,8 +60,8 @@ static int one_batch(skv_cuda_ctx *ctx, size_t batch, size_t context, size_t pre
         skv_config c;
         config_for(&c, context, (uint32_t)(i / KVH % LAYERS), (uint32_t)(i % KVH),
                    i / (KVH * LAYERS));
-        if (fail(skv_sketch_create(&c, &proto, &err), &err, "create") ||
-            fail(skv_dsub_create(ctx, proto, &dev[i], &err), &err, "device create"))
+        if (bench_fail(skv_sketch_create(&c, &proto, &err), &err, "create") ||
+            bench_fail(skv_dsub_create(ctx, proto, &dev[i], &err), &err, "device create"))
             goto done;
         dev_bytes += skv_dsub_bytes(dev[i]);
         if (i == 0) {
@@ -85,11 +73,11 @@ static int one_batch(skv_cuda_ctx *ctx, size_t batch, size_t context, size_t pre
         ops[i] = (skv_dsub_op){
             .desc = *skv_dsub_descriptor(dev[i]), .k = dK, .v = dV, .n = (uint32_t)prefill};
     }
-    double t0 = now_s();
-    if (fail(skv_dsub_launch(ctx, ops, (int)n, &err), &err, "prefill") ||
-        fail(skv_cuda_sync(ctx, &err), &err, "prefill sync"))
+    double t0 = bench_now_s();
+    if (bench_fail(skv_dsub_launch(ctx, ops, (int)n, &err), &err, "prefill") ||
+        bench_fail(skv_cuda_sync(ctx, &err), &err, "prefill sync"))
         goto done;
-    const double prefill_s = now_s() - t0;
+    const double prefill_s = bench_now_s() - t0;
     enum { ITERS = 21 };
     double ms[ITERS];
     for (int it = 0; it < ITERS; it++) {
@@ -98,20 +86,20 @@ static int one_batch(skv_cuda_ctx *ctx, size_t batch, size_t context, size_t pre
             ops[i].v = dV + (prefill + (size_t)it) * HD;
             ops[i].n = 1;
         }
-        t0 = now_s();
-        if (fail(skv_dsub_launch(ctx, ops, (int)n, &err), &err, "step") ||
-            fail(skv_cuda_sync(ctx, &err), &err, "step sync"))
+        t0 = bench_now_s();
+        if (bench_fail(skv_dsub_launch(ctx, ops, (int)n, &err), &err, "step") ||
+            bench_fail(skv_cuda_sync(ctx, &err), &err, "step sync"))
             goto done;
-        ms[it] = (now_s() - t0) * 1e3;
+        ms[it] = (bench_now_s() - t0) * 1e3;
     }
     qsort(ms, ITERS, sizeof ms[0], cmp_double);
     /* the check: sketch 0 on the CPU, same tokens, same bytes */
-    if (fail(skv_sketch_append(twin, hK, hV, prefill + ITERS, HD, &err), &err, "cpu append"))
+    if (bench_fail(skv_sketch_append(twin, hK, hV, prefill + ITERS, HD, &err), &err, "cpu append"))
         goto done;
     skv_config c0;
     config_for(&c0, context, 0, 0, 0);
-    if (fail(skv_sketch_create(&c0, &proto, &err), &err, "create") ||
-        fail(skv_dsub_pull(ctx, dev[0], proto, &err), &err, "pull"))
+    if (bench_fail(skv_sketch_create(&c0, &proto, &err), &err, "create") ||
+        bench_fail(skv_dsub_pull(ctx, dev[0], proto, &err), &err, "pull"))
         goto done;
     skv_buf a = {0}, b = {0};
     int same = skv_sketch_save(twin, &a, &err) == SKV_OK &&
@@ -132,10 +120,10 @@ static int one_batch(skv_cuda_ctx *ctx, size_t batch, size_t context, size_t pre
                 skv_sketch_append(cs[i], hK, hV, prefill, HD, &err) != SKV_OK)
                 break;
         }
-        t0 = now_s();
+        t0 = bench_now_s();
         for (size_t i = 0; i < n && cs[i]; i++)
             (void)skv_sketch_append(cs[i], hK + prefill * HD, hV + prefill * HD, 1, HD, &err);
-        cpu_ms = (now_s() - t0) * 1e3;
+        cpu_ms = (bench_now_s() - t0) * 1e3;
         for (size_t i = 0; i < n; i++) skv_sketch_destroy(cs[i]);
         free(cs);
     }
@@ -169,14 +157,14 @@ int bench_gpu_append(skv_cuda_ctx *ctx, const size_t *batches, int nb, size_t co
     if (!hK || !hV || !st) goto done;
     synth_stream_next(st, hK, hV, rows);
     synth_stream_destroy(st);
-    if (fail(skv_cuda_malloc((void **)&dK, rows * HD * sizeof(float), &err), &err, "K") ||
-        fail(skv_cuda_malloc((void **)&dV, rows * HD * sizeof(float), &err), &err, "V") ||
-        fail(skv_cuda_upload(dK, hK, rows * HD * sizeof(float), &err), &err, "upload") ||
-        fail(skv_cuda_upload(dV, hV, rows * HD * sizeof(float), &err), &err, "upload"))
+    if (bench_fail(skv_cuda_malloc((void **)&dK, rows * HD * sizeof(float), &err), &err, "K") ||
+        bench_fail(skv_cuda_malloc((void **)&dV, rows * HD * sizeof(float), &err), &err, "V") ||
+        bench_fail(skv_cuda_upload(dK, hK, rows * HD * sizeof(float), &err), &err, "upload") ||
+        bench_fail(skv_cuda_upload(dV, hV, rows * HD * sizeof(float), &err), &err, "upload"))
         goto done;
     skv_config c0, c;
     config_for(&c0, context, 0, 0, 0);
-    if (fail(skv_config_resolve(&c0, &c, &err), &err, "config")) goto done;
+    if (bench_fail(skv_config_resolve(&c0, &c, &err), &err, "config")) goto done;
     printf("# GPU append (SubGen l2, f16, d %d, budget %zu B = 1/16 of exact at %zu tokens: %d "
            "clusters x %d samples, %d value slots, window %d); %zu clustered tokens prefilled per "
            "sketch, then 21 one-token steps (median, max); cpu_step: one thread\n",

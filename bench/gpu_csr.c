@@ -20,7 +20,6 @@
 
 #include "bench.h"
 #include "csr_dict.h"
-#include "skv_backend.h"
 #include "skv_csr_cuda.h"
 #include "skv_cuda.h"
 #include "synth.h"
@@ -29,22 +28,17 @@
 #define GQ 4
 #define HD 128
 
-static int fail(subkv_status st, const skv_err *err, const char *what) {
-    if (st == SKV_OK) return 0;
-    fprintf(stderr, "subkv-bench gpu csr: %s: %s: %s\n", what, subkv_status_name(st), err->msg);
-    return 1;
-}
-
 /* Exact attend of njobs jobs of n tokens: median ms (K, V allocated and freed here). */
 static int time_exact(skv_cuda_ctx *ctx, size_t njobs, size_t n, float *q, float *out, float *ms) {
     skv_err err;
     void *K = NULL, *V = NULL;
     const size_t row = HD * 2, bytes = njobs * n * row;
     skv_cuda_job *jobs = calloc(njobs, sizeof *jobs);
-    int rc = !jobs || fail(skv_cuda_malloc(&K, bytes, &err), &err, "exact K") ||
-             fail(skv_cuda_malloc(&V, bytes, &err), &err, "exact V") ||
-             fail(skv_cuda_fill_random(K, bytes / 2, SKV_DTYPE_F16, 1, 1.0f, &err), &err, "K") ||
-             fail(skv_cuda_fill_random(V, bytes / 2, SKV_DTYPE_F16, 2, 1.0f, &err), &err, "V");
+    int rc =
+        !jobs || bench_fail(skv_cuda_malloc(&K, bytes, &err), &err, "exact K") ||
+        bench_fail(skv_cuda_malloc(&V, bytes, &err), &err, "exact V") ||
+        bench_fail(skv_cuda_fill_random(K, bytes / 2, SKV_DTYPE_F16, 1, 1.0f, &err), &err, "K") ||
+        bench_fail(skv_cuda_fill_random(V, bytes / 2, SKV_DTYPE_F16, 2, 1.0f, &err), &err, "V");
     for (size_t k = 0; !rc && k < njobs; k++)
         jobs[k] = (skv_cuda_job){.k = (const char *)K + k * n * row,
                                  .v = (const char *)V + k * n * row,
@@ -52,7 +46,7 @@ static int time_exact(skv_cuda_ctx *ctx, size_t njobs, size_t n, float *q, float
                                  .q = q + k * GQ * HD,
                                  .out = out + k * GQ * (HD + 2)};
     if (!rc)
-        rc = fail(
+        rc = bench_fail(
             skv_cuda_time_attend(ctx, jobs, (int)njobs, HD, GQ, SKV_DTYPE_F16, 0, 3, 20, ms, &err),
             &err, "exact attend");
     skv_cuda_free(K), skv_cuda_free(V);
@@ -61,7 +55,7 @@ static int time_exact(skv_cuda_ctx *ctx, size_t njobs, size_t n, float *q, float
 }
 
 /* CSR attend of njobs jobs of n coded tokens at sparsity s over `atoms` atoms: median ms. */
-static int time_csr(skv_csr_cuda_ctx *cc, size_t njobs, size_t n, int s, int atoms, const float *q,
+static int time_csr(skv_cuda_ctx *cc, size_t njobs, size_t n, int s, int atoms, const float *q,
                     float *out, float *ms) {
     skv_err err;
     uint16_t *idx = NULL, *coef = NULL;
@@ -69,14 +63,15 @@ static int time_csr(skv_csr_cuda_ctx *cc, size_t njobs, size_t n, int s, int ato
     const size_t codes = njobs * n * 2 * (size_t)s, ab = (size_t)atoms * HD;
     skv_csr_cuda_job *jobs = calloc(njobs, sizeof *jobs);
     /* unit-ish atoms (N(0, 1/d) entries) and coefficients of a unit key's size */
-    int rc = !jobs || fail(skv_cuda_malloc((void **)&idx, codes * 2, &err), &err, "idx") ||
-             fail(skv_cuda_malloc((void **)&coef, codes * 2, &err), &err, "coef") ||
-             fail(skv_cuda_malloc((void **)&dk, ab * 4, &err), &err, "dk") ||
-             fail(skv_cuda_malloc((void **)&dv, ab * 4, &err), &err, "dv") ||
-             fail(skv_csr_cuda_fill_random_codes(idx, coef, njobs * n, s, atoms, 7, 1.0f, &err),
-                  &err, "codes") ||
-             fail(skv_cuda_fill_random(dk, ab, SKV_DTYPE_F32, 8, 0.088f, &err), &err, "dk") ||
-             fail(skv_cuda_fill_random(dv, ab, SKV_DTYPE_F32, 9, 0.088f, &err), &err, "dv");
+    int rc =
+        !jobs || bench_fail(skv_cuda_malloc((void **)&idx, codes * 2, &err), &err, "idx") ||
+        bench_fail(skv_cuda_malloc((void **)&coef, codes * 2, &err), &err, "coef") ||
+        bench_fail(skv_cuda_malloc((void **)&dk, ab * 4, &err), &err, "dk") ||
+        bench_fail(skv_cuda_malloc((void **)&dv, ab * 4, &err), &err, "dv") ||
+        bench_fail(skv_csr_cuda_fill_random_codes(idx, coef, njobs * n, s, atoms, 7, 1.0f, &err),
+                   &err, "codes") ||
+        bench_fail(skv_cuda_fill_random(dk, ab, SKV_DTYPE_F32, 8, 0.088f, &err), &err, "dk") ||
+        bench_fail(skv_cuda_fill_random(dv, ab, SKV_DTYPE_F32, 9, 0.088f, &err), &err, "dv");
     for (size_t k = 0; !rc && k < njobs; k++)
         jobs[k] = (skv_csr_cuda_job){idx + k * n * 2 * (size_t)s,
                                      coef + k * n * 2 * (size_t)s,
@@ -87,18 +82,12 @@ static int time_csr(skv_csr_cuda_ctx *cc, size_t njobs, size_t n, int s, int ato
                                      q + k * GQ * HD,
                                      out + k * GQ * (HD + 2)};
     if (!rc)
-        rc = fail(
+        rc = bench_fail(
             skv_csr_cuda_time_attend(cc, jobs, (int)njobs, HD, GQ, s, atoms, 0, 3, 20, ms, &err),
             &err, "csr attend");
     skv_cuda_free(idx), skv_cuda_free(coef), skv_cuda_free(dk), skv_cuda_free(dv);
     free(jobs);
     return rc;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /*
@@ -107,20 +96,21 @@ static double now_s(void) {
  * a dictionary). GPU: median wall time of launch + sync over 10 steps. CPU: skv_mp_encode of
  * the same token shapes, single thread, per token (times the step's token count).
  */
-static int encode_row(skv_csr_cuda_ctx *cc, size_t batch, int s, int atoms, FILE *csv) {
+static int encode_row(skv_cuda_ctx *cc, size_t batch, int s, int atoms, FILE *csv) {
     enum { LAYERS = 32 };
     skv_err err;
     const size_t n = KVH * batch, ab = (size_t)atoms * HD;
     float *dict = NULL, *kv = NULL;
     uint16_t *codes = NULL;
-    int rc = fail(skv_cuda_malloc((void **)&dict, LAYERS * ab * 2 * 4, &err), &err, "dicts") ||
-             fail(skv_cuda_malloc((void **)&kv, LAYERS * n * HD * 2 * 4, &err), &err, "kv") ||
-             fail(skv_cuda_malloc((void **)&codes, LAYERS * n * 2 * (size_t)s * 2 * 2, &err), &err,
-                  "codes") ||
-             fail(skv_cuda_fill_random(dict, LAYERS * ab * 2, SKV_DTYPE_F32, 11, 0.088f, &err),
-                  &err, "dicts") ||
-             fail(skv_cuda_fill_random(kv, LAYERS * n * HD * 2, SKV_DTYPE_F32, 12, 1.0f, &err),
-                  &err, "kv");
+    int rc =
+        bench_fail(skv_cuda_malloc((void **)&dict, LAYERS * ab * 2 * 4, &err), &err, "dicts") ||
+        bench_fail(skv_cuda_malloc((void **)&kv, LAYERS * n * HD * 2 * 4, &err), &err, "kv") ||
+        bench_fail(skv_cuda_malloc((void **)&codes, LAYERS * n * 2 * (size_t)s * 2 * 2, &err), &err,
+                   "codes") ||
+        bench_fail(skv_cuda_fill_random(dict, LAYERS * ab * 2, SKV_DTYPE_F32, 11, 0.088f, &err),
+                   &err, "dicts") ||
+        bench_fail(skv_cuda_fill_random(kv, LAYERS * n * HD * 2, SKV_DTYPE_F32, 12, 1.0f, &err),
+                   &err, "kv");
     skv_csr_cuda_enc_job jobs[LAYERS];
     for (int l = 0; l < LAYERS; l++) {
         const float *D = dict + (size_t)l * ab * 2;
@@ -136,10 +126,11 @@ static int encode_row(skv_csr_cuda_ctx *cc, size_t batch, int s, int atoms, FILE
     }
     double t[10];
     for (int i = 0; !rc && i < 12; i++) {
-        const double t0 = now_s();
-        rc = fail(skv_csr_cuda_encode(cc, jobs, LAYERS, HD, s, atoms, &err), &err, "encode") ||
-             fail(skv_csr_cuda_sync(cc, &err), &err, "encode sync");
-        if (i >= 2) t[i - 2] = now_s() - t0;
+        const double t0 = bench_now_s();
+        rc =
+            bench_fail(skv_csr_cuda_encode(cc, jobs, LAYERS, HD, s, atoms, &err), &err, "encode") ||
+            bench_fail(skv_cuda_sync(cc, &err), &err, "encode sync");
+        if (i >= 2) t[i - 2] = bench_now_s() - t0;
     }
     /* the CPU's per-token cost on the same shapes (host atoms and tokens, 64 tokens) */
     float *hd = malloc(ab * 2 * sizeof(float)), x[HD];
@@ -149,7 +140,7 @@ static int encode_row(skv_csr_cuda_ctx *cc, size_t batch, int s, int atoms, FILE
         synth_rng r;
         synth_rng_seed(&r, 13);
         synth_fill_normal(&r, hd, ab * 2, 0.088f);
-        const double c0 = now_s();
+        const double c0 = bench_now_s();
         for (int k = 0; k < 64; k++) {
             synth_fill_normal(&r, x, HD, 1.0f);
             skv_mp_encode(hd, atoms, HD, x, s, ix, cf, NULL);
@@ -157,7 +148,7 @@ static int encode_row(skv_csr_cuda_ctx *cc, size_t batch, int s, int atoms, FILE
             skv_mp_encode(hd + ab + ab / 2, atoms, HD / 2, x + HD / 2, s / 2, ix + s + (s + 1) / 2,
                           cf + s + (s + 1) / 2, NULL);
         }
-        cpu_tok = (now_s() - c0) / 64;
+        cpu_tok = (bench_now_s() - c0) / 64;
     }
     if (!rc) {
         for (int i = 1; i < 10; i++) /* insertion sort: the median of 10 */
@@ -180,16 +171,16 @@ static int encode_row(skv_csr_cuda_ctx *cc, size_t batch, int s, int atoms, FILE
 int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const size_t *batches,
                         int nb, FILE *csv) {
     skv_err err;
-    skv_csr_cuda_ctx *cc = NULL;
-    if (fail(skv_csr_cuda_ctx_create(&cc, &err), &err, "CSR context")) return 1;
+    skv_cuda_ctx *cc = ctx; /* the CSR calls share the attend's context */
     size_t maxjobs = 1;
     for (int j = 0; j < nb; j++)
         if (batches[j] * KVH > maxjobs) maxjobs = batches[j] * KVH;
     float *q = NULL, *out = NULL;
-    int rc =
-        fail(skv_cuda_malloc((void **)&q, maxjobs * GQ * HD * 4, &err), &err, "q") ||
-        fail(skv_cuda_malloc((void **)&out, maxjobs * GQ * (HD + 2) * 4, &err), &err, "out") ||
-        fail(skv_cuda_fill_random(q, maxjobs * GQ * HD, SKV_DTYPE_F32, 3, 0.09f, &err), &err, "q");
+    int rc = bench_fail(skv_cuda_malloc((void **)&q, maxjobs * GQ * HD * 4, &err), &err, "q") ||
+             bench_fail(skv_cuda_malloc((void **)&out, maxjobs * GQ * (HD + 2) * 4, &err), &err,
+                        "out") ||
+             bench_fail(skv_cuda_fill_random(q, maxjobs * GQ * HD, SKV_DTYPE_F32, 3, 0.09f, &err),
+                        &err, "q");
     printf("# CSR attend (codes: 8 s B/token + 8 N d B of atoms) vs exact (f16 K + V: 4 d "
            "B/token); d %d, %d kv heads x %d q heads; median of 20 launches\n",
            HD, KVH, GQ);
@@ -229,20 +220,23 @@ int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const siz
             for (int ai = 0; !rc && ai < 2; ai++)
                 rc = encode_row(cc, batches[j], sps[si], nat[ai], csv);
     skv_cuda_free(q), skv_cuda_free(out);
-    skv_csr_cuda_ctx_destroy(cc);
     return rc;
 }
 
 int bench_gpu_csr(int argc, char **argv) {
-    size_t ctxs[8] = {32768, 131072}, batches[8] = {1, 8};
+    size_t ctxs[8] = {32768, 131072}, batches[8] = {1, 8}, wctx = 4096;
     int nc = 2, nb = 2;
     const char *csvp = "build/bench-gpu-csr.csv";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] [--csv FILE]\n"
-                   "Defaults: --contexts 32K,128K --batches 1,8 --csv build/bench-gpu-csr.csv\n"
-                   "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend.\n");
+            printf("usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] "
+                   "[--worker-context N] [--csv FILE]\n"
+                   "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --csv "
+                   "build/bench-gpu-csr.csv\n"
+                   "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend, the GPU "
+                   "encoder, then the worker-level csr step at batch 1 (--worker-context 0 skips "
+                   "it; its CPU prefill codes 8 x N tokens).\n");
             return 0;
         }
         if (!v) {
@@ -254,6 +248,8 @@ int bench_gpu_csr(int argc, char **argv) {
             nc = bench_parse_sizes(v, ctxs, 8);
         else if (!strcmp(a, "--batches"))
             nb = bench_parse_sizes(v, batches, 8);
+        else if (!strcmp(a, "--worker-context"))
+            wctx = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--csv"))
             csvp = v;
         else
@@ -263,20 +259,13 @@ int bench_gpu_csr(int argc, char **argv) {
             return 2;
         }
     }
-    skv_backend_info bi;
     char desc[256];
-    skv_backend_select(0, &bi);
-    skv_backend_describe(&bi, desc, sizeof desc);
-    if (bi.kind != SKV_BACKEND_CUDA) {
-        fprintf(stderr, "subkv-bench gpu-csr: needs a GPU; backend is %s\n", desc);
-        return 1;
-    }
     skv_cuda_ctx *ctx = NULL;
-    skv_err err;
-    if (fail(skv_cuda_ctx_create(&ctx, &err), &err, "context")) return 1;
+    if (bench_gpu_open("gpu-csr", &ctx, desc, sizeof desc)) return 1;
     printf("# subkv-bench gpu-csr on %s\n", desc);
     FILE *csv = fopen(csvp, "w");
-    const int rc = bench_gpu_csr_table(ctx, ctxs, nc, batches, nb, csv);
+    int rc = bench_gpu_csr_table(ctx, ctxs, nc, batches, nb, csv);
+    if (!rc && wctx) rc = bench_gpu_csr_worker(wctx, 1, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);
     return rc;

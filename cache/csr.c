@@ -13,10 +13,11 @@
  * stored in the config's dtype like every other row). How CSR plugs into the weighted-entry
  * view: `segments` decodes the codes in blocks of at most 8192 floats per K and V on the stack
  * and hands each block to the sink as all-ones entries. The generic CPU attend thus decodes on
- * the fly (64 KiB of scratch, nothing kept), and skv_sketch_entries gives the GPU backend the
- * reconstructions as ordinary rows: its attend works unchanged, at the cost of full-precision
- * rows on the device while it holds them. A GPU kernel that reads indices and coefficients
- * directly (the issue's plan) should reproduce csr_decode below; this file is its reference.
+ * the fly (64 KiB of scratch, nothing kept). The GPU worker does not decode: it mirrors the
+ * codes and the exact rows append-only (skv_csr_parts_from, worker/gpu_csr.c) and the code
+ * kernel (cuda/csr_attend.cu) forms the scores and outputs from indices and coefficients,
+ * reproducing csr_decode below in float32 (without the storage rounding of the rows here);
+ * this file is its reference. Pre-rotary codes stay on the CPU attend there.
  *
  * Memory: bytes() counts the sinks, the window and the code arrays (grown x1.5 like exact's
  * rows, never past max_tokens); the dictionary is shared by every sketch of the process and
@@ -318,6 +319,30 @@ subkv_status skv_csr_codes(const skv_sketch *s, const uint16_t **idx, const uint
     *idx = im->idx;
     *coef = im->coef;
     *n = im->n;
+    return SKV_OK;
+}
+
+subkv_status skv_csr_parts_from(const skv_sketch *s, size_t first, skv_csr_parts *out,
+                                skv_err *err) {
+    if (!s || s->ops != &skv_policy_csr_ops || !s->impl)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "skv_csr_parts_from: not a csr sketch");
+    const csr_impl *im = s->impl;
+    if (first > im->n)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "skv_csr_parts_from: row %zu past the %zu coded rows", first, im->n);
+    const size_t row = 2 * (size_t)im->s;
+    *out = (skv_csr_parts){.sw = &im->sw,
+                           .idx = im->idx ? im->idx + first * row : NULL,
+                           .coef = im->coef ? im->coef + first * row : NULL,
+                           .first = first,
+                           .n = im->n,
+                           .sparsity = im->s,
+                           .atoms = im->atoms,
+                           .group = skv_dict_group_of(s->cfg.dict, s->cfg.layer),
+                           .dk = im->dk,
+                           .dv0 = im->dv[0],
+                           .dv1 = im->dv[1],
+                           .rope_base = s->cfg.rope_base};
     return SKV_OK;
 }
 

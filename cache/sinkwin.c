@@ -60,6 +60,26 @@ void skv_sinkwin_segments(const skv_sinkwin *sw, skv_seg_sink *sink) {
     sink->rows(sink, &sw->wk, &sw->wv, 0, sw->wfill, NULL, 1.0, NULL, 1.0);
 }
 
+int skv_sinkwin_changed(const skv_sinkwin *sw, uint64_t before, uint64_t now, size_t *s0,
+                        size_t w[2][2]) {
+    const bool all = before == 0 || now < before;
+    /* sink row i holds token i: tokens [before, now) wrote rows [before, nsinks) */
+    *s0 = all ? 0 : before < (uint64_t)sw->nsinks ? (size_t)before : sw->nsinks;
+    /* the window's tokens come after the sinks, one ring slot each, in push order: the last
+     * k of them are the k slots before whead (at most the wfill slots in use) */
+    const uint64_t sinks = (uint64_t)sw->sinks;
+    const uint64_t wb = before > sinks ? before - sinks : 0, wn = now > sinks ? now - sinks : 0;
+    size_t k = all ? sw->wfill : (size_t)(wn - wb < (uint64_t)sw->wfill ? wn - wb : sw->wfill);
+    if (k == 0) return 0;
+    const size_t win = (size_t)sw->window, start = (sw->whead + win - k) % win;
+    w[0][0] = start;
+    w[0][1] = k < win - start ? k : win - start;
+    if (w[0][1] == k) return 1;
+    w[1][0] = 0;
+    w[1][1] = k - w[0][1];
+    return 2;
+}
+
 void skv_sinkwin_save(const skv_sinkwin *sw, skv_writer *w) {
     skv_w_u64(w, sw->nsinks);
     skv_w_u64(w, sw->wfill);

@@ -155,6 +155,25 @@ void skv_entries_attend(const skv_entries *e, const float *qs, skv_partial *out)
 subkv_status skv_csr_codes(const skv_sketch *s, const uint16_t **idx, const uint16_t **coef,
                            size_t *n, skv_err *err);
 
+struct skv_sinkwin;
+/* A csr sketch as the GPU worker mirrors it (worker/gpu_csr.c), borrowed like
+ * skv_csr_codes: the exact part (sinks and window ring as stored, rows in the sketch's
+ * dtype), the coded rows from `first` on, and the sketch's dictionary tables. */
+typedef struct skv_csr_parts {
+    const struct skv_sinkwin *sw;
+    const uint16_t *idx, *coef; /* coded rows [first, n): row first at idx[0], coef[0] */
+    size_t first, n;            /* n: every coded row; n - first rows from idx / coef */
+    int sparsity, atoms;
+    int group;                   /* the layer group of cfg.dict the tables belong to */
+    const float *dk, *dv0, *dv1; /* host tables of that group: [atoms][d], [atoms][d/2] x 2 */
+    float rope_base;             /* > 0: pre-rotary codes (the decoded key is rotated) */
+} skv_csr_parts;
+/* Fill *out for csr sketch s from coded row `first` on (first <= the coded rows, so an
+ * append-only mirror asks for what it lacks). SKV_ERR_INVALID_ARG for another policy or a
+ * first past the end. */
+subkv_status skv_csr_parts_from(const skv_sketch *s, size_t first, skv_csr_parts *out,
+                                skv_err *err);
+
 /* Grow *buf (an array of elements of elem bytes, capacity *cap) to hold at least need,
  * doubling; contents kept. SKV_ERR_NOMEM leaves *buf and *cap as they were. The scratch
  * buffers of the coordinator, the workers and the GPU staging all grow through this. */
@@ -381,6 +400,14 @@ void skv_sinkwin_fini(skv_sketch *s, skv_sinkwin *sw);
  */
 bool skv_sinkwin_push(skv_sinkwin *sw, const float *k, const float *v, float *k_out, float *v_out);
 void skv_sinkwin_segments(const skv_sinkwin *sw, skv_seg_sink *sink);
+/*
+ * What pushing the stream's tokens [before, now) changed in sw (as it is after them), for a
+ * copy of its rows kept elsewhere (the GPU worker's mirror): sink rows [*s0, nsinks) and
+ * window ring slots in up to two ranges w[i] = {first slot, count}; returns how many (0..2).
+ * before = 0 (or now < before: a copy of unknown age) reports every held row.
+ */
+int skv_sinkwin_changed(const skv_sinkwin *sw, uint64_t before, uint64_t now, size_t *s0,
+                        size_t w[2][2]);
 /* The generic attend: segments of s accumulated for one pre-scaled query. */
 void skv_attend_segments(const skv_sketch *s, const float *qs, skv_partial *out);
 void skv_sinkwin_save(const skv_sinkwin *sw, skv_writer *w);

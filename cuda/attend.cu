@@ -27,24 +27,11 @@
 
 #include "skv_check.h"
 #include "skv_cuda.h"
+#include "skv_cuda_internal.cuh"
 
 namespace {
 
 constexpr int kThreads = 128;
-
-struct skv_cuda_ctx_impl {
-    cudaStream_t stream;
-    skv_cuda_job *djobs;     /* device copy of the job array */
-    skv_cuda_job *hjobs;     /* pinned staging of it: the copy is truly asynchronous */
-    cudaEvent_t jobs_copied; /* the last copy out of hjobs has completed */
-    int jobs_cap;
-    float *scratch; /* chunk partials */
-    size_t scratch_cap;
-    int sms;
-    int blocks_per_sm;  /* split-K target: SUBKV_ATTEND_BLOCKS_PER_SM, default 4 */
-    cudaMemPool_t pool; /* skv_cuda_pool_*: created by the first reserve */
-    size_t pool_reserved;
-};
 
 __device__ __forceinline__ void to_float8(const uint4 &u, float *f, const __half *) {
     const __half2 *h = reinterpret_cast<const __half2 *>(&u);
@@ -253,29 +240,34 @@ __global__ void fill_random(void *p, size_t n, int dtype, uint64_t seed, float s
     }
 }
 
+/* The staged job array and the scratch of one launch. */
+struct launch_args {
+    cudaStream_t stream;
+    const skv_cuda_job *djobs;
+    float *scratch;
+};
+
 template <int D, int G, typename T>
-cudaError_t launch(skv_cuda_ctx_impl *c, int njobs, uint64_t chunk, int max_chunks) {
-    attend_chunk<D, G, T><<<dim3(max_chunks, njobs), kThreads, 0, c->stream>>>(
-        c->djobs, chunk, c->scratch, max_chunks);
-    merge_chunks<D, G><<<njobs, kThreads, 0, c->stream>>>(c->djobs, chunk, c->scratch, max_chunks);
+cudaError_t launch(const launch_args &a, int njobs, uint64_t chunk, int max_chunks) {
+    attend_chunk<D, G, T>
+        <<<dim3(max_chunks, njobs), kThreads, 0, a.stream>>>(a.djobs, chunk, a.scratch, max_chunks);
+    merge_chunks<D, G><<<njobs, kThreads, 0, a.stream>>>(a.djobs, chunk, a.scratch, max_chunks);
     return cudaGetLastError();
 }
 
 template <int D, typename T>
-cudaError_t launch_g(skv_cuda_ctx_impl *c, int g, int njobs, uint64_t chunk, int max_chunks) {
+cudaError_t launch_g(const launch_args &a, int g, int njobs, uint64_t chunk, int max_chunks) {
     switch (g) {
-    case 1: return launch<D, 1, T>(c, njobs, chunk, max_chunks);
-    case 2: return launch<D, 2, T>(c, njobs, chunk, max_chunks);
-    case 3: return launch<D, 3, T>(c, njobs, chunk, max_chunks); /* e.g. SmolLM2: 9 q / 3 kv */
-    case 4: return launch<D, 4, T>(c, njobs, chunk, max_chunks);
-    case 8: return launch<D, 8, T>(c, njobs, chunk, max_chunks);
+    case 1: return launch<D, 1, T>(a, njobs, chunk, max_chunks);
+    case 2: return launch<D, 2, T>(a, njobs, chunk, max_chunks);
+    case 3: return launch<D, 3, T>(a, njobs, chunk, max_chunks); /* e.g. SmolLM2: 9 q / 3 kv */
+    case 4: return launch<D, 4, T>(a, njobs, chunk, max_chunks);
+    case 8: return launch<D, 8, T>(a, njobs, chunk, max_chunks);
     default: return cudaErrorInvalidValue;
     }
 }
 
 } // namespace
-
-struct skv_cuda_ctx : skv_cuda_ctx_impl {};
 
 extern "C" {
 
@@ -286,26 +278,35 @@ subkv_status skv_cuda_ctx_create(skv_cuda_ctx **out, skv_err *err) {
     int dev = 0;
     cudaError_t e = cudaGetDevice(&dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess)
+        e = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
-    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->jobs_copied, cudaEventDisableTiming);
-    const char *bps = getenv("SUBKV_ATTEND_BLOCKS_PER_SM"); /* a tuning knob, read once */
-    c->blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
+    for (int k = 0; k < SKV_STAGES && e == cudaSuccess; k++)
+        e = cudaEventCreateWithFlags(&c->stage[k].copied, cudaEventDisableTiming);
     if (e != cudaSuccess) {
-        free(c);
+        skv_cuda_ctx_destroy(c); /* destroys what was created: the rest is still zero */
         return skv_set_error(err, SKV_ERR_DEVICE, "CUDA context: %s", cudaGetErrorString(e));
     }
+    /* tuning knobs, read once */
+    const char *abps = getenv("SUBKV_ATTEND_BLOCKS_PER_SM"),
+               *cbps = getenv("SUBKV_CSR_BLOCKS_PER_SM");
+    c->attend_blocks_per_sm = abps && atoi(abps) > 0 ? atoi(abps) : 4;
+    c->csr_blocks_per_sm = cbps && atoi(cbps) > 0 ? atoi(cbps) : 4;
+    c->csr_smem_set = 48 << 10; /* every kernel may use 48 KiB without opting in */
     *out = c;
     return SKV_OK;
 }
 
 void skv_cuda_ctx_destroy(skv_cuda_ctx *c) {
     if (!c) return;
-    cudaStreamSynchronize(c->stream);
-    cudaFree(c->djobs);
-    cudaFreeHost(c->hjobs);
-    cudaEventDestroy(c->jobs_copied);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    for (int k = 0; k < SKV_STAGES; k++) {
+        cudaFree(c->stage[k].dev);
+        cudaFreeHost(c->stage[k].host);
+        if (c->stage[k].copied) cudaEventDestroy(c->stage[k].copied);
+    }
     cudaFree(c->scratch);
-    cudaStreamDestroy(c->stream);
+    if (c->stream) cudaStreamDestroy(c->stream);
     if (c->pool) cudaMemPoolDestroy(c->pool);
     free(c);
 }
@@ -375,7 +376,7 @@ subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njob
     uint64_t total = 0, maxn = 1;
     for (int j = 0; j < njobs; j++) total += jobs[j].n, maxn = std::max(maxn, jobs[j].n);
     if (chunk == 0) { /* blocks_per_sm blocks per multiprocessor, chunks of 128..16384 entries */
-        uint64_t want = (uint64_t)c->sms * (uint64_t)c->blocks_per_sm;
+        uint64_t want = (uint64_t)c->sms * (uint64_t)c->attend_blocks_per_sm;
         chunk = (total + want - 1) / want;
         chunk = std::min<uint64_t>(16384, std::max<uint64_t>(128, (chunk + 63) / 64 * 64));
     }
@@ -383,38 +384,19 @@ subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njob
     if (mc > 65535u * 1024u) return skv_set_error(err, SKV_ERR_INVALID_ARG, "too many chunks");
     const int max_chunks = (int)mc;
     const size_t need = (size_t)njobs * max_chunks * g * (d + 2);
-    if (njobs > c->jobs_cap) {
-        cudaStreamSynchronize(c->stream); /* nothing may still read the old arrays */
-        cudaFree(c->djobs);
-        cudaFreeHost(c->hjobs);
-        c->djobs = nullptr;
-        c->hjobs = nullptr;
-        c->jobs_cap = 0;
-        SKV_CUDA_CHECK(cudaMalloc(&c->djobs, (size_t)njobs * sizeof(skv_cuda_job)), err);
-        SKV_CUDA_CHECK(cudaMallocHost(&c->hjobs, (size_t)njobs * sizeof(skv_cuda_job)), err);
-        c->jobs_cap = njobs;
-    }
-    if (need > c->scratch_cap) {
-        cudaFree(c->scratch);
-        c->scratch = nullptr;
-        c->scratch_cap = 0;
-        SKV_CUDA_CHECK(cudaMalloc(&c->scratch, need * sizeof(float)), err);
-        c->scratch_cap = need;
-    }
-    /* the previous launch's copy must be done reading the staging before it is overwritten */
-    SKV_CUDA_CHECK(cudaEventSynchronize(c->jobs_copied), err);
-    memcpy(c->hjobs, jobs, (size_t)njobs * sizeof(skv_cuda_job));
-    SKV_CUDA_CHECK(cudaMemcpyAsync(c->djobs, c->hjobs, (size_t)njobs * sizeof(skv_cuda_job),
-                                   cudaMemcpyHostToDevice, c->stream),
-                   err);
-    SKV_CUDA_CHECK(cudaEventRecord(c->jobs_copied, c->stream), err);
+    launch_args a = {c->stream, nullptr, nullptr};
+    SKV_CHECK(skv_cuda_scratch(c, need * sizeof(float), (void **)&a.scratch, err));
+    void *djobs = nullptr;
+    SKV_CHECK(skv_cuda_stage_jobs(c, SKV_STAGE_ATTEND, jobs, (size_t)njobs * sizeof(skv_cuda_job),
+                                  &djobs, err));
+    a.djobs = static_cast<const skv_cuda_job *>(djobs);
     cudaError_t e;
     if (dtype == SKV_DTYPE_F16)
-        e = d == 64 ? launch_g<64, __half>(c, g, njobs, chunk, max_chunks)
-                    : launch_g<128, __half>(c, g, njobs, chunk, max_chunks);
+        e = d == 64 ? launch_g<64, __half>(a, g, njobs, chunk, max_chunks)
+                    : launch_g<128, __half>(a, g, njobs, chunk, max_chunks);
     else
-        e = d == 64 ? launch_g<64, __nv_bfloat16>(c, g, njobs, chunk, max_chunks)
-                    : launch_g<128, __nv_bfloat16>(c, g, njobs, chunk, max_chunks);
+        e = d == 64 ? launch_g<64, __nv_bfloat16>(a, g, njobs, chunk, max_chunks)
+                    : launch_g<128, __nv_bfloat16>(a, g, njobs, chunk, max_chunks);
     if (e != cudaSuccess)
         return skv_set_error(err, SKV_ERR_DEVICE, "attend launch: %s", cudaGetErrorString(e));
     return SKV_OK;
@@ -429,27 +411,9 @@ subkv_status skv_cuda_sync(skv_cuda_ctx *c, skv_err *err) {
 subkv_status skv_cuda_time_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d,
                                   int g, skv_dtype dtype, uint64_t chunk, int warmup, int iters,
                                   float *median_ms, skv_err *err) {
-    for (int i = 0; i < warmup; i++)
-        SKV_CHECK(skv_cuda_attend(c, jobs, njobs, d, g, dtype, chunk, err));
-    cudaEvent_t e0, e1;
-    SKV_CUDA_CHECK(cudaEventCreate(&e0), err);
-    SKV_CUDA_CHECK(cudaEventCreate(&e1), err);
-    std::vector<float> ms((size_t)std::max(iters, 1));
-    subkv_status st = SKV_OK;
-    for (int i = 0; i < iters && st == SKV_OK; i++) {
-        cudaEventRecord(e0, c->stream);
-        st = skv_cuda_attend(c, jobs, njobs, d, g, dtype, chunk, err);
-        cudaEventRecord(e1, c->stream);
-        cudaEventSynchronize(e1);
-        cudaEventElapsedTime(&ms[i], e0, e1);
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    if (st != SKV_OK) return st;
-    SKV_CHECK(skv_cuda_sync(c, err));
-    std::sort(ms.begin(), ms.begin() + iters);
-    *median_ms = ms[(size_t)iters / 2];
-    return SKV_OK;
+    return skv_cuda_time_median(c, warmup, iters, median_ms, err, [&] {
+        return skv_cuda_attend(c, jobs, njobs, d, g, dtype, chunk, err);
+    });
 }
 
 subkv_status skv_cuda_copy_bandwidth(skv_cuda_ctx *c, size_t bytes, double *gbps, skv_err *err) {

@@ -39,14 +39,14 @@
 #include <cstring>
 #include <vector>
 
-#include "csr_ctx.cuh"
 #include "skv_check.h"
 #include "skv_csr_cuda.h"
+#include "skv_cuda_internal.cuh"
 
 namespace {
 
-using skv_csr::kThreads;
-using skv_csr::kWarps;
+constexpr int kThreads = 256; /* every CSR kernel's block */
+constexpr int kWarps = kThreads / 32;
 constexpr int kTile = 512;             /* tokens scored per pass of csr_chunk */
 constexpr int kTPT = kTile / kThreads; /* tokens per thread per tile */
 constexpr int kAtomTile = 128;         /* atoms per block of csr_p and csr_values */
@@ -492,47 +492,8 @@ chunk_fn chunk_kernel(int s, bool aligned) {
 
 extern "C" {
 
-subkv_status skv_csr_cuda_ctx_create(skv_csr_cuda_ctx **out, skv_err *err) {
-    *out = nullptr;
-    skv_csr_cuda_ctx *c = static_cast<skv_csr_cuda_ctx *>(calloc(1, sizeof(skv_csr_cuda_ctx)));
-    if (!c) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for a CSR CUDA context");
-    int dev = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev);
-    if (e == cudaSuccess)
-        e = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
-    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->jobs_copied, cudaEventDisableTiming);
-    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->ejobs_copied, cudaEventDisableTiming);
-    if (e != cudaSuccess) {
-        if (c->jobs_copied) cudaEventDestroy(c->jobs_copied);
-        if (c->stream) cudaStreamDestroy(c->stream);
-        free(c);
-        return skv_set_error(err, SKV_ERR_DEVICE, "CSR CUDA context: %s", cudaGetErrorString(e));
-    }
-    const char *bps = getenv("SUBKV_CSR_BLOCKS_PER_SM"); /* a tuning knob, read once */
-    c->blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
-    c->smem_set = 48 << 10; /* every kernel may use 48 KiB without opting in */
-    *out = c;
-    return SKV_OK;
-}
-
-void skv_csr_cuda_ctx_destroy(skv_csr_cuda_ctx *c) {
-    if (!c) return;
-    cudaStreamSynchronize(c->stream);
-    cudaFree(c->djobs);
-    cudaFreeHost(c->hjobs);
-    cudaEventDestroy(c->jobs_copied);
-    cudaFree(c->ejobs_d);
-    cudaFreeHost(c->ejobs_h);
-    cudaEventDestroy(c->ejobs_copied);
-    cudaFree(c->scratch);
-    cudaStreamDestroy(c->stream);
-    free(c);
-}
-
-subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
-                                 int d, int g, int s, int atoms, float rope_base, uint64_t chunk,
+subkv_status skv_csr_cuda_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs, int d,
+                                 int g, int s, int atoms, float rope_base, uint64_t chunk,
                                  skv_err *err) {
     if (!c || !jobs || njobs < 1 || njobs > 65535)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR attend: %d jobs (1..65535)", njobs);
@@ -579,7 +540,7 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
         aligned = aligned && ((uintptr_t)jb->idx | (uintptr_t)jb->coef) % 16 == 0;
     }
     if (chunk == 0) { /* blocks_per_sm blocks per multiprocessor over all query blocks */
-        const uint64_t want = (uint64_t)c->sms * (uint64_t)c->blocks_per_sm;
+        const uint64_t want = (uint64_t)c->sms * (uint64_t)c->csr_blocks_per_sm;
         chunk = (total * (uint64_t)nqb + want - 1) / want;
         /* at least a tile, and enough tokens that the codes (8 s bytes a token) outweigh the
          * block's P and W traffic (about 20 gb N bytes) */
@@ -596,32 +557,8 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
     const size_t nPart = (size_t)njobs * max_chunks * g * (2 + 2 * (size_t)atoms);
     const size_t nO = (size_t)njobs * ntiles * g * d;
     const size_t need = nP + nPart + nO;
-    if (njobs > c->jobs_cap) {
-        cudaStreamSynchronize(c->stream); /* nothing may still read the old arrays */
-        cudaFree(c->djobs);
-        cudaFreeHost(c->hjobs);
-        c->djobs = nullptr;
-        c->hjobs = nullptr;
-        c->jobs_cap = 0;
-        SKV_CUDA_CHECK(cudaMalloc(&c->djobs, (size_t)njobs * sizeof(skv_csr_cuda_job)), err);
-        SKV_CUDA_CHECK(cudaMallocHost(&c->hjobs, (size_t)njobs * sizeof(skv_csr_cuda_job)), err);
-        c->jobs_cap = njobs;
-    }
-    if (need > c->scratch_cap) {
-        cudaStreamSynchronize(c->stream);
-        cudaFree(c->scratch);
-        c->scratch = nullptr;
-        c->scratch_cap = 0;
-        cudaError_t e = cudaMalloc(&c->scratch, need * sizeof(float));
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError();
-            return skv_set_error(err, SKV_ERR_NOMEM, "CSR attend scratch of %zu B: %s",
-                                 need * sizeof(float), cudaGetErrorString(e));
-        }
-        c->scratch_cap = need;
-    }
     const size_t smem = chunk_smem(atoms, gb);
-    if (smem > (size_t)c->smem_set) { /* every instance opted in at once, so one int tracks it */
+    if (smem > (size_t)c->csr_smem_set) { /* every instance opted in at once: one int tracks it */
         SKV_CUDA_CHECK(cudaFuncSetAttribute(csr_chunk<0>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                        err);
@@ -630,21 +567,21 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 (int)smem),
                            err);
-        c->smem_set = (int)smem;
+        c->csr_smem_set = (int)smem;
     }
-    SKV_CUDA_CHECK(cudaEventSynchronize(c->jobs_copied), err);
-    memcpy(c->hjobs, jobs, (size_t)njobs * sizeof(skv_csr_cuda_job));
-    SKV_CUDA_CHECK(cudaMemcpyAsync(c->djobs, c->hjobs, (size_t)njobs * sizeof(skv_csr_cuda_job),
-                                   cudaMemcpyHostToDevice, c->stream),
-                   err);
-    SKV_CUDA_CHECK(cudaEventRecord(c->jobs_copied, c->stream), err);
-    float *P = c->scratch, *part = P + nP, *opart = part + nPart;
-    csr_p<<<dim3(ntiles, njobs), kThreads, 0, c->stream>>>(c->djobs, d, g, atoms, P);
+    float *P = nullptr;
+    SKV_CHECK(skv_cuda_scratch(c, need * sizeof(float), (void **)&P, err));
+    void *dj = nullptr;
+    SKV_CHECK(skv_cuda_stage_jobs(c, SKV_STAGE_CSR_ATTEND, jobs,
+                                  (size_t)njobs * sizeof(skv_csr_cuda_job), &dj, err));
+    const skv_csr_cuda_job *djobs = static_cast<const skv_csr_cuda_job *>(dj);
+    float *part = P + nP, *opart = part + nPart;
+    csr_p<<<dim3(ntiles, njobs), kThreads, 0, c->stream>>>(djobs, d, g, atoms, P);
     chunk_kernel(s, aligned)<<<dim3(max_chunks * nqb, njobs), kThreads, smem, c->stream>>>(
-        c->djobs, g, gb, s, atoms, chunk, max_chunks, P, part);
-    csr_values<<<dim3(ntiles, njobs), kThreads, 0, c->stream>>>(c->djobs, d, g, atoms, chunk,
+        djobs, g, gb, s, atoms, chunk, max_chunks, P, part);
+    csr_values<<<dim3(ntiles, njobs), kThreads, 0, c->stream>>>(djobs, d, g, atoms, chunk,
                                                                 max_chunks, part, ntiles, opart);
-    csr_final<<<njobs, kThreads, 0, c->stream>>>(c->djobs, d, g, atoms, chunk, max_chunks, part,
+    csr_final<<<njobs, kThreads, 0, c->stream>>>(djobs, d, g, atoms, chunk, max_chunks, part,
                                                  ntiles, opart);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
@@ -652,40 +589,12 @@ subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jo
     return SKV_OK;
 }
 
-subkv_status skv_csr_cuda_sync(skv_csr_cuda_ctx *c, skv_err *err) {
-    SKV_CUDA_CHECK(cudaStreamSynchronize(c->stream), err);
-    SKV_CUDA_CHECK(cudaGetLastError(), err);
-    return SKV_OK;
-}
-
-subkv_status skv_csr_cuda_time_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
+subkv_status skv_csr_cuda_time_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
                                       int d, int g, int s, int atoms, uint64_t chunk, int warmup,
                                       int iters, float *median_ms, skv_err *err) {
-    if (iters < 1) return skv_set_error(err, SKV_ERR_INVALID_ARG, "time_attend: iters %d", iters);
-    for (int i = 0; i < warmup; i++)
-        SKV_CHECK(skv_csr_cuda_attend(c, jobs, njobs, d, g, s, atoms, 0.0f, chunk, err));
-    cudaEvent_t e0, e1;
-    SKV_CUDA_CHECK(cudaEventCreate(&e0), err);
-    if (cudaEventCreate(&e1) != cudaSuccess) {
-        cudaEventDestroy(e0);
-        return skv_set_error(err, SKV_ERR_DEVICE, "time_attend: cannot create an event");
-    }
-    std::vector<float> ms((size_t)iters);
-    subkv_status st = SKV_OK;
-    for (int i = 0; i < iters && st == SKV_OK; i++) {
-        cudaEventRecord(e0, c->stream);
-        st = skv_csr_cuda_attend(c, jobs, njobs, d, g, s, atoms, 0.0f, chunk, err);
-        cudaEventRecord(e1, c->stream);
-        cudaEventSynchronize(e1);
-        cudaEventElapsedTime(&ms[i], e0, e1);
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    if (st != SKV_OK) return st;
-    SKV_CHECK(skv_csr_cuda_sync(c, err));
-    std::sort(ms.begin(), ms.end());
-    *median_ms = ms[(size_t)iters / 2];
-    return SKV_OK;
+    return skv_cuda_time_median(c, warmup, iters, median_ms, err, [&] {
+        return skv_csr_cuda_attend(c, jobs, njobs, d, g, s, atoms, 0.0f, chunk, err);
+    });
 }
 
 subkv_status skv_csr_cuda_fill_random_codes(uint16_t *idx, uint16_t *coef, size_t rows, int s,

@@ -7,23 +7,14 @@
 
 #define NO_CUDA(err) skv_set_error((err), SKV_ERR_UNSUPPORTED, "built without CUDA (no nvcc)")
 
-subkv_status skv_csr_cuda_ctx_create(skv_csr_cuda_ctx **out, skv_err *err) {
-    *out = NULL;
-    return NO_CUDA(err);
-}
-void skv_csr_cuda_ctx_destroy(skv_csr_cuda_ctx *c) { (void)c; }
-subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
-                                 int d, int g, int s, int atoms, float rope_base, uint64_t chunk,
+subkv_status skv_csr_cuda_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs, int d,
+                                 int g, int s, int atoms, float rope_base, uint64_t chunk,
                                  skv_err *err) {
     (void)c, (void)jobs, (void)njobs, (void)d, (void)g, (void)s, (void)atoms, (void)rope_base;
     (void)chunk;
     return NO_CUDA(err);
 }
-subkv_status skv_csr_cuda_sync(skv_csr_cuda_ctx *c, skv_err *err) {
-    (void)c;
-    return NO_CUDA(err);
-}
-subkv_status skv_csr_cuda_time_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
+subkv_status skv_csr_cuda_time_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
                                       int d, int g, int s, int atoms, uint64_t chunk, int warmup,
                                       int iters, float *median_ms, skv_err *err) {
     (void)c, (void)jobs, (void)njobs, (void)d, (void)g, (void)s, (void)atoms, (void)chunk;
@@ -35,7 +26,7 @@ subkv_status skv_csr_cuda_fill_random_codes(uint16_t *idx, uint16_t *coef, size_
     (void)idx, (void)coef, (void)rows, (void)s, (void)atoms, (void)seed, (void)scale;
     return NO_CUDA(err);
 }
-subkv_status skv_csr_cuda_encode(skv_csr_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs, int njobs,
+subkv_status skv_csr_cuda_encode(skv_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs, int njobs,
                                  int d, int s, int atoms, skv_err *err) {
     (void)c, (void)jobs, (void)njobs, (void)d, (void)s, (void)atoms;
     return NO_CUDA(err);

@@ -23,14 +23,14 @@
 #include <climits>
 #include <cstring>
 
-#include "csr_ctx.cuh"
 #include "skv_check.h"
 #include "skv_csr_cuda.h"
+#include "skv_cuda_internal.cuh"
 
 namespace {
 
-using skv_csr::kThreads;
-using skv_csr::kWarps;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
 constexpr int kEncT = 32; /* tokens per block: one per lane */
 constexpr int kEncA = 32; /* atoms per shared-memory tile */
 constexpr int kMaxD = 128;
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads)
 
 } // namespace
 
-extern "C" subkv_status skv_csr_cuda_encode(skv_csr_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs,
+extern "C" subkv_status skv_csr_cuda_encode(skv_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs,
                                             int njobs, int d, int s, int atoms, skv_err *err) {
     if (!c || !jobs || njobs < 1 || njobs > 65535)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR encode: %d jobs (1..65535)", njobs);
@@ -138,27 +138,11 @@ extern "C" subkv_status skv_csr_cuda_encode(skv_csr_cuda_ctx *c, const skv_csr_c
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR encode: %llu tokens in one job",
                              (unsigned long long)maxn);
     if (blocks == 0) return SKV_OK; /* nothing to code */
-    if (njobs > c->ejobs_cap) {
-        cudaStreamSynchronize(c->stream); /* nothing may still read the old arrays */
-        cudaFree(c->ejobs_d);
-        cudaFreeHost(c->ejobs_h);
-        c->ejobs_d = nullptr;
-        c->ejobs_h = nullptr;
-        c->ejobs_cap = 0;
-        SKV_CUDA_CHECK(cudaMalloc(&c->ejobs_d, (size_t)njobs * sizeof(skv_csr_cuda_enc_job)), err);
-        SKV_CUDA_CHECK(cudaMallocHost(&c->ejobs_h, (size_t)njobs * sizeof(skv_csr_cuda_enc_job)),
-                       err);
-        c->ejobs_cap = njobs;
-    }
-    SKV_CUDA_CHECK(cudaEventSynchronize(c->ejobs_copied), err);
-    memcpy(c->ejobs_h, jobs, (size_t)njobs * sizeof(skv_csr_cuda_enc_job));
-    SKV_CUDA_CHECK(cudaMemcpyAsync(c->ejobs_d, c->ejobs_h,
-                                   (size_t)njobs * sizeof(skv_csr_cuda_enc_job),
-                                   cudaMemcpyHostToDevice, c->stream),
-                   err);
-    SKV_CUDA_CHECK(cudaEventRecord(c->ejobs_copied, c->stream), err);
-    csr_encode<<<dim3((unsigned)blocks, 3, njobs), kThreads, 0, c->stream>>>(c->ejobs_d, d, s,
-                                                                             atoms);
+    void *dj = nullptr;
+    SKV_CHECK(skv_cuda_stage_jobs(c, SKV_STAGE_CSR_ENCODE, jobs,
+                                  (size_t)njobs * sizeof(skv_csr_cuda_enc_job), &dj, err));
+    csr_encode<<<dim3((unsigned)blocks, 3, njobs), kThreads, 0, c->stream>>>(
+        static_cast<const skv_csr_cuda_enc_job *>(dj), d, s, atoms);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return skv_set_error(err, SKV_ERR_DEVICE, "CSR encode launch: %s", cudaGetErrorString(e));

@@ -27,7 +27,10 @@
  * 2..head_dim, atoms 1..SKV_CSR_CUDA_MAX_ATOMS (shared memory: 12 N bytes per block).
  * Pre-rotary codes (rope_base > 0) are SKV_ERR_UNSUPPORTED for now (they need the token
  * positions and a rotation per key inside the score, which the P lookup cannot express).
- * The same context also codes new tokens on the GPU (skv_csr_cuda_encode, below).
+ * Every call takes the attend's context (skv_cuda.h): its stream, so a CSR attend queued
+ * after an exact attend (or a CSR encode) runs after it, its scratch and its job staging
+ * (cuda/skv_cuda_internal.cuh); skv_cuda_sync waits for all of them. The same context also
+ * codes new tokens on the GPU (skv_csr_cuda_encode, below).
  * Without nvcc every call returns SKV_ERR_UNSUPPORTED (cuda/csr_attend_cpu.c).
  */
 #ifndef SUBKV_CSR_CUDA_H
@@ -36,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "skv_cuda.h"
 #include "subkv.h"
 
 #ifdef __cplusplus
@@ -55,27 +59,19 @@ typedef struct skv_csr_cuda_job {
     float *out;           /* device: g partials of d + 2 floats ({m, l, o[d]})         */
 } skv_csr_cuda_job;
 
-typedef struct skv_csr_cuda_ctx skv_csr_cuda_ctx;
-
-/* A context on the current device: its own stream and scratch that grows and is reused. */
-subkv_status skv_csr_cuda_ctx_create(skv_csr_cuda_ctx **out, skv_err *err);
-void skv_csr_cuda_ctx_destroy(skv_csr_cuda_ctx *c);
-
 /*
  * Enqueue the attend of jobs[njobs] (host array; all jobs share d, g, s and atoms) on the
  * context's stream. chunk: coded tokens per thread block (0: chosen to fill the device).
  * rope_base > 0 (pre-rotary codes): SKV_ERR_UNSUPPORTED. Indices >= atoms (which csr_load
  * refuses) add nothing instead of reading out of bounds. Returns once launched.
  */
-subkv_status skv_csr_cuda_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
-                                 int d, int g, int s, int atoms, float rope_base, uint64_t chunk,
+subkv_status skv_csr_cuda_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs, int d,
+                                 int g, int s, int atoms, float rope_base, uint64_t chunk,
                                  skv_err *err);
-/* Wait for everything queued on the context's stream. */
-subkv_status skv_csr_cuda_sync(skv_csr_cuda_ctx *c, skv_err *err);
 
 /* Median milliseconds of `iters` back-to-back skv_csr_cuda_attend calls (device events),
  * after `warmup` untimed ones. */
-subkv_status skv_csr_cuda_time_attend(skv_csr_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
+subkv_status skv_csr_cuda_time_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
                                       int d, int g, int s, int atoms, uint64_t chunk, int warmup,
                                       int iters, float *median_ms, skv_err *err);
 
@@ -99,7 +95,7 @@ typedef struct skv_csr_cuda_enc_job {
 
 /* Enqueue the encoding of jobs[njobs] (host array; all share d in {64, 128}, s in [2, d],
  * atoms in [1, 65536]) on the context's stream. Returns once launched. */
-subkv_status skv_csr_cuda_encode(skv_csr_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs, int njobs,
+subkv_status skv_csr_cuda_encode(skv_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs, int njobs,
                                  int d, int s, int atoms, skv_err *err);
 
 /* Benchmarks: fill rows x 2s codes at device idx/coef with atom indices uniform in

@@ -25,16 +25,17 @@
 #include "skv_cuda.h"
 #include "skv_internal.h"
 #include "test_util.h"
+#include "csr_ref.h"
 #include "gpu_suite.h"
 
-static skv_csr_cuda_ctx *g_ctx; /* set in the group setup when a GPU is there */
+static skv_cuda_ctx *g_ctx; /* set in the group setup when a GPU is there */
 
 static int gpu_setup(void **state) {
     (void)state;
     if (!gpu_suite_probe("test_cuda_csr")) return 0;
     skv_err err;
-    if (skv_csr_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
-        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CSR CUDA context: %s", err.msg);
+    if (skv_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
+        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CUDA context: %s", err.msg);
         return -1;
     }
     g_gpu_on = 1;
@@ -43,32 +44,13 @@ static int gpu_setup(void **state) {
 
 static int gpu_teardown(void **state) {
     (void)state;
-    skv_csr_cuda_ctx_destroy(g_ctx);
+    skv_cuda_ctx_destroy(g_ctx);
     return 0;
 }
 
-/* A finished one-group set of random unit atoms (as tests/test_csr.c draws them). */
+/* A finished one-group set of random unit atoms. */
 static skv_dict *random_dict(synth_rng *r, int d, int atoms) {
-    skv_dict *dict = NULL;
-    skv_err err = {0};
-    TU_OK(skv_dict_new(d, atoms, 1, 1, &dict, &err), &err);
-    float *tabs[3] = {skv_dict_keys(dict, 0), skv_dict_values(dict, 0, 0),
-                      skv_dict_values(dict, 0, 1)};
-    for (int t = 0; t < 3; t++) {
-        const int dim = t == 0 ? d : d / 2;
-        for (int i = 0; i < atoms; i++) {
-            float *row = tabs[t] + (size_t)i * dim;
-            double nn = 0.0;
-            do {
-                synth_fill_normal(r, row, (size_t)dim, 1.0f);
-                nn = 0.0;
-                for (int j = 0; j < dim; j++) nn += (double)row[j] * row[j];
-            } while (nn < 1e-6);
-            for (int j = 0; j < dim; j++) row[j] = (float)(row[j] / sqrt(nn));
-        }
-    }
-    TU_OK(skv_dict_finish(dict, &err), &err);
-    return dict;
+    return csr_ref_dict(r, d, atoms, 1, 1, SKV_KEYS_POST_ROTARY);
 }
 
 /* Float64 partial of one pre-scaled query over rows K, V [n][d] into p (m, l, o). */
@@ -236,7 +218,7 @@ static void conformance(csr_case cs) {
             TU_OK(skv_cuda_upload(jobs[j].out, part, (size_t)g * ps, &err), &err);
         }
         TU_OK(skv_csr_cuda_attend(g_ctx, jobs, J, d, g, s, cs.atoms, 0.0f, chunks[ci], &err), &err);
-        TU_OK(skv_csr_cuda_sync(g_ctx, &err), &err);
+        TU_OK(skv_cuda_sync(g_ctx, &err), &err);
         for (int j = 0; j < J; j++) {
             TU_OK(skv_cuda_download(part, jobs[j].out, (size_t)g * ps, &err), &err);
             for (int hq = 0; hq < g; hq++) {
@@ -353,7 +335,7 @@ static void test_cuda_csr_skips_bad_indices(void **state) {
     for (size_t i = 0; i < G * (D + 2); i++) ((float *)part)[i] = NAN;
     TU_OK(skv_cuda_upload(dout, part, G * ps, &err), &err);
     TU_OK(skv_csr_cuda_attend(g_ctx, &job, 1, D, G, S, N, 0.0f, 512, &err), &err);
-    TU_OK(skv_csr_cuda_sync(g_ctx, &err), &err);
+    TU_OK(skv_cuda_sync(g_ctx, &err), &err);
     TU_OK(skv_cuda_download(part, dout, G * ps, &err), &err);
     float got[D], want[D];
     for (int hq = 0; hq < G; hq++) {
@@ -424,7 +406,7 @@ static void encode_case(int d, int s, int atoms) {
         free(K), free(V);
     }
     TU_OK(skv_csr_cuda_encode(g_ctx, jobs, EJ, d, s, atoms, &err), &err);
-    TU_OK(skv_csr_cuda_sync(g_ctx, &err), &err);
+    TU_OK(skv_cuda_sync(g_ctx, &err), &err);
     for (int j = 0; j < EJ; j++) {
         const size_t n = ns[j], cb = n * 2 * (size_t)s * sizeof(uint16_t);
         uint16_t *gi = tu_malloc(cb + 2), *gc = tu_malloc(cb + 2);
@@ -468,7 +450,7 @@ static void test_cuda_csr_rejects_unsupported(void **state) {
     skv_err err;
     /* the valid empty job first: the rejections below are about their one bad argument */
     TU_OK(skv_csr_cuda_attend(g_ctx, &job, 1, 128, 4, 8, 1024, 0.0f, 0, &err), &err);
-    TU_OK(skv_csr_cuda_sync(g_ctx, &err), &err);
+    TU_OK(skv_cuda_sync(g_ctx, &err), &err);
     assert_int_equal(skv_csr_cuda_attend(g_ctx, &job, 1, 128, 4, 8, 1024, 10000.0f, 0, &err),
                      SKV_ERR_UNSUPPORTED);
     assert_non_null(strstr(err.msg, "pre-rotary"));

@@ -34,6 +34,7 @@
 #include "skv_backend.h"
 #include "svc_harness.h"
 #include "svc_replica.h"
+#include "svc_steps.h"
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
@@ -776,45 +777,7 @@ static void test_sigterm_to_coordinator_stops_job_cleanly(void **state) {
 
 /* ---- 4. the GPU attend inside the service ------------------------------------------------ */
 
-/* `steps` decode steps of every layer for the NS sequences, the service against the replica
- * (1e-3 relative); returns the worst relative error. */
 enum { GPU_NS = 6 };
-static double gpu_steps(skv_client *c, const skv_model_shape *sh, svc_replica *rep,
-                        const uint64_t *ids, const skv_policy_id *pol, synth_rng *rng, int steps) {
-    const size_t kn = (size_t)sh->kv_heads * sh->head_dim, qn = (size_t)sh->q_heads * sh->head_dim;
-    float *Q = tu_malloc(GPU_NS * qn * sizeof(float)), *K = tu_malloc(GPU_NS * kn * sizeof(float));
-    float *V = tu_malloc(GPU_NS * kn * sizeof(float)),
-          *out = tu_malloc(GPU_NS * qn * sizeof(float));
-    float *want = tu_malloc(qn * sizeof(float));
-    double worst = 0.0;
-    skv_err err = {0};
-    for (int step = 0; step < steps; step++)
-        for (uint32_t l = 0; l < sh->layers; l++) {
-            synth_fill_normal(rng, Q, GPU_NS * qn, 2.0f);
-            synth_fill_normal(rng, K, GPU_NS * kn, 1.0f);
-            synth_fill_normal(rng, V, GPU_NS * kn, 1.0f);
-            SVC_OK(skv_client_step(c, sh, l, GPU_NS, ids, Q, K, V, out, &err), &err);
-            for (int i = 0; i < GPU_NS; i++) {
-                SVC_OK(svc_replica_step(&rep[i], l, Q + i * qn, K + i * kn, V + i * kn, want, &err),
-                       &err);
-                for (uint32_t h = 0; h < sh->q_heads; h++) {
-                    double num = 0, den = 0;
-                    for (uint32_t j = 0; j < sh->head_dim; j++) {
-                        double e = out[i * qn + h * sh->head_dim + j] - want[h * sh->head_dim + j];
-                        num += e * e;
-                        den += (double)want[h * sh->head_dim + j] * want[h * sh->head_dim + j];
-                    }
-                    double r = sqrt(num / den);
-                    if (r > worst) worst = r;
-                    if (!(r <= 1e-3))
-                        fail_msg("sequence %d (%s) layer %u step %d head %u: rel err %g", i,
-                                 skv_policy_name(pol[i]), l, step, h, r);
-                }
-            }
-        }
-    free(Q), free(K), free(V), free(out), free(want);
-    return worst;
-}
 
 /*
  * Workers with --backend cuda (2 workers sharing one GPU) answer like the CPU replica within
@@ -859,15 +822,11 @@ static void test_service_gpu_attend_matches_replica(void **state) {
         SVC_OK(skv_client_create_sequence(c, &sh, &cfg[i], shards[i], 64, &ids[i], &err), &err);
         SVC_OK(svc_replica_init(&rep[i], &sh, &cfg[i], ids[i], shards[i], 64, &err), &err);
     }
-    const size_t n = 700, kn = (size_t)sh.kv_heads * sh.head_dim;
-    for (int i = 0; i < GPU_NS; i++)
-        for (uint32_t l = 0; l < sh.layers; l++) {
-            float *K = rand_floats(&rng, n * kn), *V = rand_floats(&rng, n * kn);
-            SVC_OK(skv_client_append(c, &sh, ids[i], l, n, K, V, &err), &err);
-            SVC_OK(svc_replica_append(&rep[i], l, n, K, V, &err), &err);
-            free(K), free(V);
-        }
-    double worst = gpu_steps(c, &sh, rep, ids, pol, &rng, 12);
+    const char *label[GPU_NS];
+    for (int i = 0; i < GPU_NS; i++) label[i] = skv_policy_name(pol[i]);
+    svc_prefill_both(c, &sh, GPU_NS, ids, rep, &rng, 700);
+    double worst =
+        svc_steps_vs_replicas(c, &sh, GPU_NS, ids, rep, label, &rng, 12, 2.0f, 1e-3, "gpu service");
     assert_data_path_mpi(c); /* GPU workers, but a CPU coordinator: NCCL cannot include it */
     char dir[128];
     snprintf(dir, sizeof dir, "/tmp/subkv-test-gpuckpt-%d", (int)getpid());
@@ -879,7 +838,8 @@ static void test_service_gpu_attend_matches_replica(void **state) {
     const char *restore[] = {"--restore", dir, NULL};
     assert_int_equal(svc_job_start(&fx->job[1], 2, restore, wargs), 0);
     c = svc_connect(&fx->job[1]);
-    worst = fmax(worst, gpu_steps(c, &sh, rep, ids, pol, &rng, 3));
+    worst = fmax(worst, svc_steps_vs_replicas(c, &sh, GPU_NS, ids, rep, label, &rng, 3, 2.0f, 1e-3,
+                                              "restored gpu service"));
     skv_client_close(c);
     assert_int_equal(svc_job_stop(&fx->job[1]), 0);
     for (int i = 0; i < GPU_NS; i++) svc_replica_free(&rep[i]);

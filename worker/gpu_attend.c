@@ -1,6 +1,7 @@
 /* gpu_attend.c — see gpu_attend.h. */
 #include "gpu_attend.h"
 #include "gpu_refresh.h"
+#include "gpu_csr.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ struct skv_mirror {
     /* refreshkv: the partial cache's ring as last uploaded (skv_rkv_ring_view counters) */
     uint64_t pushes, layout;
     int ring_ok;
+    skv_csr_mirror *csr; /* csr: codes and exact rows (worker/gpu_csr.c) */
 };
 
 void skv_mirror_free(skv_mirror *m) {
@@ -30,6 +32,7 @@ void skv_mirror_free(skv_mirror *m) {
     skv_cuda_pool_free(m->ctx, m->b);
     skv_dsub_destroy(m->ctx, m->dsub);
     skv_rkv_mirror_free(m->ctx, m->full);
+    skv_gpu_csr_mirror_free(m->ctx, m->csr);
     free(m);
 }
 
@@ -50,6 +53,7 @@ void skv_gpu_fini(skv_gpu *g) {
         skv_cuda_pool_free(g->ctx, g->dq);
         skv_cuda_pool_free(g->ctx, g->dout);
         skv_cuda_pool_free(g->ctx, g->dkv);
+        skv_gpu_csr_fini(g);
     }
     skv_cuda_ctx_destroy(g->ctx);
     free(g->hq);
@@ -65,15 +69,17 @@ size_t skv_gpu_reserved(const skv_gpu *g) { return g->ctx ? skv_cuda_pool_reserv
 
 int skv_gpu_resident(const skv_sketch *s) { return skv_dsub_eligible(s); }
 
-int skv_gpu_eligible(const skv_sketch *s, int g) {
+int skv_gpu_eligible(skv_gpu *gpu, const skv_sketch *s, int g) {
     const skv_config *c = skv_sketch_config(s);
     /* h2o's attend updates eviction scores over every entry: all CPU. refreshkv runs its
      * full steps on the CPU (skv_sketch_attend_begin) and its partial steps here; with
-     * full_mem = device its full steps too (gpu_refresh.c). */
+     * full_mem = device its full steps too (gpu_refresh.c). csr attends its codes
+     * (post-rotary ones only: gpu_csr.h). */
     return c->policy != SKV_POLICY_H2O &&
            (c->dtype == SKV_DTYPE_F16 || c->dtype == SKV_DTYPE_BF16) &&
            (c->head_dim == 64 || c->head_dim == 128) &&
-           (g == 1 || g == 2 || g == 3 || g == 4 || g == 8);
+           (g == 1 || g == 2 || g == 3 || g == 4 || g == 8) &&
+           (c->policy != SKV_POLICY_CSR || skv_gpu_csr_eligible(gpu, s));
 }
 
 /* Grow a pooled device buffer to `bytes`, keeping its first `keep` bytes (stream-ordered). */
@@ -209,6 +215,8 @@ static subkv_status mirror_refresh(skv_gpu *g, skv_table_entry *te, skv_err *err
     if (m->dsub) return SKV_OK; /* resident: the image is the state */
     if (skv_sketch_config(te->sketch)->policy == SKV_POLICY_REFRESHKV)
         return mirror_ring(g, te, err);
+    if (skv_sketch_config(te->sketch)->policy == SKV_POLICY_CSR) /* eligible: codes on the GPU */
+        return skv_gpu_csr_refresh(g, te->sketch, &m->csr, err);
     skv_stats st;
     skv_sketch_stats(te->sketch, &st);
     const skv_config *c = skv_sketch_config(te->sketch);
@@ -315,6 +323,7 @@ static subkv_status attend_items(skv_gpu *g, skv_gpu_item *items, size_t n, int 
             else
                 job = (skv_cuda_job){.k = m->k, .v = m->v, .a = m->a, .b = m->b, .n = m->n};
             if (!items[i].full && m->dsub) skv_dsub_job(m->dsub, &job);
+            if (!items[i].full && m->csr) skv_gpu_csr_exact_job(m->csr, &job);
             job.q = g->dq + i * qn;
             job.out = g->dout + i * on;
             g->jobs[nj++] = job;
@@ -323,9 +332,11 @@ static subkv_status attend_items(skv_gpu *g, skv_gpu_item *items, size_t n, int 
             SKV_CHECK(skv_cuda_attend(g->ctx, g->jobs, (int)nj, d, group, (skv_dtype)dt, 0, err));
     }
     SKV_CHECK(skv_gpu_refresh_launch(g, items, n, d, group, g->dout, on, err));
+    SKV_CHECK(skv_gpu_csr_launch(g, items, n, d, group, err)); /* csr items' coded parts */
     SKV_CHECK(skv_cuda_sync(g->ctx, err));
     SKV_CHECK(skv_cuda_download(g->hq, g->dout, n * on * sizeof(float), err));
     for (size_t i = 0; i < n; i++) memcpy(items[i].out, g->hq + i * on, on * sizeof(float));
+    skv_gpu_csr_merge(g, items, d, group);
     return skv_gpu_refresh_apply(g, items, n, group, err);
 }
 
@@ -383,3 +394,5 @@ subkv_status skv_gpu_pull(skv_gpu *g, skv_table_entry *te, skv_err *err) {
     m->stale = 0;
     return SKV_OK;
 }
+
+skv_csr_mirror *skv_mirror_csr(const skv_mirror *m) { return m ? m->csr : NULL; }

@@ -7,7 +7,8 @@
  *     attend of a group size the kernel lacks.
  *   - mirrored: exact and sinkwin stay authoritative on the CPU; a mirror of their entries
  *     lives on the device (an exact cache uploads only the rows appended since the last step;
- *     sinkwin re-uploads its window).
+ *     sinkwin re-uploads its window). csr mirrors its codes and exact rows append-only and
+ *     attends the codes directly (worker/gpu_csr.h).
  * Every device buffer comes from the context's stream-ordered pool (reserved at start-up),
  * uploads are queued from a pinned arena, appends then attends go out as one launch each per
  * request, and the request syncs once at its end. h2o and float32 storage stay on the CPU.
@@ -30,6 +31,7 @@ typedef struct skv_mirror skv_mirror;
 void skv_mirror_free(skv_mirror *m);
 struct skv_rkv_gpu; /* gpu_refresh.c's per-request scratch */
 struct skv_rkv_mirror;
+typedef struct skv_gpu_csr skv_gpu_csr; /* worker/gpu_csr.h */
 
 typedef struct skv_gpu {
     skv_cuda_ctx *ctx;
@@ -49,6 +51,8 @@ typedef struct skv_gpu {
     void *stage;   /* pinned arena the request's uploads are queued from */
     size_t stage_cap, stage_used;
     struct skv_rkv_gpu *rkv; /* refreshkv full steps on the device (gpu_refresh.c), or NULL */
+    skv_gpu_csr *csr;        /* csr sketches' dictionaries and coded attends (worker/gpu_csr.c) */
+    int csr_cpu_said;        /* the log has said that pre-rotary csr attends on the CPU */
 } skv_gpu;
 
 /* Set up on the current device, reserving `reserve` bytes of device memory for the pool
@@ -56,8 +60,9 @@ typedef struct skv_gpu {
 subkv_status skv_gpu_init(skv_gpu *g, size_t reserve, skv_err *err);
 void skv_gpu_fini(skv_gpu *g);
 
-/* Can the GPU answer g queries of this sketch exactly like the CPU contract requires? */
-int skv_gpu_eligible(const skv_sketch *s, int g);
+/* Can the GPU answer g queries of this sketch exactly like the CPU contract requires?
+ * (gpu: where a csr refusal is logged once; may be NULL.) */
+int skv_gpu_eligible(skv_gpu *gpu, const skv_sketch *s, int g);
 /* Does this sketch keep its state on the GPU (appends go through skv_gpu_append)? */
 int skv_gpu_resident(const skv_sketch *s);
 
@@ -99,9 +104,10 @@ subkv_status skv_gpu_finish(skv_gpu *g, skv_gpu_item *items, size_t n, int d, in
 /* Bring the CPU shadow of a resident sketch up to date (no-op for the others). */
 subkv_status skv_gpu_pull(skv_gpu *g, skv_table_entry *te, skv_err *err);
 
-/* For gpu_refresh.c: queue an upload of host[bytes] to device dst through the request's
- * pinned staging arena; grow pooled buffer *p to `bytes`, keeping its first `keep`
- * (stream-ordered); the slot of the refreshkv full-store mirror of te (made on first use). */
+/* For the worker's other GPU files (gpu_refresh.c, gpu_csr.c): queue an upload of host[bytes] to
+ * device dst through the request's pinned staging arena; grow pooled buffer *p to `bytes`, keeping
+ * its first `keep` (stream-ordered); the slot of the refreshkv full-store mirror of te (made on
+ * first use). */
 subkv_status skv_gpu_stage_upload(skv_gpu *g, void *dst, const void *host, size_t bytes,
                                   skv_err *err);
 subkv_status skv_gpu_dev_grow(skv_cuda_ctx *c, void **p, size_t keep, size_t bytes, skv_err *err);
@@ -117,5 +123,8 @@ void skv_gpu_ring_current(skv_table_entry *te);
 
 /* Device bytes the pool holds reserved. */
 size_t skv_gpu_reserved(const skv_gpu *g);
+
+/* A mirror's csr part (NULL for other policies or none yet). */
+struct skv_csr_mirror *skv_mirror_csr(const skv_mirror *m);
 
 #endif /* SUBKV_GPU_ATTEND_H */

@@ -40,7 +40,7 @@ void skv_rkv_mirror_free(skv_cuda_ctx *c, skv_rkv_mirror *f) {
 int skv_gpu_refresh_device(const skv_sketch *s, int g) {
     const skv_config *c = skv_sketch_config(s);
     return c->policy == SKV_POLICY_REFRESHKV && c->full_store == SKV_FULL_EXACT &&
-           c->full_mem == SKV_FULL_MEM_DEVICE && skv_gpu_eligible(s, g);
+           c->full_mem == SKV_FULL_MEM_DEVICE && skv_gpu_eligible(NULL, s, g);
 }
 
 static subkv_status rkv_state(skv_gpu *g, skv_err *err) {

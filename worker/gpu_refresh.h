@@ -33,7 +33,7 @@ typedef struct skv_rkv_mirror skv_rkv_mirror;
 void skv_rkv_mirror_free(skv_cuda_ctx *c, skv_rkv_mirror *f);
 
 /* Does sketch s run its full steps on this GPU worker (refreshkv, exact store, full_mem device,
- * and skv_gpu_eligible(s, g))? */
+ * and skv_gpu_eligible(NULL, s, g))? */
 int skv_gpu_refresh_device(const skv_sketch *s, int g);
 
 /* Decide item `it` (entry, q, out set; g queries): a partial step leaves it->full = 0 (attend

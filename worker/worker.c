@@ -235,7 +235,7 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
         const Subkv__WorkItem *it = op->items[i];
         if (!it->group) continue;
         skv_item_key k = item_key(it);
-        const int on_gpu = w->gpu_on && skv_gpu_eligible(sk[i], (int)it->group) &&
+        const int on_gpu = w->gpu_on && skv_gpu_eligible(&w->gpu, sk[i], (int)it->group) &&
                            (ng == 0 || ggroup == (int)it->group);
         int done = 0;
         if (it->refresh) /* the coordinator's per-layer decision: a full step now */

@@ -1,0 +1,58 @@
+/*
+ * test_gpu_csr.c — the GPU worker's csr path (worker/gpu_csr.c) on the GPU against the CPU:
+ * the cases of tests/gpu_csr_case.h (appends between steps, codes and exact rows uploaded
+ * append-only, shared dictionaries, two launch kinds, an exact sketch in the same request)
+ * at d 64 and 128, g 1, 3, 4, f16 and bf16. tests/test_gpu_csr_host.c runs the same cases
+ * with the CUDA calls emulated on the host. Without a GPU every test is skipped with the
+ * reason printed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "test_util.h"
+
+#include "gpu_suite.h"
+#include "gpu_csr_case.h"
+
+static int gpu_setup(void **state) {
+    (void)state;
+    if (!gpu_suite_probe("test_gpu_csr")) return 0;
+    skv_gpu probe; /* the worker's GPU side must come up; each case makes its own */
+    skv_err err;
+    if (skv_gpu_init(&probe, 0, &err) != SKV_OK) {
+        snprintf(g_gpu_reason, sizeof g_gpu_reason, "worker GPU init: %s", err.msg);
+        return -1;
+    }
+    skv_gpu_fini(&probe);
+    g_gpu_on = 1;
+    return 0;
+}
+
+static void test_gpu_csr_d64_matches_cpu(void **state) {
+    (void)state;
+    NEED_GPU();
+    worker_case(64, 1, SKV_DTYPE_F16);
+    worker_case(64, 3, SKV_DTYPE_BF16);
+    worker_case(64, 4, SKV_DTYPE_F16);
+}
+
+static void test_gpu_csr_d128_matches_cpu(void **state) {
+    (void)state;
+    NEED_GPU();
+    worker_case(128, 4, SKV_DTYPE_BF16);
+    worker_case(128, 3, SKV_DTYPE_F16);
+    worker_case(128, 1, SKV_DTYPE_F16);
+}
+
+int main(void) {
+    tu_suite_begin("test_gpu_csr");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gpu_csr_d64_matches_cpu),
+        cmocka_unit_test(test_gpu_csr_d128_matches_cpu),
+    };
+    return cmocka_run_group_tests(tests, gpu_setup, NULL);
+}
