@@ -75,6 +75,9 @@ if step build make -j"$jobs"; then
     if command -v compute-sanitizer >/dev/null 2>&1; then
         step memcheck compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_cuda
         step memcheck-csr compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_cuda_csr
+        step memcheck-refresh compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_cuda_refresh
+        step memcheck-topk compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_cuda_topk
+        step memcheck-gpucsr compute-sanitizer --tool memcheck --error-exitcode 3 build/tests/test_gpu_csr
     fi
     step resources bash -c 'for o in build/obj/cuda/*.cu.o; do cuobjdump --dump-resource-usage "$o" | grep -E "Function|REG"; done'
   fi
