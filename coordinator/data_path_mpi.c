@@ -21,8 +21,8 @@ typedef struct path_msg {
     char why[SKV_DATA_PATH_WHY];
 } path_msg;
 
-subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, skv_data_path *out,
-                                 skv_err *err) {
+subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, int allow_nccl,
+                                 skv_data_path *out, skv_err *err) {
     memset(out, 0, sizeof *out);
     out->path = SKV_PATH_MPI;
     snprintf(out->why, sizeof out->why, "not decided (start-up exchange failed)");
@@ -43,9 +43,17 @@ subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, skv_data_p
     path_msg msg;
     memset(&msg, 0, sizeof msg);
     if (rank == 0) {
-        if (gathered)
-            msg.path = skv_data_path_choose(all, size, msg.why, sizeof msg.why);
-        else
+        if (gathered) {
+            char why[SKV_DATA_PATH_WHY];
+            msg.path = skv_data_path_choose(all, size, why, sizeof why);
+            if (msg.path == SKV_PATH_NCCL && !allow_nccl) {
+                msg.path = SKV_PATH_MPI;
+                snprintf(msg.why, sizeof msg.why, "--data-path mpi; NCCL was possible: %.150s",
+                         why);
+            } else {
+                snprintf(msg.why, sizeof msg.why, "%s", why);
+            }
+        } else
             snprintf(msg.why, sizeof msg.why, "the ranks' device reports were lost (MPI_Gather)");
         free(all);
     }

@@ -25,12 +25,14 @@ typedef struct skv_data_path {
  * MPI_Bcasts the decision and its reason. When the decision is NCCL, every rank then joins
  * the communicator (skv_nccl_init); if that fails anywhere, every rank falls back to MPI
  * and why says so. kind: SKV_RANK_CPU or SKV_RANK_CUDA; device: the ordinal, or -1.
+ * allow_nccl counts on rank 0 only (the coordinator's --data-path): 0 keeps MPI even where
+ * NCCL is possible, and why says so; the other ranks pass 1.
  * Returns SKV_ERR_IO when MPI itself failed, SKV_ERR_NOMEM when rank 0 cannot hold the
  * reports (it then leaves the others in the gather: its caller aborts the job, as
  * subkv-coordinator does on any start-up failure); *out says MPI in both cases.
  */
-subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, skv_data_path *out,
-                                 skv_err *err);
+subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, int allow_nccl,
+                                 skv_data_path *out, skv_err *err);
 
 /* Release what skv_data_path_start made (the NCCL communicator); *dp says MPI after. */
 void skv_data_path_stop(skv_data_path *dp);
