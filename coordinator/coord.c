@@ -3,7 +3,7 @@
  * workers it concerns: op headers on MPI; the float payloads (K/V/Q out, partials back) on
  * MPI, staged through host memory (the device machine's Open MPI is not CUDA-aware), or on
  * NCCL point-to-point when the job agreed on it at create (data_path_mpi.h,
- * skv_nccl_xfer.h). With --local-worker, rank 0's own job runs in-process (worker.h) while
+ * payload_xfer.h). With --local-worker, rank 0's own job runs in-process (worker.h) while
  * the other workers work on theirs.
  */
 #include <sched.h>
@@ -203,9 +203,14 @@ static int xfer_keep_waiting(void *p) {
     return 1;
 }
 
-/* Receive rank r's reply (its header has arrived) and its partials. */
-static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double t_end,
+/* Receive rank r's reply (its header has arrived) and, on MPI, its partials. With a
+ * transfer (the NCCL path) the partials are due later (*due: how many floats): they are
+ * received once the op's payload sends completed (xfer_partials), since a receive runs only
+ * after them on NCCL's one stream: posted now, a worker that never took its payload would
+ * stall it, and the wait would blame the wrong worker. */
+static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double t_end, size_t *due,
                                skv_err *err) {
+    *due = 0;
     coord_job *j = &c->jobs[r];
     int len = 0;
     char why[256];
@@ -228,13 +233,9 @@ static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double
     if (nout) {
         if (nout > (size_t)INT32_MAX) return worker_lost(c, r, "reply of impossible size", err);
         SKV_CHECK(skv_grow((void **)&j->out, &j->cap_out, nout, sizeof(float), err));
-        if (c->xfer) { /* NCCL: posted now that the header said how many floats come */
-            xfer_wait_ctx w = {c, r, t_end, 0.0};
-            skv_err e;
-            if (skv_nccl_xfer_recv(c->xfer, r, j->out, nout, xfer_keep_waiting, &w, &e) != SKV_OK) {
-                snprintf(why, sizeof why, "NCCL receive of its partials failed: %.200s", e.msg);
-                return worker_lost(c, r, why, err);
-            }
+        if (c->xfer) {
+            *due = nout;
+            return SKV_OK;
         } else {
             MPI_Request rq;
             if (MPI_Irecv(j->out, (int)nout, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm, &rq) !=
@@ -248,6 +249,21 @@ static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double
                 return worker_lost(c, r, why, err);
             }
         }
+    }
+    j->nout = nout;
+    return SKV_OK;
+}
+
+/* Rank r's partials, due over the transfer (gather_one), now that the sends are done. */
+static subkv_status xfer_partials(skv_coord *c, int r, size_t nout, double t_end, skv_err *err) {
+    coord_job *j = &c->jobs[r];
+    xfer_wait_ctx w = {c, r, t_end, 0.0};
+    skv_err e;
+    char why[256];
+    if (skv_xfer_recv(c->xfer, r, j->out, nout, xfer_keep_waiting, &w, &e) != SKV_OK) {
+        snprintf(why, sizeof why, "%s receive of its partials failed: %.200s",
+                 skv_data_path_name(c->dp.path), e.msg);
+        return worker_lost(c, r, why, err);
     }
     j->nout = nout;
     return SKV_OK;
@@ -359,7 +375,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
     /* NCCL: every payload of the op in one group, after the headers that announce them */
     if (nparts) {
         skv_err e;
-        if (skv_nccl_xfer_send(c->xfer, c->parts, nparts, &e) != SKV_OK) {
+        if (skv_xfer_send(c->xfer, c->parts, nparts, &e) != SKV_OK) {
             snprintf(why, sizeof why, "NCCL send of its op's payload failed: %.200s", e.msg);
             st = worker_lost(c, c->parts[0].peer, why, err);
         }
@@ -382,7 +398,12 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
     for (int r = 1; r <= nw; r++) pending += c->jobs[r].active == 2;
     const double t0 = now_s();
     double next_pid_check = t0 + 0.01;
-    while (pending > 0 && !c->lost) {
+    /* [r]: partials still due over the transfer (jobs answered, active 4) */
+    size_t *due = NULL;
+    if (c->xfer && !(due = calloc((size_t)nw + 1, sizeof *due)))
+        first = worker_lost(c, 1, "no memory to track the replies", err);
+    int sends_done = nparts == 0;
+    while ((pending > 0 || !sends_done) && !c->lost) {
         int progressed = 0;
         for (int r = 1; r <= nw && !c->lost; r++) {
             coord_job *j = &c->jobs[r];
@@ -397,7 +418,13 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
             progressed = 1;
             pending--;
             j->active = 3; /* answered */
-            subkv_status g = gather_one(c, r, &ms, t_end, err);
+            size_t nd = 0;
+            subkv_status g = gather_one(c, r, &ms, t_end, &nd, err);
+            if (g == SKV_OK && nd) {
+                due[r] = nd;
+                j->active = 4; /* its partials come once the sends are done */
+                continue;
+            }
             if (g != SKV_OK) {
                 if (first == SKV_OK || g == SKV_ERR_WORKER_LOST) first = g;
                 continue;
@@ -407,7 +434,30 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
             else if (first == SKV_OK)
                 first = skv_set_error(err, (subkv_status)j->status, "worker %d: %s", r, j->msg);
         }
-        if (progressed || c->lost || pending == 0) continue;
+        if (!sends_done && !c->lost) { /* the payload sends: done once every worker took its */
+            skv_err e;
+            if (skv_xfer_test(c->xfer, &sends_done, &e) != SKV_OK) {
+                snprintf(why, sizeof why, "%s send of its payload failed: %.180s",
+                         skv_data_path_name(c->dp.path), e.msg);
+                first = worker_lost(c, c->parts[0].peer, why, err);
+                break;
+            }
+            progressed |= sends_done;
+        }
+        for (int r = 1; r <= nw && sends_done && !c->lost; r++) {
+            coord_job *j = &c->jobs[r];
+            if (j->active != 4) continue;
+            progressed = 1;
+            j->active = 3;
+            subkv_status g = xfer_partials(c, r, due[r], t_end, err);
+            if (g != SKV_OK)
+                first = g;
+            else if (j->status == SKV_OK)
+                ok = 1;
+            else if (first == SKV_OK)
+                first = skv_set_error(err, (subkv_status)j->status, "worker %d: %s", r, j->msg);
+        }
+        if (progressed || c->lost || (pending == 0 && sends_done)) continue;
         const double t = now_s();
         if (t > next_pid_check) { /* a worker of this host that died is lost at once */
             next_pid_check = t + 0.01;
@@ -416,14 +466,19 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
                     first = worker_lost(c, r, "its process exited", err);
             if (c->lost) break;
         }
-        if (t > t_end) {
-            for (int r = 1; r <= nw; r++)
-                if (c->jobs[r].active == 2) {
-                    snprintf(why, sizeof why, "no reply to %s within %d ms", op_name(opcode),
-                             deadline_ms);
-                    first = worker_lost(c, r, why, err);
-                    break;
-                }
+        if (t > t_end) { /* the first worker that never answered; else one never fed */
+            int late = 0;
+            for (int r = 1; r <= nw && !late; r++)
+                if (c->jobs[r].active == 2) late = r;
+            for (int i = 0; i < nparts && !late; i++)
+                if (c->jobs[c->parts[i].peer].active != 4) late = c->parts[i].peer;
+            if (late && c->jobs[late].active == 2)
+                snprintf(why, sizeof why, "no reply to %s within %d ms", op_name(opcode),
+                         deadline_ms);
+            else
+                snprintf(why, sizeof why, "its payload of %s not taken within %d ms",
+                         op_name(opcode), deadline_ms);
+            first = worker_lost(c, late ? late : 1, why, err);
             break;
         }
         poll_pause(t - t0);
@@ -433,15 +488,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
     for (int i = 0; i < 2 * nw && !c->lost; i++)
         if (wait_one(&reqs[i], t_end) != 0)
             first = worker_lost(c, i / 2 + 1, "the op sent to it did not complete", err);
-    if (nparts && !c->lost) { /* the NCCL sends: the staging is reused by the next op */
-        xfer_wait_ctx w = {c, 0, t_end, 0.0};
-        skv_err e;
-        if (skv_nccl_xfer_wait(c->xfer, xfer_keep_waiting, &w, &e) != SKV_OK) {
-            snprintf(why, sizeof why, "the NCCL payload sent to it did not complete: %.180s",
-                     e.msg);
-            first = worker_lost(c, c->parts[0].peer, why, err);
-        }
-    }
+    free(due);
     if (ok_any) *ok_any = ok;
     return c->lost ? skv_set_error(err, SKV_ERR_WORKER_LOST, "%s", c->lost_msg) : first;
 }
@@ -508,9 +555,11 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
      * its own (data_path.h), so without a local worker this settles on MPI, and says so. */
     const int dev = c->worker ? skv_worker_device(c->worker) : -1;
     st = skv_data_path_start(comm, dev >= 0 ? SKV_RANK_CUDA : SKV_RANK_CPU, dev,
-                             c->opts.data_path != SKV_COORD_PATH_MPI, &c->dp, err);
-    if (st == SKV_OK && c->dp.path == SKV_PATH_NCCL)
-        st = skv_nccl_xfer_new(&c->dp.nccl, &c->xfer, err);
+                             c->opts.data_path == SKV_COORD_PATH_MPI        ? SKV_WANT_MPI
+                             : c->opts.data_path == SKV_COORD_PATH_XFER_MPI ? SKV_WANT_XFER_MPI
+                                                                            : SKV_WANT_AUTO,
+                             &c->dp, err);
+    if (st == SKV_OK) st = skv_xfer_start(comm, &c->dp, &c->xfer, err);
     if (st != SKV_OK) {
         skv_data_path_stop(&c->dp);
         skv_worker_free(c->worker);
@@ -534,7 +583,7 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
         MPI_Gather(&id, (int)sizeof id, MPI_BYTE, all, (int)sizeof id, MPI_BYTE, 0, comm) !=
             MPI_SUCCESS) {
         free(all);
-        skv_nccl_xfer_free(c->xfer, NULL, NULL);
+        skv_xfer_free(c->xfer, NULL, NULL);
         skv_data_path_stop(&c->dp);
         skv_worker_free(c->worker);
         free(c->wpid);
@@ -563,8 +612,8 @@ void skv_coord_destroy(skv_coord *c) {
         coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN, NULL, NULL, &err) != SKV_OK)
         fprintf(stderr, "subkv-coordinator: worker shutdown: %s\n", err.msg);
     coord_jobs_reset(c);
-    skv_nccl_xfer_free(c->xfer, NULL, NULL); /* nothing pending: every dispatch waited */
-    skv_data_path_stop(&c->dp); /* the workers drop theirs after their shutdown reply */
+    skv_xfer_free(c->xfer, NULL, NULL); /* nothing pending: every dispatch waited */
+    skv_data_path_stop(&c->dp);         /* the workers drop theirs after their shutdown reply */
     skv_worker_free(c->worker);
     for (int r = 0; r <= c->nworkers; r++) {
         coord_job *j = &c->jobs[r];

@@ -41,11 +41,13 @@ typedef struct skv_coord_opts {
     int local_backend;
     size_t local_budget_bytes, local_gpu_reserve_bytes;
     /* SKV_COORD_PATH_AUTO: NCCL where every rank is on a GPU of its own (data_path.h), else
-     * MPI; SKV_COORD_PATH_MPI: MPI always (to compare the two on one launch). */
+     * MPI; SKV_COORD_PATH_MPI: MPI always (to compare the two on one launch);
+     * SKV_COORD_PATH_XFER_MPI: the NCCL path's transfer protocol over MPI (tests without
+     * GPUs; payload_xfer.h). */
     int data_path;
 } skv_coord_opts;
 
-enum { SKV_COORD_PATH_AUTO = 0, SKV_COORD_PATH_MPI = 1 };
+enum { SKV_COORD_PATH_AUTO = 0, SKV_COORD_PATH_MPI = 1, SKV_COORD_PATH_XFER_MPI = 2 };
 
 #define SKV_COORD_DEFAULT_DEADLINE_MS 30000
 #define SKV_COORD_IO_DEADLINE_MS 120000

@@ -11,7 +11,7 @@
 #include "data_path_mpi.h"
 #include "skv_check.h"
 #include "skv_internal.h"
-#include "skv_nccl_xfer.h"
+#include "payload_xfer.h"
 #include "skv_wire.h"
 #include "worker.h"
 
@@ -87,7 +87,7 @@ struct skv_coord {
     size_t parts_cap;
     int local;           /* 1: rank 0 owns a shard (opts.local_worker), handled by `worker` */
     skv_worker *worker;  /* the local worker, or NULL */
-    skv_nccl_xfer *xfer; /* the payloads' NCCL transfers when dp.path is NCCL, else NULL */
+    skv_xfer *xfer;      /* the payloads' transfer on the NCCL path (payload_xfer.h), else NULL */
     coord_owner *owners; /* sorted by client */
     size_t nowners, cap_owners;
     uint64_t client; /* the client of the request being handled */

@@ -21,8 +21,8 @@ typedef struct path_msg {
     char why[SKV_DATA_PATH_WHY];
 } path_msg;
 
-subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, int allow_nccl,
-                                 skv_data_path *out, skv_err *err) {
+subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, int want, skv_data_path *out,
+                                 skv_err *err) {
     memset(out, 0, sizeof *out);
     out->path = SKV_PATH_MPI;
     snprintf(out->why, sizeof out->why, "not decided (start-up exchange failed)");
@@ -46,7 +46,11 @@ subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, int allow_
         if (gathered) {
             char why[SKV_DATA_PATH_WHY];
             msg.path = skv_data_path_choose(all, size, why, sizeof why);
-            if (msg.path == SKV_PATH_NCCL && !allow_nccl) {
+            if (want == SKV_WANT_XFER_MPI) {
+                msg.path = SKV_PATH_XFER_MPI;
+                snprintf(msg.why, sizeof msg.why,
+                         "--data-path mpi-xfer: the NCCL path's transfers over MPI (a test mode)");
+            } else if (msg.path == SKV_PATH_NCCL && want == SKV_WANT_MPI) {
                 msg.path = SKV_PATH_MPI;
                 snprintf(msg.why, sizeof msg.why, "--data-path mpi; NCCL was possible: %.150s",
                          why);
@@ -59,7 +63,8 @@ subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, int allow_
     }
     SKV_MPI_CHECK(MPI_Bcast(&msg, (int)sizeof msg, MPI_BYTE, 0, comm), err);
     if (!gathered) return skv_set_error(err, SKV_ERR_IO, "MPI_Gather of the ranks' devices failed");
-    out->path = msg.path == SKV_PATH_NCCL ? SKV_PATH_NCCL : SKV_PATH_MPI;
+    out->path =
+        msg.path == SKV_PATH_NCCL || msg.path == SKV_PATH_XFER_MPI ? msg.path : SKV_PATH_MPI;
     snprintf(out->why, sizeof out->why, "%s", msg.why);
     if (out->path != SKV_PATH_NCCL) return SKV_OK;
 

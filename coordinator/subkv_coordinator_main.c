@@ -41,7 +41,7 @@ static void usage(FILE *f) {
         "                         [--max-seqs N] [--max-seqs-per-client N] "
         "[--max-bytes-per-client B]\n"
         "                         [--local-worker [--local-backend B] [--local-budget BYTES]\n"
-        "                         [--local-gpu-reserve BYTES]] [--data-path auto|mpi]\n"
+        "                         [--local-gpu-reserve BYTES]] [--data-path auto|mpi|mpi-xfer]\n"
         "Rank 0 of the subkv MPI job; ranks 1..N must be subkv-worker.\n"
         "  --listen HOST:PORT  TCP listener (default 127.0.0.1:7439; loopback unless told)\n"
         "  --no-tcp            no TCP listener (use with --unix)\n"
@@ -67,8 +67,9 @@ static void usage(FILE *f) {
         "                      (default: --local-budget)\n"
         "  --data-path P       auto (default): the op payloads go over NCCL when every rank,\n"
         "                      rank 0 included (--local-worker on a GPU), has a GPU of its\n"
-        "                      own, else over MPI; mpi: always MPI. `subkv stats` says which\n"
-        "                      path is live and why\n"
+        "                      own, else over MPI; mpi: always MPI; mpi-xfer: the NCCL\n"
+        "                      path's transfer protocol over MPI (tests without GPUs).\n"
+        "                      `subkv stats` says which path is live and why\n"
         "Stops on SIGTERM/SIGINT or a shutdown request: finishes the request in flight,\n"
         "stops the workers, exits 0. When a worker dies or misses its deadline, answers every\n"
         "pending request with SKV_ERR_WORKER_LOST naming it, and ends the MPI job with exit\n"
@@ -117,10 +118,12 @@ int main(int argc, char **argv) {
                 co.local_gpu_reserve_bytes = strcmp(v, "0") ? (size_t)n : 0, reserve_set = 1;
             i++;
         } else if (v && !strcmp(a, "--data-path")) {
-            if (!strcmp(v, "auto") || !strcmp(v, "mpi")) {
-                co.data_path = !strcmp(v, "mpi") ? SKV_COORD_PATH_MPI : SKV_COORD_PATH_AUTO;
+            if (!strcmp(v, "auto") || !strcmp(v, "mpi") || !strcmp(v, "mpi-xfer")) {
+                co.data_path = !strcmp(v, "mpi")        ? SKV_COORD_PATH_MPI
+                               : !strcmp(v, "mpi-xfer") ? SKV_COORD_PATH_XFER_MPI
+                                                        : SKV_COORD_PATH_AUTO;
             } else {
-                fprintf(stderr, "subkv-coordinator: --data-path must be auto or mpi\n");
+                fprintf(stderr, "subkv-coordinator: --data-path must be auto, mpi or mpi-xfer\n");
                 return 2;
             }
             i++;

@@ -55,25 +55,37 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+extern "C" subkv_status skv_nccl_xfer_test(skv_nccl_xfer *x, int *done, skv_err *err) {
+    *done = 0;
+    if (!comm_of(x)) return skv_set_error(err, SKV_ERR_DEVICE, "NCCL communicator was aborted");
+    if (!x->pending) {
+        *done = 1;
+        return SKV_OK;
+    }
+    cudaError_t ce = cudaStreamQuery(x->stream);
+    if (ce == cudaSuccess) {
+        x->pending = 0;
+        *done = 1;
+        return SKV_OK;
+    }
+    if (ce != cudaErrorNotReady) {
+        (void)cudaGetLastError(); /* clear it: the error is reported here */
+        return fail(x, err, "NCCL transfer stream failed: %s", cudaGetErrorString(ce));
+    }
+    ncclResult_t ar = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_of(x), &ar) != ncclSuccess ||
+        (ar != ncclSuccess && ar != ncclInProgress))
+        return fail(x, err, "NCCL transfer failed: %s", ncclGetErrorString(ar));
+    return SKV_OK;
+}
+
 extern "C" subkv_status skv_nccl_xfer_wait(skv_nccl_xfer *x, skv_xfer_poll poll, void *ctx,
                                            skv_err *err) {
-    if (!comm_of(x)) return skv_set_error(err, SKV_ERR_DEVICE, "NCCL communicator was aborted");
-    if (!x->pending) return SKV_OK;
     const double t0 = now_s();
     for (;;) {
-        cudaError_t ce = cudaStreamQuery(x->stream);
-        if (ce == cudaSuccess) {
-            x->pending = 0;
-            return SKV_OK;
-        }
-        if (ce != cudaErrorNotReady) {
-            (void)cudaGetLastError(); /* clear it: the error is reported here */
-            return fail(x, err, "NCCL transfer stream failed: %s", cudaGetErrorString(ce));
-        }
-        ncclResult_t ar = ncclSuccess;
-        if (ncclCommGetAsyncError(comm_of(x), &ar) != ncclSuccess ||
-            (ar != ncclSuccess && ar != ncclInProgress))
-            return fail(x, err, "NCCL transfer failed: %s", ncclGetErrorString(ar));
+        int done = 0;
+        SKV_CHECK(skv_nccl_xfer_test(x, &done, err));
+        if (done) return SKV_OK;
         if (poll && !poll(ctx))
             return fail(x, err, "NCCL transfer %s", "abandoned (peer lost or deadline passed)");
         pause_for(now_s() - t0);

@@ -33,6 +33,12 @@ subkv_status skv_nccl_xfer_recv(skv_nccl_xfer *x, int peer, float *dst, size_t n
     return skv_set_error(err, SKV_ERR_UNSUPPORTED, "built without NCCL: no NCCL transfers");
 }
 
+subkv_status skv_nccl_xfer_test(skv_nccl_xfer *x, int *done, skv_err *err) {
+    (void)x;
+    if (done) *done = 0;
+    return skv_set_error(err, SKV_ERR_UNSUPPORTED, "built without NCCL: no NCCL transfers");
+}
+
 subkv_status skv_nccl_xfer_wait(skv_nccl_xfer *x, skv_xfer_poll poll, void *ctx, skv_err *err) {
     (void)x, (void)poll, (void)ctx;
     return skv_set_error(err, SKV_ERR_UNSUPPORTED, "built without NCCL: no NCCL transfers");

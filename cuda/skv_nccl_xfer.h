@@ -61,6 +61,10 @@ subkv_status skv_nccl_xfer_send(skv_nccl_xfer *x, const skv_xfer_part *parts, in
 subkv_status skv_nccl_xfer_recv(skv_nccl_xfer *x, int peer, float *dst, size_t n,
                                 skv_xfer_poll poll, void *ctx, skv_err *err);
 
+/* Has everything enqueued completed? *done 1 or 0, without waiting; an error (the stream's
+ * or the communicator's) aborts as a failed wait does. */
+subkv_status skv_nccl_xfer_test(skv_nccl_xfer *x, int *done, skv_err *err);
+
 /* Wait until everything enqueued has completed. */
 subkv_status skv_nccl_xfer_wait(skv_nccl_xfer *x, skv_xfer_poll poll, void *ctx, skv_err *err);
 

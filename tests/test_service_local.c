@@ -7,9 +7,12 @@
  *     without the local worker unchanged (pinned);
  *  2. option parsing: bad --data-path / --local-backend / --local-budget values and local
  *     options without --local-worker exit 2 with a message; --help documents them;
- *  3. real jobs (coordinator + local worker + 1..3 workers, CPU backend, MPI path): head and
- *     context sharding, every step bit for bit the in-process replica's; stats lists worker
- *     0 holding exactly the sketches the shard map gives rank 0; --data-path mpi is accepted;
+ *  3. real jobs (coordinator + local worker + 1..3 workers, CPU backend): head and context
+ *     sharding, every step bit for bit the in-process replica's; stats lists worker 0
+ *     holding exactly the sketches the shard map gives rank 0 and the path; on the MPI path
+ *     and on --data-path mpi-xfer (the NCCL path's transfer protocol over MPI: its
+ *     bookkeeping without GPUs), with and without the local worker; a stopped worker on
+ *     that path is lost at the deadline, not waited for;
  *  4. the local worker's budget refuses a create, rolled back on every rank;
  *  5. checkpoint/restore with the local worker continues bit for bit (worker-0.skv written),
  *     and a job without --local-worker refuses that checkpoint;
@@ -124,7 +127,7 @@ static void test_options(void **state) {
     static const struct {
         const char *args, *says;
     } bad[] = {
-        {"--data-path nccl", "--data-path must be auto or mpi"},
+        {"--data-path nccl", "--data-path must be auto, mpi or mpi-xfer"},
         {"--data-path", "unknown or incomplete option '--data-path'"},
         {"--local-worker --local-backend gpu", "--local-backend must be auto, cpu or cuda"},
         {"--local-worker --local-budget lots", "--local-budget wants bytes"},
@@ -154,14 +157,15 @@ static uint64_t rank0_sketches(const svc_seqs *s, int nworkers) {
 }
 
 /* The stats text names nworkers + 1 workers, the local rule, and worker 0 with `sketches`
- * sketches on the CPU; the data path is MPI. */
-static void check_local_stats(skv_client *c, int nworkers, uint64_t sketches) {
+ * sketches; the data path is `path` ("mpi", "mpi-xfer"). */
+static void check_local_stats(skv_client *c, int nworkers, uint64_t sketches, const char *path) {
     char text[16384], want[64];
     skv_err err = {0};
     SVC_OK(skv_client_stats(c, text, sizeof text, &err), &err);
     snprintf(want, sizeof want, "workers:   %d\n", nworkers + 1);
     if (!strstr(text, want)) fail_msg("stats lacks '%s':\n%s", want, text);
-    if (!strstr(text, "\ndata path: mpi (")) fail_msg("stats: data path not mpi:\n%s", text);
+    snprintf(want, sizeof want, "\ndata path: %s (", path);
+    if (!strstr(text, want)) fail_msg("stats: data path not %s:\n%s", path, text);
     if (!strstr(text, "rank 0: the coordinator's local worker"))
         fail_msg("stats: shard map rule without the local worker:\n%s", text);
     const char *w0 = strstr(text, "\nworker 0 ");
@@ -189,7 +193,7 @@ static void local_equivalence(svc_fixture *f, int nworkers, const char *data_pat
     svc_seqs_create(&s, c, SVC_SEQS_MAX, &rng); /* shards 2, 1, 3, 1: head + context */
     const uint64_t mine = rank0_sketches(&s, nworkers);
     assert_true(mine > 0);
-    check_local_stats(c, nworkers, mine);
+    check_local_stats(c, nworkers, mine, strcmp(data_path, "mpi-xfer") ? "mpi" : "mpi-xfer");
     char what[96];
     for (int k = 0; k < 6; k++) {
         snprintf(what, sizeof what, "local worker + %d workers, step %d", nworkers, k);
@@ -210,9 +214,84 @@ static void local_equivalence(svc_fixture *f, int nworkers, const char *data_pat
            nworkers, data_path, (unsigned long long)mine, svc_now() - t0);
 }
 
-static void test_local_1_worker(void **state) { local_equivalence(*state, 1, "auto"); }
+static void test_local_1_worker_xfer(void **state) { local_equivalence(*state, 1, "mpi-xfer"); }
 static void test_local_2_workers(void **state) { local_equivalence(*state, 2, "auto"); }
+static void test_local_2_workers_xfer(void **state) { local_equivalence(*state, 2, "mpi-xfer"); }
 static void test_local_3_workers_mpi(void **state) { local_equivalence(*state, 3, "mpi"); }
+static void test_local_3_workers_xfer(void **state) { local_equivalence(*state, 3, "mpi-xfer"); }
+
+/* The transfer protocol without the local worker: rank 0 only coordinates. */
+static void test_xfer_without_local_worker(void **state) {
+    svc_fixture *f = *state;
+    synth_rng rng;
+    tu_rng_for(&rng, __func__);
+    const char *cargs[] = {"--data-path", "mpi-xfer", NULL};
+    svc_job *job = &f->job[0];
+    assert_int_equal(svc_job_start(job, 3, cargs, NULL), 0);
+    skv_client *c = svc_connect(job);
+    svc_seqs s;
+    svc_seqs_create(&s, c, SVC_SEQS_MAX, &rng);
+    char text[16384];
+    skv_err err = {0};
+    SVC_OK(skv_client_stats(c, text, sizeof text, &err), &err);
+    if (!strstr(text, "workers:   3\n") || !strstr(text, "\ndata path: mpi-xfer (") ||
+        strstr(text, "\nworker 0 "))
+        fail_msg("stats of 3 workers on mpi-xfer without a local worker:\n%s", text);
+    for (int k = 0; k < 4; k++) svc_seqs_check(&s, c, &rng, "mpi-xfer, no local worker");
+    skv_client_close(c);
+    assert_int_equal(svc_job_stop(job), 0);
+    svc_seqs_free(&s);
+}
+
+/* MPI rank of process pid (Open MPI's OMPI_COMM_WORLD_RANK), or -1. */
+static int rank_of(pid_t pid) {
+    char path[64], env[16384];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp) return -1;
+    size_t n = fread(env, 1, sizeof env - 1, fp);
+    fclose(fp);
+    env[n] = '\0';
+    for (size_t i = 0; i < n; i += strlen(env + i) + 1)
+        if (!strncmp(env + i, "OMPI_COMM_WORLD_RANK=", 21)) return atoi(env + i + 21);
+    return -1;
+}
+
+/* A worker that stops answering while payloads go through the transfer is lost at the op
+ * deadline, named, and the job ends non-zero: nothing waits for it forever. */
+static void test_xfer_hung_worker_is_lost(void **state) {
+    svc_fixture *f = *state;
+    synth_rng rng;
+    tu_rng_for(&rng, __func__);
+    const char *cargs[] = {"--local-worker", "--local-backend",    "cpu",  "--data-path",
+                           "mpi-xfer",       "--step-deadline-ms", "1500", NULL};
+    svc_job *j = &f->job[0];
+    assert_int_equal(svc_job_start(j, 2, cargs, NULL), 0);
+    skv_client *c = svc_connect(j);
+    svc_seqs s;
+    svc_seqs_create(&s, c, 2, &rng);
+    const pid_t victim = svc_job_rank_pid(j, "subkv-worker");
+    assert_true(victim > 0);
+    const int rank = rank_of(victim);
+    assert_true(rank >= 1);
+    kill(victim, SIGSTOP);
+    skv_err err = {0};
+    const double t0 = svc_now();
+    const subkv_status st = svc_seqs_steps(&s, c, 1, &rng, 0, &err);
+    const double waited = svc_now() - t0;
+    kill(victim, SIGCONT);
+    printf("# mpi-xfer: stopped worker rank %d; the step failed after %.2f s: %s\n", rank, waited,
+           err.msg);
+    char want[32];
+    snprintf(want, sizeof want, "worker rank %d ", rank);
+    assert_int_equal(st, SKV_ERR_WORKER_LOST);
+    assert_non_null(strstr(err.msg, want));
+    assert_true(waited >= 1.4 && waited < 20.0);
+    skv_client_close(c);
+    assert_int_equal(svc_job_wait(j, SVC_STOP_TIMEOUT_S), 0);
+    assert_int_not_equal(svc_job_exit_code(j), 0);
+    svc_seqs_free(&s);
+}
 
 /* ---- 4. the local worker's budget -------------------------------------------------------- */
 
@@ -280,14 +359,15 @@ static void test_local_checkpoint_restore(void **state) {
     skv_client_close(c);
     assert_int_equal(svc_job_stop(a), 0);
 
-    const char *rargs[] = {"--local-worker", "--local-backend", "cpu", "--restore", dir, NULL};
+    const char *rargs[] = {"--local-worker", "--local-backend", "cpu", "--data-path",
+                           "mpi-xfer",       "--restore",       dir,   NULL};
     svc_job *b = &f->job[1];
     assert_int_equal(svc_job_start(b, 2, rargs, NULL), 0);
     c = svc_connect(b);
     svc_stats_numbers(c, &bytes_b, &nseq_b);
     assert_int_equal(nseq_b, nseq_a);
     assert_int_equal(bytes_b, bytes_a);
-    check_local_stats(c, 2, rank0_sketches(&s, 2));
+    check_local_stats(c, 2, rank0_sketches(&s, 2), "mpi-xfer");
     for (int k = 0; k < 3; k++) svc_seqs_check(&s, c, &rng, "restored job with a local worker");
     skv_client_close(c);
     assert_int_equal(svc_job_stop(b), 0);
@@ -386,6 +466,7 @@ static void test_gpu_nccl_matches_mpi_and_replica(void **state) {
         skip();
     }
     const int gpus = bi.device_count > 8 ? 8 : bi.device_count, nw = gpus - 1;
+    setenv("NCCL_NVLS_ENABLE", "0", 0); /* NVLink multicast stays off on the lent machines */
     synth_rng rng;
     tu_rng_for(&rng, __func__);
     const uint64_t seed = synth_rng_u64(&rng);
@@ -415,11 +496,19 @@ int main(void) {
         cmocka_unit_test(test_shard_map_without_local_worker_unchanged),
         cmocka_unit_test(test_shard_map_with_local_worker),
         cmocka_unit_test(test_options),
-        cmocka_unit_test_setup_teardown(test_local_1_worker, svc_fixture_setup,
+        cmocka_unit_test_setup_teardown(test_local_1_worker_xfer, svc_fixture_setup,
                                         svc_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_local_2_workers, svc_fixture_setup,
                                         svc_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_local_2_workers_xfer, svc_fixture_setup,
+                                        svc_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_local_3_workers_mpi, svc_fixture_setup,
+                                        svc_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_local_3_workers_xfer, svc_fixture_setup,
+                                        svc_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_xfer_without_local_worker, svc_fixture_setup,
+                                        svc_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_xfer_hung_worker_is_lost, svc_fixture_setup,
                                         svc_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_local_budget_rolls_back, svc_fixture_setup,
                                         svc_fixture_teardown),

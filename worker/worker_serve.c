@@ -3,7 +3,7 @@
  * handler (worker.c): wait for an op header from rank 0, receive its payload, handle it,
  * send the reply header and the partials. Headers always travel on MPI; the float payloads
  * on MPI, or on NCCL when the job agreed on it at start-up (data_path_mpi.h,
- * skv_nccl_xfer.h).
+ * payload_xfer.h).
  */
 #include "worker.h"
 
@@ -19,7 +19,7 @@
 #include "data_path_mpi.h"
 #include "skv_check.h"
 #include "skv_internal.h"
-#include "skv_nccl_xfer.h"
+#include "payload_xfer.h"
 #include "skv_wire.h"
 
 typedef struct serve {
@@ -29,10 +29,10 @@ typedef struct serve {
     uint8_t *hdr;
     size_t hdr_cap;
     float *in;
-    size_t in_cap;       /* floats */
-    skv_data_path dp;    /* MPI or NCCL, agreed with the coordinator at start-up */
-    skv_nccl_xfer *xfer; /* the payloads' NCCL transfers when dp says NCCL */
-    pid_t coord_pid;     /* the coordinator's pid when it runs on this host, else 0 */
+    size_t in_cap;    /* floats */
+    skv_data_path dp; /* MPI or NCCL, agreed with the coordinator at start-up */
+    skv_xfer *xfer;   /* the payloads' transfer on the NCCL path (payload_xfer.h), else NULL */
+    pid_t coord_pid;  /* the coordinator's pid when it runs on this host, else 0 */
     double next_alive_check;
 } serve;
 
@@ -95,8 +95,9 @@ static int recv_payload(serve *s, size_t nin) {
     skv_err err;
     if (skv_grow((void **)&s->in, &s->in_cap, nin, sizeof(float), &err) != SKV_OK) return -1;
     if (s->xfer) {
-        if (skv_nccl_xfer_recv(s->xfer, 0, s->in, nin, alive_poll, s, &err) == SKV_OK) return 0;
-        fprintf(stderr, "subkv-worker %d: NCCL receive: %s\n", s->rank, err.msg);
+        if (skv_xfer_recv(s->xfer, 0, s->in, nin, alive_poll, s, &err) == SKV_OK) return 0;
+        fprintf(stderr, "subkv-worker %d: payload receive (%s): %s\n", s->rank,
+                skv_data_path_name(s->dp.path), err.msg);
         return -1;
     }
     MPI_Request rq = MPI_REQUEST_NULL;
@@ -123,10 +124,11 @@ static int send_reply(serve *s, subkv_status st, const skv_err *err, const float
     if (!nout) return 0;
     if (s->xfer) { /* the coordinator posts its receive once it has read the header */
         skv_xfer_part part = {0, out, nout};
-        if (skv_nccl_xfer_send(s->xfer, &part, 1, &e2) == SKV_OK &&
-            skv_nccl_xfer_wait(s->xfer, alive_poll, s, &e2) == SKV_OK)
+        if (skv_xfer_send(s->xfer, &part, 1, &e2) == SKV_OK &&
+            skv_xfer_wait(s->xfer, alive_poll, s, &e2) == SKV_OK)
             return 0;
-        fprintf(stderr, "subkv-worker %d: NCCL send: %s\n", s->rank, e2.msg);
+        fprintf(stderr, "subkv-worker %d: partials send (%s): %s\n", s->rank,
+                skv_data_path_name(s->dp.path), e2.msg);
         return -1;
     }
     if (MPI_Isend(out, (int)nout, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, s->comm, &rq) != MPI_SUCCESS ||
@@ -157,14 +159,15 @@ static int start(serve *s, const skv_worker_opts *opts, int nworkers) {
     /* Collective with skv_coord_create's: report the device actually in use (after every
      * fallback), learn the data path everyone takes. */
     const int dev = skv_worker_device(s->w);
-    if (skv_data_path_start(s->comm, dev >= 0 ? SKV_RANK_CUDA : SKV_RANK_CPU, dev, 1, &s->dp,
-                            &err) != SKV_OK) {
+    if (skv_data_path_start(s->comm, dev >= 0 ? SKV_RANK_CUDA : SKV_RANK_CPU, dev, SKV_WANT_AUTO,
+                            &s->dp, &err) != SKV_OK) {
         fprintf(stderr, "subkv-worker %d: data path exchange: %s\n", s->rank, err.msg);
         return -1;
     }
-    if (s->dp.path == SKV_PATH_NCCL && skv_nccl_xfer_new(&s->dp.nccl, &s->xfer, &err) != SKV_OK) {
+    if (skv_xfer_start(s->comm, &s->dp, &s->xfer, &err) != SKV_OK) {
         /* the coordinator would send payloads this rank cannot receive: end the job */
-        fprintf(stderr, "subkv-worker %d: NCCL transfers: %s\n", s->rank, err.msg);
+        fprintf(stderr, "subkv-worker %d: payload transfers (%s): %s\n", s->rank,
+                skv_data_path_name(s->dp.path), err.msg);
         MPI_Abort(s->comm, 1);
     }
     if (opts->verbose)
@@ -234,7 +237,7 @@ int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
         fprintf(stderr, "subkv-worker %d: lost the coordinator (%s); exiting\n", s.rank,
                 coordinator_alive(&s) ? "MPI error" : "its process is gone");
 out:
-    skv_nccl_xfer_free(s.xfer, alive_poll, &s);
+    skv_xfer_free(s.xfer, alive_poll, &s);
     skv_data_path_stop(&s.dp);
     skv_worker_free(s.w);
     free(s.hdr);
