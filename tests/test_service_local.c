@@ -7,7 +7,8 @@
  *     without the local worker unchanged (pinned);
  *  2. option parsing: bad --data-path / --local-backend / --local-budget values and local
  *     options without --local-worker exit 2 with a message; --help documents them;
- *  3. real jobs (coordinator + local worker + 1..3 workers, CPU backend): head and context
+ *  3. real jobs (coordinator + local worker + 0..3 workers, CPU backend; 0: the coordinator
+ *     alone, embedded mode's shape): head and context
  *     sharding, every step bit for bit the in-process replica's; stats lists worker 0
  *     holding exactly the sketches the shard map gives rank 0 and the path; on the MPI path
  *     and on --data-path mpi-xfer (the NCCL path's transfer protocol over MPI: its
@@ -214,6 +215,7 @@ static void local_equivalence(svc_fixture *f, int nworkers, const char *data_pat
            nworkers, data_path, (unsigned long long)mine, svc_now() - t0);
 }
 
+static void test_local_alone(void **state) { local_equivalence(*state, 0, "auto"); }
 static void test_local_1_worker_xfer(void **state) { local_equivalence(*state, 1, "mpi-xfer"); }
 static void test_local_2_workers(void **state) { local_equivalence(*state, 2, "auto"); }
 static void test_local_2_workers_xfer(void **state) { local_equivalence(*state, 2, "mpi-xfer"); }
@@ -496,6 +498,7 @@ int main(void) {
         cmocka_unit_test(test_shard_map_without_local_worker_unchanged),
         cmocka_unit_test(test_shard_map_with_local_worker),
         cmocka_unit_test(test_options),
+        cmocka_unit_test_setup_teardown(test_local_alone, svc_fixture_setup, svc_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_local_1_worker_xfer, svc_fixture_setup,
                                         svc_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_local_2_workers, svc_fixture_setup,
