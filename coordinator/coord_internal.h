@@ -160,12 +160,15 @@ typedef struct coord_op_extra {
 
 /*
  * Send the op to every active job's worker, gather every reply (and its partials into
- * job->out). Returns SKV_OK when every worker succeeded, else the first failure (rank
- * order) with "worker R: message". *ok_any (optional) tells whether some workers
- * succeeded, so callers can detect a half-applied op. Every wait is nonblocking (MPI_Test /
- * MPI_Iprobe polling) against the op's deadline: a worker that dies (an MPI error) or does
- * not answer in time is declared lost (skv_coord_lost), and this and every later op fail
- * with SKV_ERR_WORKER_LOST naming its rank and the sketches it held.
+ * job->out). With the local worker, rank 0's job runs in-process between the sends and the
+ * gather (its failure is an op failure, never a worker loss). Payloads go as MPI messages,
+ * or through c->xfer on the NCCL path (payload_xfer.h): all sends in one group, each
+ * worker's partials received once the sends completed. Returns SKV_OK when every worker succeeded,
+ * else the first failure (rank order) with "worker R: message". *ok_any (optional) tells whether
+ * some workers succeeded, so callers can detect a half-applied op. Every wait is nonblocking
+ * (MPI_Test / MPI_Iprobe polling) against the op's deadline: a worker that dies (an MPI error) or
+ * does not answer in time is declared lost (skv_coord_lost), and this and every later op fail with
+ * SKV_ERR_WORKER_LOST naming its rank and the sketches it held.
  */
 subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode op, const coord_op_extra *x,
                             int *ok_any, skv_err *err);
