@@ -183,7 +183,7 @@ static const char *op_name(Subkv__WorkerOpCode op) {
     return v ? v->name : "op";
 }
 
-/* While an NCCL transfer with rank peer is pending: keep waiting until the op's deadline,
+/* While a transfer with rank peer is pending: keep waiting until the op's deadline,
  * unless the peer's process is seen gone. */
 typedef struct xfer_wait_ctx {
     skv_coord *c;
@@ -372,11 +372,12 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
         }
     }
     char why[256];
-    /* NCCL: every payload of the op in one group, after the headers that announce them */
+    /* the transfer: every payload of the op in one group, after the headers announcing them */
     if (nparts) {
         skv_err e;
         if (skv_xfer_send(c->xfer, c->parts, nparts, &e) != SKV_OK) {
-            snprintf(why, sizeof why, "NCCL send of its op's payload failed: %.200s", e.msg);
+            snprintf(why, sizeof why, "%s send of its op's payload failed: %.200s",
+                     skv_data_path_name(c->dp.path), e.msg);
             st = worker_lost(c, c->parts[0].peer, why, err);
         }
     }
