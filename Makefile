@@ -285,8 +285,8 @@ bench-load: deps
 	    $(BUILD)/tests/test_load
 
 # Every rank the service suites launch runs under valgrind --error-exitcode (VALGRIND_SUITES,
-# default test_faults test_service; a run of each takes minutes on 2 cores).
-VALGRIND_SUITES ?= test_service test_faults
+# default test_service test_faults test_service_local; a run of each takes minutes on 2 cores).
+VALGRIND_SUITES ?= test_service test_faults test_service_local
 valgrind: deps
 	@$(MAKE) --no-print-directory tests-build
 	bash tests/valgrind.sh $(addprefix $(BUILD)/tests/,$(VALGRIND_SUITES))
