@@ -29,7 +29,7 @@
 #   tools/*.c except *_main.c    -> build/libsubkv-tools.a
 #   tools/NAME_main.c            -> build/NAME with '_' -> '-'   (tools/subkv_demo_main.c -> build/subkv-demo)
 #   cuda/*.c (+ cuda/*.cu with nvcc) -> build/libsubkv-cuda.a; cuda/*_cpu.c only WITHOUT nvcc
-#     (cuda/nccl_boot.cu also needs nccl.h + libnccl; without them nccl_boot_cpu.c stands in)
+#     (cuda/nccl_{boot,xfer}.cu also need nccl.h + libnccl; without them their *_cpu.c stand in)
 #   bench/*.c                    -> build/subkv-bench (only once bench/subkv_bench_main.c exists)
 #   tests/test_*.c               -> build/tests/test_* (each its own CMocka binary)
 #   other tests/*.c (not test_*, fuzz_*, mpi_*) are helpers linked into every test binary
@@ -116,11 +116,11 @@ else
 CUDA_C_SRC  := $(CUDA_C_ALL)
 CUDA_CU_SRC :=
 endif
-# nvcc without NCCL: nccl_boot.cu gives way to its stand-in nccl_boot_cpu.c.
+# nvcc without NCCL: nccl_boot.cu and nccl_xfer.cu give way to their *_cpu.c stand-ins.
 ifeq ($(HAVE_CUDA),1)
 ifneq ($(HAVE_NCCL),1)
-CUDA_C_SRC  += $(wildcard cuda/nccl_boot_cpu.c)
-CUDA_CU_SRC := $(filter-out cuda/nccl_boot.cu,$(CUDA_CU_SRC))
+CUDA_C_SRC  += $(wildcard cuda/nccl_boot_cpu.c cuda/nccl_xfer_cpu.c)
+CUDA_CU_SRC := $(filter-out cuda/nccl_boot.cu cuda/nccl_xfer.cu,$(CUDA_CU_SRC))
 endif
 endif
 # The service: proto/ (schema + framing), coordinator/, worker/, client/. In each, *_main.c
@@ -285,8 +285,8 @@ bench-load: deps
 	    $(BUILD)/tests/test_load
 
 # Every rank the service suites launch runs under valgrind --error-exitcode (VALGRIND_SUITES,
-# default test_faults test_service; a run of each takes minutes on 2 cores).
-VALGRIND_SUITES ?= test_service test_faults
+# default test_service test_faults test_service_local; a run of each takes minutes on 2 cores).
+VALGRIND_SUITES ?= test_service test_faults test_service_local
 valgrind: deps
 	@$(MAKE) --no-print-directory tests-build
 	bash tests/valgrind.sh $(addprefix $(BUILD)/tests/,$(VALGRIND_SUITES))

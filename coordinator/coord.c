@@ -1,8 +1,10 @@
 /*
- * coord.c — the coordinator's state, the sequence table, and the MPI dispatch of one op to
- * the workers it concerns. The MPI path stages everything through host memory (the device
- * machine's Open MPI is not CUDA-aware). Which path the job uses is agreed at create
- * (data_path_mpi.h); the NCCL transfers themselves arrive with the GPU backend.
+ * coord.c — the coordinator's state, the sequence table, and the dispatch of one op to the
+ * workers it concerns: op headers on MPI; the float payloads (K/V/Q out, partials back) on
+ * MPI, staged through host memory (the device machine's Open MPI is not CUDA-aware), or on
+ * NCCL point-to-point when the job agreed on it at create (data_path_mpi.h,
+ * payload_xfer.h). With --local-worker, rank 0's own job runs in-process (worker.h) while
+ * the other workers work on theirs.
  */
 #include <sched.h>
 #include <stdio.h>
@@ -72,7 +74,7 @@ void coord_seq_remove(skv_coord *c, uint64_t id) {
 /* ---- jobs ---------------------------------------------------------------------------------- */
 
 void coord_jobs_reset(skv_coord *c) {
-    for (int r = 1; r <= c->nworkers; r++) {
+    for (int r = coord_first_owner(c); r <= c->nworkers; r++) {
         coord_job *j = &c->jobs[r];
         j->active = 0;
         j->n = j->nfl = j->nout = 0;
@@ -86,7 +88,7 @@ void coord_jobs_reset(skv_coord *c) {
 }
 
 void coord_jobs_all(skv_coord *c) {
-    for (int r = 1; r <= c->nworkers; r++) c->jobs[r].active = 1;
+    for (int r = coord_first_owner(c); r <= c->nworkers; r++) c->jobs[r].active = 1;
 }
 
 Subkv__WorkItem *coord_job_item(skv_coord *c, int rank, skv_err *err) {
@@ -181,12 +183,37 @@ static const char *op_name(Subkv__WorkerOpCode op) {
     return v ? v->name : "op";
 }
 
-/* Receive rank r's reply (its header has arrived) and its partials. */
-static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double t_end,
+/* While a transfer with rank peer is pending: keep waiting until the op's deadline,
+ * unless the peer's process is seen gone. */
+typedef struct xfer_wait_ctx {
+    skv_coord *c;
+    int peer; /* 0: any (the sends to every worker) */
+    double t_end;
+    double next_pid_check;
+} xfer_wait_ctx;
+
+static int xfer_keep_waiting(void *p) {
+    xfer_wait_ctx *w = p;
+    const double t = now_s();
+    if (t > w->t_end) return 0;
+    if (t < w->next_pid_check) return 1;
+    w->next_pid_check = t + 0.01;
+    for (int r = w->peer ? w->peer : 1; r <= (w->peer ? w->peer : w->c->nworkers); r++)
+        if (w->c->wpid && w->c->wpid[r] > 0 && pid_dead(w->c->wpid[r])) return 0;
+    return 1;
+}
+
+/* Receive rank r's reply (its header has arrived) and, on MPI, its partials. With a
+ * transfer (the NCCL path) the partials are due later (*due: how many floats): they are
+ * received once the op's payload sends completed (xfer_partials), since a receive runs only
+ * after them on NCCL's one stream: posted now, a worker that never took its payload would
+ * stall it, and the wait would blame the wrong worker. */
+static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double t_end, size_t *due,
                                skv_err *err) {
+    *due = 0;
     coord_job *j = &c->jobs[r];
     int len = 0;
-    char why[96];
+    char why[256];
     MPI_Get_count(ms, MPI_BYTE, &len);
     uint8_t *buf = malloc(len > 0 ? (size_t)len : 1);
     if (!buf) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for worker %d's reply", r);
@@ -206,19 +233,90 @@ static subkv_status gather_one(skv_coord *c, int r, const MPI_Status *ms, double
     if (nout) {
         if (nout > (size_t)INT32_MAX) return worker_lost(c, r, "reply of impossible size", err);
         SKV_CHECK(skv_grow((void **)&j->out, &j->cap_out, nout, sizeof(float), err));
-        MPI_Request rq;
-        if (MPI_Irecv(j->out, (int)nout, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm, &rq) !=
-            MPI_SUCCESS)
-            return worker_lost(c, r, "MPI error receiving its partials", err);
-        int w = wait_one(&rq, t_end);
-        if (w != 0) {
-            snprintf(why, sizeof why, "%s",
-                     w == -1 ? "MPI error receiving its partials"
-                             : "its partials missed the deadline");
-            return worker_lost(c, r, why, err);
+        if (c->xfer) {
+            *due = nout;
+            return SKV_OK;
+        } else {
+            MPI_Request rq;
+            if (MPI_Irecv(j->out, (int)nout, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm, &rq) !=
+                MPI_SUCCESS)
+                return worker_lost(c, r, "MPI error receiving its partials", err);
+            int w = wait_one(&rq, t_end);
+            if (w != 0) {
+                snprintf(why, sizeof why, "%s",
+                         w == -1 ? "MPI error receiving its partials"
+                                 : "its partials missed the deadline");
+                return worker_lost(c, r, why, err);
+            }
         }
     }
     j->nout = nout;
+    return SKV_OK;
+}
+
+/* Rank r's partials, due over the transfer (gather_one), now that the sends are done. */
+static subkv_status xfer_partials(skv_coord *c, int r, size_t nout, double t_end, skv_err *err) {
+    coord_job *j = &c->jobs[r];
+    xfer_wait_ctx w = {c, r, t_end, 0.0};
+    skv_err e;
+    char why[256];
+    if (skv_xfer_recv(c->xfer, r, j->out, nout, xfer_keep_waiting, &w, &e) != SKV_OK) {
+        snprintf(why, sizeof why, "%s receive of its partials failed: %.200s",
+                 skv_data_path_name(c->dp.path), e.msg);
+        return worker_lost(c, r, why, err);
+    }
+    j->nout = nout;
+    return SKV_OK;
+}
+
+/* The WorkerOp of rank r's job (pointing into the job and x; wp holds x's policy). */
+static void fill_op(skv_coord *c, int r, Subkv__WorkerOpCode opcode, const coord_op_extra *x,
+                    skv_wire_policy *wp, Subkv__WorkerOp *op) {
+    coord_job *j = &c->jobs[r];
+    for (size_t i = 0; i < j->n; i++) j->ptrs[i] = &j->items[i];
+    subkv__worker_op__init(op);
+    op->op = opcode;
+    op->head_dim = x ? x->head_dim : 0;
+    op->n_items = j->n;
+    op->items = j->ptrs;
+    op->payload_floats = j->nfl;
+    op->nworkers = (uint32_t)c->nworkers;
+    if (x && x->policy) op->policy = &wp->msg;
+    if (x) op->shards = x->shards;
+    if (x && x->path) op->path = (char *)x->path;
+}
+
+/* Rank 0's job, in-process: the same op the workers get, its reply and partials kept as a
+ * worker's would be (a reply message for WOP_STATS). Only an allocation can fail here;
+ * the op's own failure is the job's status. */
+static subkv_status run_local(skv_coord *c, Subkv__WorkerOpCode opcode, const coord_op_extra *x,
+                              skv_wire_policy *wp, skv_err *err) {
+    coord_job *j = &c->jobs[0];
+    Subkv__WorkerOp op;
+    fill_op(c, 0, opcode, x, wp, &op);
+    skv_worker_result res;
+    skv_err e = {SKV_OK, ""};
+    j->status = (int)skv_worker_handle(c->worker, &op, j->payload, j->nfl, &res, &e);
+    snprintf(j->msg, sizeof j->msg, "%s", j->status == SKV_OK ? "" : e.msg);
+    j->active = 3; /* answered */
+    j->nout = 0;
+    if (res.nout) {
+        SKV_CHECK(skv_grow((void **)&j->out, &j->cap_out, res.nout, sizeof(float), err));
+        memcpy(j->out, res.out, res.nout * sizeof(float));
+        j->nout = res.nout;
+    }
+    if (res.stats) { /* kept as an unpacked reply, as a remote worker's (coord_handle.c) */
+        Subkv__WorkerReply rep = SUBKV__WORKER_REPLY__INIT;
+        rep.stats = res.stats;
+        rep.message = (char *)"";
+        const size_t len = subkv__worker_reply__get_packed_size(&rep);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (!buf) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the local stats");
+        subkv__worker_reply__pack(&rep, buf);
+        j->reply = subkv__worker_reply__unpack(NULL, len, buf);
+        free(buf);
+        if (!j->reply) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the local stats");
+    }
     return SKV_OK;
 }
 
@@ -227,10 +325,12 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
     const int nw = c->nworkers;
     if (ok_any) *ok_any = 0;
     if (c->lost) return skv_set_error(err, SKV_ERR_WORKER_LOST, "%s", c->lost_msg);
-    SKV_CHECK(skv_grow((void **)&c->reqs, &c->reqs_cap, (size_t)(2 * nw), sizeof *c->reqs, err));
+    SKV_CHECK(
+        skv_grow((void **)&c->reqs, &c->reqs_cap, (size_t)(2 * nw) + 1, sizeof *c->reqs, err));
+    SKV_CHECK(skv_grow((void **)&c->parts, &c->parts_cap, (size_t)nw + 1, sizeof *c->parts, err));
     MPI_Request *reqs = c->reqs; /* [2 (r - 1)]: header to r, [2 (r - 1) + 1]: payload */
     for (int i = 0; i < 2 * nw; i++) reqs[i] = MPI_REQUEST_NULL;
-    int nreq = 0;
+    int nreq = 0, nparts = 0;
     subkv_status st = SKV_OK;
     skv_wire_policy wp;
     if (x && x->policy) skv_wire_policy_from_config(&wp, x->policy);
@@ -248,17 +348,8 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
                                "request too large: %zu floats for worker %d (split it)", j->nfl, r);
             break;
         }
-        for (size_t i = 0; i < j->n; i++) j->ptrs[i] = &j->items[i];
-        Subkv__WorkerOp op = SUBKV__WORKER_OP__INIT;
-        op.op = opcode;
-        op.head_dim = x ? x->head_dim : 0;
-        op.n_items = j->n;
-        op.items = j->ptrs;
-        op.payload_floats = j->nfl;
-        op.nworkers = (uint32_t)nw;
-        if (x && x->policy) op.policy = &wp.msg;
-        if (x) op.shards = x->shards;
-        if (x && x->path) op.path = (char *)x->path;
+        Subkv__WorkerOp op;
+        fill_op(c, r, opcode, x, &wp, &op);
         size_t len = subkv__worker_op__get_packed_size(&op);
         if (len > (size_t)INT32_MAX) {
             st = skv_set_error(err, SKV_ERR_INVALID_ARG, "op header too large (%zu B)", len);
@@ -270,24 +361,50 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
         MPI_Request *rq = &reqs[2 * (r - 1)];
         if (MPI_Isend(j->hdr, (int)len, MPI_BYTE, r, SKV_TAG_HEADER, c->comm, &rq[0]) !=
                 MPI_SUCCESS ||
-            (j->nfl && MPI_Isend(j->payload, (int)j->nfl, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm,
-                                 &rq[1]) != MPI_SUCCESS)) {
+            (j->nfl && !c->xfer &&
+             MPI_Isend(j->payload, (int)j->nfl, MPI_FLOAT, r, SKV_TAG_PAYLOAD, c->comm, &rq[1]) !=
+                 MPI_SUCCESS)) {
             st = worker_lost(c, r, "MPI error sending it an op", err);
         } else {
             nreq++;
             j->active = 2; /* sent: a reply will come */
+            if (j->nfl && c->xfer) c->parts[nparts++] = (skv_xfer_part){r, j->payload, j->nfl};
         }
     }
+    char why[256];
+    /* the transfer: every payload of the op in one group, after the headers announcing them */
+    if (nparts) {
+        skv_err e;
+        if (skv_xfer_send(c->xfer, c->parts, nparts, &e) != SKV_OK) {
+            snprintf(why, sizeof why, "%s send of its op's payload failed: %.200s",
+                     skv_data_path_name(c->dp.path), e.msg);
+            st = worker_lost(c, c->parts[0].peer, why, err);
+        }
+    }
+    const int local_active = c->local && c->jobs[0].active && !c->lost;
     if (st != SKV_OK && nreq == 0) return st; /* nothing left this rank: fails cleanly */
-    /* gather: poll every worker that got a header until each has answered (one reply and
-     * its partials) or the deadline passes */
+    /* rank 0's own part while the workers compute theirs */
     int ok = 0, pending = 0;
     subkv_status first = st;
+    if (local_active && st == SKV_OK) {
+        first = run_local(c, opcode, x, &wp, err);
+        if (first == SKV_OK && c->jobs[0].status == SKV_OK)
+            ok = 1;
+        else if (first == SKV_OK)
+            first = skv_set_error(err, (subkv_status)c->jobs[0].status, "worker 0 (local): %s",
+                                  c->jobs[0].msg);
+    }
+    /* gather: poll every worker that got a header until each has answered (one reply and
+     * its partials) or the deadline passes */
     for (int r = 1; r <= nw; r++) pending += c->jobs[r].active == 2;
     const double t0 = now_s();
     double next_pid_check = t0 + 0.01;
-    char why[96];
-    while (pending > 0 && !c->lost) {
+    /* [r]: partials still due over the transfer (jobs answered, active 4) */
+    size_t *due = NULL;
+    if (c->xfer && !(due = calloc((size_t)nw + 1, sizeof *due)))
+        first = worker_lost(c, 1, "no memory to track the replies", err);
+    int sends_done = nparts == 0;
+    while ((pending > 0 || !sends_done) && !c->lost) {
         int progressed = 0;
         for (int r = 1; r <= nw && !c->lost; r++) {
             coord_job *j = &c->jobs[r];
@@ -302,7 +419,13 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
             progressed = 1;
             pending--;
             j->active = 3; /* answered */
-            subkv_status g = gather_one(c, r, &ms, t_end, err);
+            size_t nd = 0;
+            subkv_status g = gather_one(c, r, &ms, t_end, &nd, err);
+            if (g == SKV_OK && nd) {
+                due[r] = nd;
+                j->active = 4; /* its partials come once the sends are done */
+                continue;
+            }
             if (g != SKV_OK) {
                 if (first == SKV_OK || g == SKV_ERR_WORKER_LOST) first = g;
                 continue;
@@ -312,7 +435,30 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
             else if (first == SKV_OK)
                 first = skv_set_error(err, (subkv_status)j->status, "worker %d: %s", r, j->msg);
         }
-        if (progressed || c->lost || pending == 0) continue;
+        if (!sends_done && !c->lost) { /* the payload sends: done once every worker took its */
+            skv_err e;
+            if (skv_xfer_test(c->xfer, &sends_done, &e) != SKV_OK) {
+                snprintf(why, sizeof why, "%s send of its payload failed: %.180s",
+                         skv_data_path_name(c->dp.path), e.msg);
+                first = worker_lost(c, c->parts[0].peer, why, err);
+                break;
+            }
+            progressed |= sends_done;
+        }
+        for (int r = 1; r <= nw && sends_done && !c->lost; r++) {
+            coord_job *j = &c->jobs[r];
+            if (j->active != 4) continue;
+            progressed = 1;
+            j->active = 3;
+            subkv_status g = xfer_partials(c, r, due[r], t_end, err);
+            if (g != SKV_OK)
+                first = g;
+            else if (j->status == SKV_OK)
+                ok = 1;
+            else if (first == SKV_OK)
+                first = skv_set_error(err, (subkv_status)j->status, "worker %d: %s", r, j->msg);
+        }
+        if (progressed || c->lost || (pending == 0 && sends_done)) continue;
         const double t = now_s();
         if (t > next_pid_check) { /* a worker of this host that died is lost at once */
             next_pid_check = t + 0.01;
@@ -321,14 +467,19 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
                     first = worker_lost(c, r, "its process exited", err);
             if (c->lost) break;
         }
-        if (t > t_end) {
-            for (int r = 1; r <= nw; r++)
-                if (c->jobs[r].active == 2) {
-                    snprintf(why, sizeof why, "no reply to %s within %d ms", op_name(opcode),
-                             deadline_ms);
-                    first = worker_lost(c, r, why, err);
-                    break;
-                }
+        if (t > t_end) { /* the first worker that never answered; else one never fed */
+            int late = 0;
+            for (int r = 1; r <= nw && !late; r++)
+                if (c->jobs[r].active == 2) late = r;
+            for (int i = 0; i < nparts && !late; i++)
+                if (c->jobs[c->parts[i].peer].active != 4) late = c->parts[i].peer;
+            if (late && c->jobs[late].active == 2)
+                snprintf(why, sizeof why, "no reply to %s within %d ms", op_name(opcode),
+                         deadline_ms);
+            else
+                snprintf(why, sizeof why, "its payload of %s not taken within %d ms",
+                         op_name(opcode), deadline_ms);
+            first = worker_lost(c, late ? late : 1, why, err);
             break;
         }
         poll_pause(t - t0);
@@ -338,6 +489,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
     for (int i = 0; i < 2 * nw && !c->lost; i++)
         if (wait_one(&reqs[i], t_end) != 0)
             first = worker_lost(c, i / 2 + 1, "the op sent to it did not complete", err);
+    free(due);
     if (ok_any) *ok_any = ok;
     return c->lost ? skv_set_error(err, SKV_ERR_WORKER_LOST, "%s", c->lost_msg) : first;
 }
@@ -352,22 +504,31 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     if (rank != 0) return skv_set_error(err, SKV_ERR_INVALID_ARG, "the coordinator must be rank 0");
-    if (size < 2)
+    const int local = opts && opts->local_worker;
+    if (size < 2 && !local)
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
                              "no workers: start with mpirun -np 1 subkv-coordinator : -np N "
-                             "subkv-worker");
-    /* Collective with the workers' node split (worker.c): they number themselves per node
-     * to pick GPUs by local rank; the coordinator takes part without joining a group. */
+                             "subkv-worker (or give the coordinator --local-worker)");
     /* Errors come back as codes (a dead worker must not take rank 0 down with it before the
      * clients hear why); every wait on a worker is nonblocking against a deadline. */
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-    MPI_Comm none = MPI_COMM_NULL;
-    MPI_Comm_split_type(comm, MPI_UNDEFINED, 0, MPI_INFO_NULL, &none);
-    if (none != MPI_COMM_NULL) MPI_Comm_free(&none);
+    /* Collective with the workers' node split (worker_serve.c): they number themselves per
+     * node to pick GPUs by local rank. Without a local worker the coordinator takes part
+     * without joining a group; with one it joins, as node-local rank 0 (key 0), so it takes
+     * GPU 0 of its node and the workers of its node the GPUs after it. */
+    MPI_Comm node = MPI_COMM_NULL;
+    int local_rank = 0;
+    MPI_Comm_split_type(comm, local ? MPI_COMM_TYPE_SHARED : MPI_UNDEFINED, 0, MPI_INFO_NULL,
+                        &node);
+    if (node != MPI_COMM_NULL) {
+        MPI_Comm_rank(node, &local_rank);
+        MPI_Comm_free(&node);
+    }
     skv_coord *c = calloc(1, sizeof *c);
     if (!c) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for the coordinator");
     c->comm = comm;
     c->nworkers = size - 1;
+    c->local = local;
     c->next_id = 1;
     if (opts) c->opts = *opts;
     c->jobs = calloc((size_t)size, sizeof *c->jobs);
@@ -375,15 +536,39 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
         free(c);
         return skv_set_error(err, SKV_ERR_NOMEM, "no memory for %d jobs", size);
     }
-    /* Collective with the workers' report (worker.c, once their backend is settled): the
-     * coordinator is a CPU process, so this settles on MPI today, and says so in stats. */
-    subkv_status st = skv_data_path_start(comm, SKV_RANK_CPU, -1, &c->dp, err);
+    subkv_status st = SKV_OK;
+    if (local) {
+        const skv_worker_opts wo = {.budget_bytes = c->opts.local_budget_bytes,
+                                    .backend = (skv_worker_backend)c->opts.local_backend,
+                                    .gpu_reserve_bytes = c->opts.local_gpu_reserve_bytes,
+                                    .verbose = c->opts.verbose};
+        st = skv_worker_new(0, c->nworkers, local_rank, &wo, &c->worker, err);
+        if (st != SKV_OK) { /* the caller aborts the job: the workers wait in a collective */
+            free(c->jobs);
+            free(c);
+            return st;
+        }
+        fprintf(stderr, "subkv-coordinator: local worker on rank 0: %s\n",
+                skv_worker_backend_name(c->worker));
+    }
+    /* Collective with the workers' report (worker_serve.c, once their backend is settled):
+     * rank 0 reports its local worker's GPU, or the CPU; NCCL needs every rank on a GPU of
+     * its own (data_path.h), so without a local worker this settles on MPI, and says so. */
+    const int dev = c->worker ? skv_worker_device(c->worker) : -1;
+    st = skv_data_path_start(comm, dev >= 0 ? SKV_RANK_CUDA : SKV_RANK_CPU, dev,
+                             c->opts.data_path == SKV_COORD_PATH_MPI        ? SKV_WANT_MPI
+                             : c->opts.data_path == SKV_COORD_PATH_XFER_MPI ? SKV_WANT_XFER_MPI
+                                                                            : SKV_WANT_AUTO,
+                             &c->dp, err);
+    if (st == SKV_OK) st = skv_xfer_start(comm, &c->dp, &c->xfer, err);
     if (st != SKV_OK) {
+        skv_data_path_stop(&c->dp);
+        skv_worker_free(c->worker);
         free(c->jobs);
         free(c);
         return st;
     }
-    /* Collective with the workers' (worker.c): who the coordinator is, so a worker on this
+    /* Collective with the workers' (worker_serve.c): who the coordinator is, so a worker on this
      * host can tell when it is gone (then nobody will ever send it another op). */
     skv_coord_ident id = {(int64_t)getpid(), 0};
     char host[MPI_MAX_PROCESSOR_NAME + 1] = "";
@@ -399,7 +584,9 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
         MPI_Gather(&id, (int)sizeof id, MPI_BYTE, all, (int)sizeof id, MPI_BYTE, 0, comm) !=
             MPI_SUCCESS) {
         free(all);
+        skv_xfer_free(c->xfer, NULL, NULL);
         skv_data_path_stop(&c->dp);
+        skv_worker_free(c->worker);
         free(c->wpid);
         free(c->jobs);
         free(c);
@@ -408,7 +595,7 @@ subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coo
     for (int r = 1; r < size; r++)
         c->wpid[r] = all[r].host_hash == id.host_hash ? (pid_t)all[r].pid : 0;
     free(all);
-    if (c->opts.verbose)
+    if (c->opts.verbose || c->local) /* the path matters to whoever asked for a local worker */
         fprintf(stderr, "subkv-coordinator: data path %s (%s)\n", skv_data_path_name(c->dp.path),
                 c->dp.why);
     *out = c;
@@ -426,8 +613,10 @@ void skv_coord_destroy(skv_coord *c) {
         coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN, NULL, NULL, &err) != SKV_OK)
         fprintf(stderr, "subkv-coordinator: worker shutdown: %s\n", err.msg);
     coord_jobs_reset(c);
-    skv_data_path_stop(&c->dp); /* the workers drop theirs after their shutdown reply */
-    for (int r = 1; r <= c->nworkers; r++) {
+    skv_xfer_free(c->xfer, NULL, NULL); /* nothing pending: every dispatch waited */
+    skv_data_path_stop(&c->dp);         /* the workers drop theirs after their shutdown reply */
+    skv_worker_free(c->worker);
+    for (int r = 0; r <= c->nworkers; r++) {
         coord_job *j = &c->jobs[r];
         free(j->items);
         free(j->ptrs);
@@ -445,6 +634,7 @@ void skv_coord_destroy(skv_coord *c) {
     free(c->pmerge);
     free(c->loc);
     free(c->reqs);
+    free(c->parts);
     free(c->owners);
     free(c->wpid);
     free(c);

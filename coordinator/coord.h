@@ -32,7 +32,22 @@ typedef struct skv_coord_opts {
     /* Test hook (env SUBKV_FAULT, e.g. "ckpt-before-current:2"): die by SIGKILL at that point
      * of the Nth checkpoint, to prove an interrupted checkpoint loses nothing. NULL: never. */
     const char *fault;
+    /* --local-worker: rank 0 also owns a shard of sketches, handled in-process (worker.h's
+     * skv_worker) on the GPU of node-local rank 0 (or the CPU, saying so); the shard map
+     * then spans ranks 0..workers (shard_map.h). 0: rank 0 only coordinates (the default). */
+    int local_worker;
+    /* The local worker's options, as subkv-worker's: backend (skv_worker_backend: 0 auto,
+     * 1 cpu, 2 cuda), memory budget and GPU pool reserve in bytes (0: unlimited / on demand). */
+    int local_backend;
+    size_t local_budget_bytes, local_gpu_reserve_bytes;
+    /* SKV_COORD_PATH_AUTO: NCCL where every rank is on a GPU of its own (data_path.h), else
+     * MPI; SKV_COORD_PATH_MPI: MPI always (to compare the two on one launch);
+     * SKV_COORD_PATH_XFER_MPI: the NCCL path's transfer protocol over MPI (tests without
+     * GPUs; payload_xfer.h). */
+    int data_path;
 } skv_coord_opts;
+
+enum { SKV_COORD_PATH_AUTO = 0, SKV_COORD_PATH_MPI = 1, SKV_COORD_PATH_XFER_MPI = 2 };
 
 #define SKV_COORD_DEFAULT_DEADLINE_MS 30000
 #define SKV_COORD_IO_DEADLINE_MS 120000
@@ -40,7 +55,8 @@ typedef struct skv_coord_opts {
 #define SKV_COORD_DEFAULT_SEQS_PER_CLIENT 1024ull
 #define SKV_COORD_DEFAULT_BYTES_PER_CLIENT (16ull << 30)
 
-/* Create the engine on comm, where this process is rank 0 and ranks 1.. are workers. */
+/* Create the engine on comm, where this process is rank 0 and ranks 1.. are workers (none
+ * needed with opts->local_worker). */
 subkv_status skv_coord_create(MPI_Comm comm, const skv_coord_opts *opts, skv_coord **out,
                               skv_err *err);
 
@@ -83,7 +99,7 @@ subkv_status skv_coord_checkpoint(skv_coord *c, const char *dir, skv_err *err);
  * sketches from it. Fails (nothing changed) when the job size differs. */
 subkv_status skv_coord_restore(skv_coord *c, const char *dir, skv_err *err);
 
-/* Number of workers. */
+/* Number of worker ranks (1..N; the local worker on rank 0 not counted). */
 int skv_coord_workers(const skv_coord *c);
 
 /* Send WOP_SHUTDOWN to every worker, wait for their replies (skipped once a worker is

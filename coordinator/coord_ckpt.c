@@ -9,7 +9,9 @@
  *           u32 n | PolicyConfig (n bytes, protobuf) | u64 tokens[layers] |
  *           [refreshkv, decide = layer: layers x (u64 since_check | u32 primed | u32 pending |
  *            f32 qref[head_dim])]) | u32 crc32c
- * Version 2 added the per-layer refresh rule's state.
+ * Version 2 added the per-layer refresh rule's state. Version 3 (written only by a job with
+ * the coordinator's --local-worker, whose rank 0 holds sketches too: worker-0.skv) adds
+ * u32 local_worker = 1 after nworkers; a job restores only a checkpoint of its own shape.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -22,7 +24,7 @@
 #include "shard_map.h"
 #include "skv_internal.h"
 
-enum { SKVC_VERSION = 2 };
+enum { SKVC_VERSION = 2, SKVC_VERSION_LOCAL = 3 };
 
 static long read_current(const char *dir) {
     char path[4096], buf[64];
@@ -53,8 +55,9 @@ static void remove_generation(const char *dir, long gen) {
 static subkv_status save_table(const skv_coord *c, skv_buf *b, skv_err *err) {
     skv_writer w = {b, false};
     skv_w_bytes(&w, "SKVC", 4);
-    skv_w_u32(&w, SKVC_VERSION);
+    skv_w_u32(&w, c->local ? SKVC_VERSION_LOCAL : SKVC_VERSION);
     skv_w_u32(&w, (uint32_t)c->nworkers);
+    if (c->local) skv_w_u32(&w, 1u);
     skv_w_u64(&w, c->next_id);
     skv_w_u64(&w, c->nseq);
     for (size_t i = 0; i < c->nseq && !w.failed; i++) {
@@ -130,14 +133,16 @@ static subkv_status load_table(skv_coord *c, const unsigned char *data, size_t l
         return skv_set_error(err, SKV_ERR_CORRUPT, "coordinator checkpoint checksum mismatch");
     skv_reader r = {data + 4, len - 8, 0, false};
     uint32_t version = skv_r_u32(&r), nw = skv_r_u32(&r);
+    const uint32_t local = version == SKVC_VERSION_LOCAL ? skv_r_u32(&r) : 0;
     *next_id = skv_r_u64(&r);
     uint64_t nseq = skv_r_u64(&r);
-    if (version != SKVC_VERSION)
+    if (version != SKVC_VERSION && version != SKVC_VERSION_LOCAL)
         return skv_set_error(err, SKV_ERR_VERSION, "coordinator checkpoint version %u", version);
-    if ((int)nw != c->nworkers)
+    if ((int)nw != c->nworkers || (local != 0) != (c->local != 0))
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
-                             "checkpoint of a %u-worker job; this job has %d workers", nw,
-                             c->nworkers);
+                             "checkpoint of a %u-worker job%s; this job has %d workers%s", nw,
+                             local ? " with a local worker on rank 0" : "", c->nworkers,
+                             c->local ? " and a local worker on rank 0" : "");
     if (nseq > r.len / 40) return skv_set_error(err, SKV_ERR_CORRUPT, "sequence count too large");
     coord_seq *seqs = calloc(nseq ? nseq : 1, sizeof *seqs);
     if (!seqs)

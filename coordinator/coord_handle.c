@@ -23,14 +23,14 @@ static subkv_status h_stats(skv_coord *c, Subkv__StatsReply *sr, Subkv__WorkerSt
     coord_jobs_reset(c);
     coord_jobs_all(c);
     SKV_CHECK(coord_dispatch(c, SUBKV__WORKER_OP_CODE__WOP_STATS, NULL, NULL, err));
-    *ws = calloc((size_t)c->nworkers, sizeof **ws);
+    *ws = calloc((size_t)c->nworkers + 1, sizeof **ws);
     *ss = calloc(c->nseq ? c->nseq : 1, sizeof **ss);
     *ssp = calloc(c->nseq ? c->nseq : 1, sizeof **ssp);
     *shapes = calloc(c->nseq ? c->nseq : 1, sizeof **shapes);
     if (!*ws || !*ss || !*ssp || !*shapes)
         return skv_set_error(err, SKV_ERR_NOMEM, "no memory for stats");
     size_t nws = 0;
-    for (int r = 1; r <= c->nworkers; r++)
+    for (int r = coord_first_owner(c); r <= c->nworkers; r++)
         if (c->jobs[r].reply && c->jobs[r].reply->stats) (*ws)[nws++] = c->jobs[r].reply->stats;
     for (size_t i = 0; i < c->nseq; i++) {
         const coord_seq *s = &c->seqs[i];
@@ -48,14 +48,14 @@ static subkv_status h_stats(skv_coord *c, Subkv__StatsReply *sr, Subkv__WorkerSt
         q->tokens_by_layer = s->tokens;
         (*ssp)[i] = q;
     }
-    sr->workers = (uint32_t)c->nworkers;
+    sr->workers = (uint32_t)(c->nworkers + c->local); /* the local worker is one */
     sr->data_path = (char *)skv_data_path_name(c->dp.path);
     sr->data_path_why = c->dp.why;
     sr->n_worker = nws;
     sr->worker = *ws;
     sr->n_sequence = c->nseq;
     sr->sequence = *ssp;
-    sr->shard_map = (char *)skv_shard_rule();
+    sr->shard_map = (char *)skv_shard_rule_for(c->local);
     return SKV_OK;
 }
 

@@ -7,10 +7,13 @@
 #include <sys/types.h>
 
 #include "coord.h"
+#include "shard_map.h"
 #include "data_path_mpi.h"
 #include "skv_check.h"
 #include "skv_internal.h"
+#include "payload_xfer.h"
 #include "skv_wire.h"
+#include "worker.h"
 
 /* Limits a request is checked against before anything is allocated for it. */
 enum {
@@ -69,7 +72,7 @@ struct skv_coord {
     coord_seq *seqs; /* sorted by id */
     size_t nseq, cap_seq;
     uint64_t next_id;
-    coord_job *jobs; /* indexed by rank; jobs[0] unused */
+    coord_job *jobs; /* indexed by rank; jobs[0]: the local worker's (unused without it) */
     float *tq, *tk, *tv;
     size_t tq_cap, tk_cap, tv_cap;
     float *outbuf; /* attention outputs of a request, [B][q_heads][d] */
@@ -80,6 +83,11 @@ struct skv_coord {
     size_t loc_cap;
     MPI_Request *reqs; /* one op's sends */
     size_t reqs_cap;
+    skv_xfer_part *parts; /* one op's payloads when they go over NCCL */
+    size_t parts_cap;
+    int local;           /* 1: rank 0 owns a shard (opts.local_worker), handled by `worker` */
+    skv_worker *worker;  /* the local worker, or NULL */
+    skv_xfer *xfer;      /* the payloads' transfer on the NCCL path (payload_xfer.h), else NULL */
     coord_owner *owners; /* sorted by client */
     size_t nowners, cap_owners;
     uint64_t client; /* the client of the request being handled */
@@ -88,6 +96,17 @@ struct skv_coord {
     int lost;        /* a worker died or missed its deadline: the job cannot continue */
     char lost_msg[200];
 };
+
+/* The lowest rank that owns sketches: 0 with the local worker, else 1. */
+static inline int coord_first_owner(const skv_coord *c) { return c->local ? 0 : 1; }
+
+/* The rank owning sketch (seq, layer, kv_head, shard) (shard_map.h). */
+static inline int coord_owner_rank(const skv_coord *c, uint64_t seq, uint32_t layer,
+                                   uint32_t kv_head, uint32_t kv_heads, uint32_t shard,
+                                   uint32_t shards) {
+    return skv_shard_owner_of(coord_first_owner(c), c->nworkers + c->local, seq, layer, kv_head,
+                              kv_heads, shard, shards);
+}
 
 /* Bytes of float32 K/V one token of s stores (all kv heads). */
 static inline uint64_t coord_seq_token_bytes(const coord_seq *s) {
@@ -141,12 +160,15 @@ typedef struct coord_op_extra {
 
 /*
  * Send the op to every active job's worker, gather every reply (and its partials into
- * job->out). Returns SKV_OK when every worker succeeded, else the first failure (rank
- * order) with "worker R: message". *ok_any (optional) tells whether some workers
- * succeeded, so callers can detect a half-applied op. Every wait is nonblocking (MPI_Test /
- * MPI_Iprobe polling) against the op's deadline: a worker that dies (an MPI error) or does
- * not answer in time is declared lost (skv_coord_lost), and this and every later op fail
- * with SKV_ERR_WORKER_LOST naming its rank and the sketches it held.
+ * job->out). With the local worker, rank 0's job runs in-process between the sends and the
+ * gather (its failure is an op failure, never a worker loss). Payloads go as MPI messages,
+ * or through c->xfer on the NCCL path (payload_xfer.h): all sends in one group, each
+ * worker's partials received once the sends completed. Returns SKV_OK when every worker succeeded,
+ * else the first failure (rank order) with "worker R: message". *ok_any (optional) tells whether
+ * some workers succeeded, so callers can detect a half-applied op. Every wait is nonblocking
+ * (MPI_Test / MPI_Iprobe polling) against the op's deadline: a worker that dies (an MPI error) or
+ * does not answer in time is declared lost (skv_coord_lost), and this and every later op fail with
+ * SKV_ERR_WORKER_LOST naming its rank and the sketches it held.
  */
 subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode op, const coord_op_extra *x,
                             int *ok_any, skv_err *err);

@@ -91,8 +91,7 @@ void coord_describe_lost(const skv_coord *c, int r, const char *why, char *out, 
         for (uint32_t l = 0; l < s->layers; l++)
             for (uint32_t h = 0; h < s->kv_heads; h++)
                 for (uint32_t k = 0; k < s->shards; k++)
-                    mine +=
-                        skv_shard_owner(c->nworkers, s->id, l, h, s->kv_heads, k, s->shards) == r;
+                    mine += coord_owner_rank(c, s->id, l, h, s->kv_heads, k, s->shards) == r;
         if (!mine) continue;
         sketches += mine;
         if (nseqs++ < 6 && used < sizeof ids - 24)

@@ -83,7 +83,7 @@ subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64
     for (uint32_t l = 0; l < s.layers && st == SKV_OK; l++)
         for (uint32_t h = 0; h < s.kv_heads && st == SKV_OK; h++)
             for (uint32_t r = 0; r < shards && st == SKV_OK; r++) {
-                int w = skv_shard_owner(c->nworkers, s.id, l, h, s.kv_heads, r, shards);
+                int w = coord_owner_rank(c, s.id, l, h, s.kv_heads, r, shards);
                 Subkv__WorkItem *it = coord_job_item(c, w, err);
                 if (!it)
                     st = SKV_ERR_NOMEM;
@@ -97,7 +97,7 @@ subkv_status coord_h_create(skv_coord *c, const Subkv__CreateSequence *m, uint64
         skv_err e2;
         coord_jobs_reset(c);
         coord_jobs_all(c);
-        for (int w = 1; w <= c->nworkers; w++) {
+        for (int w = coord_first_owner(c); w <= c->nworkers; w++) {
             c->jobs[w].active = 0;
             Subkv__WorkItem *it = coord_job_item(c, w, &e2);
             if (it) it->seq_id = s.id;
@@ -124,7 +124,7 @@ subkv_status coord_h_drop(skv_coord *c, uint64_t id, skv_err *err) {
     for (uint32_t l = 0; l < s->layers; l++) held += s->tokens[l];
     const uint64_t owner = s->owner, bytes = held * coord_seq_token_bytes(s);
     coord_jobs_reset(c);
-    for (int w = 1; w <= c->nworkers; w++) {
+    for (int w = coord_first_owner(c); w <= c->nworkers; w++) {
         Subkv__WorkItem *it = coord_job_item(c, w, err);
         if (!it) return SKV_ERR_NOMEM;
         it->seq_id = id;
@@ -168,7 +168,7 @@ subkv_status coord_h_append(skv_coord *c, const Subkv__Append *m, skv_err *err) 
             for (uint32_t i = 0; i < n; i++)
                 cnt += skv_shard_of_token(t0 + i, s->block, s->shards) == r;
             if (!cnt) continue;
-            int w = skv_shard_owner(c->nworkers, s->id, m->layer, h, kv, r, s->shards);
+            int w = coord_owner_rank(c, s->id, m->layer, h, kv, r, s->shards);
             Subkv__WorkItem *it = coord_job_item(c, w, err);
             float *p = it ? coord_job_payload(c, w, 2 * (size_t)cnt * d, err) : NULL;
             if (!p) return SKV_ERR_NOMEM;
@@ -308,7 +308,7 @@ subkv_status coord_h_tokens(skv_coord *c, uint32_t layer, size_t B, const uint64
         const uint32_t s_new = skv_shard_of_token(s->tokens[layer], s->block, s->shards);
         for (uint32_t h = 0; h < kv && st == SKV_OK; h++)
             for (uint32_t r = 0; r < s->shards; r++) {
-                int w = skv_shard_owner(c->nworkers, s->id, layer, h, kv, r, s->shards);
+                int w = coord_owner_rank(c, s->id, layer, h, kv, r, s->shards);
                 const uint32_t nt = is_step && r == s_new ? 1u : 0u;
                 Subkv__WorkItem *it = coord_job_item(c, w, err);
                 float *p = it ? coord_job_payload(c, w, (2 * (size_t)nt + g) * d, err) : NULL;

@@ -17,7 +17,9 @@ uint64_t skv_host_hash(const char *hostname) {
     return h;
 }
 
-const char *skv_data_path_name(int path) { return path == SKV_PATH_NCCL ? "nccl" : "mpi"; }
+const char *skv_data_path_name(int path) {
+    return path == SKV_PATH_NCCL ? "nccl" : path == SKV_PATH_XFER_MPI ? "mpi-xfer" : "mpi";
+}
 
 static void say(char *why, size_t whylen, const char *fmt, ...)
 #if defined(__GNUC__)

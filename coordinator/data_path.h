@@ -19,7 +19,10 @@
 extern "C" {
 #endif
 
-enum { SKV_PATH_MPI = 0, SKV_PATH_NCCL = 1 };
+/* SKV_PATH_XFER_MPI is never chosen: only asked for (subkv-coordinator --data-path
+ * mpi-xfer), it runs the NCCL path's transfer protocol over MPI (payload_xfer.h), so its
+ * bookkeeping is tested without GPUs. */
+enum { SKV_PATH_MPI = 0, SKV_PATH_NCCL = 1, SKV_PATH_XFER_MPI = 2 };
 
 enum { SKV_RANK_CPU = 0, SKV_RANK_CUDA = 1 };
 
@@ -43,7 +46,7 @@ uint64_t skv_host_hash(const char *hostname);
  */
 int skv_data_path_choose(const skv_rank_device *ranks, int n, char *why, size_t whylen);
 
-/* "mpi" or "nccl" (anything else reads "mpi"). */
+/* "mpi", "nccl" or "mpi-xfer" (anything else reads "mpi"). */
 const char *skv_data_path_name(int path);
 
 #ifdef __cplusplus

@@ -21,7 +21,7 @@ typedef struct path_msg {
     char why[SKV_DATA_PATH_WHY];
 } path_msg;
 
-subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, skv_data_path *out,
+subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, int want, skv_data_path *out,
                                  skv_err *err) {
     memset(out, 0, sizeof *out);
     out->path = SKV_PATH_MPI;
@@ -43,15 +43,28 @@ subkv_status skv_data_path_start(MPI_Comm comm, int kind, int device, skv_data_p
     path_msg msg;
     memset(&msg, 0, sizeof msg);
     if (rank == 0) {
-        if (gathered)
-            msg.path = skv_data_path_choose(all, size, msg.why, sizeof msg.why);
-        else
+        if (gathered) {
+            char why[SKV_DATA_PATH_WHY];
+            msg.path = skv_data_path_choose(all, size, why, sizeof why);
+            if (want == SKV_WANT_XFER_MPI) {
+                msg.path = SKV_PATH_XFER_MPI;
+                snprintf(msg.why, sizeof msg.why,
+                         "--data-path mpi-xfer: the NCCL path's transfers over MPI (a test mode)");
+            } else if (msg.path == SKV_PATH_NCCL && want == SKV_WANT_MPI) {
+                msg.path = SKV_PATH_MPI;
+                snprintf(msg.why, sizeof msg.why, "--data-path mpi; NCCL was possible: %.150s",
+                         why);
+            } else {
+                snprintf(msg.why, sizeof msg.why, "%s", why);
+            }
+        } else
             snprintf(msg.why, sizeof msg.why, "the ranks' device reports were lost (MPI_Gather)");
         free(all);
     }
     SKV_MPI_CHECK(MPI_Bcast(&msg, (int)sizeof msg, MPI_BYTE, 0, comm), err);
     if (!gathered) return skv_set_error(err, SKV_ERR_IO, "MPI_Gather of the ranks' devices failed");
-    out->path = msg.path == SKV_PATH_NCCL ? SKV_PATH_NCCL : SKV_PATH_MPI;
+    out->path =
+        msg.path == SKV_PATH_NCCL || msg.path == SKV_PATH_XFER_MPI ? msg.path : SKV_PATH_MPI;
     snprintf(out->why, sizeof out->why, "%s", msg.why);
     if (out->path != SKV_PATH_NCCL) return SKV_OK;
 

@@ -40,6 +40,8 @@ static void usage(FILE *f) {
         "--checkpoint-dir DIR]\n"
         "                         [--max-seqs N] [--max-seqs-per-client N] "
         "[--max-bytes-per-client B]\n"
+        "                         [--local-worker [--local-backend B] [--local-budget BYTES]\n"
+        "                         [--local-gpu-reserve BYTES]] [--data-path auto|mpi|mpi-xfer]\n"
         "Rank 0 of the subkv MPI job; ranks 1..N must be subkv-worker.\n"
         "  --listen HOST:PORT  TCP listener (default 127.0.0.1:7439; loopback unless told)\n"
         "  --no-tcp            no TCP listener (use with --unix)\n"
@@ -56,6 +58,18 @@ static void usage(FILE *f) {
         "  --max-seqs-per-client N   live sequences one connection may create (default %llu)\n"
         "  --max-bytes-per-client B  float32 K/V bytes stored in one connection's sequences\n"
         "                      (default %llu; suffixes K, M, G); beyond a limit: SKV_ERR_LIMIT\n"
+        "  --local-worker      rank 0 also holds a shard of sketches, on the GPU of node-local\n"
+        "                      rank 0 (or the CPU, saying so): the shard map spans ranks\n"
+        "                      0..N, and the workers take the node's next GPUs (default: off)\n"
+        "  --local-backend B   the local worker's backend: auto (default), cpu or cuda\n"
+        "  --local-budget BYTES  most sketch memory the local worker may hold (0: unlimited)\n"
+        "  --local-gpu-reserve BYTES  device memory its GPU pool reserves at start\n"
+        "                      (default: --local-budget)\n"
+        "  --data-path P       auto (default): the op payloads go over NCCL when every rank,\n"
+        "                      rank 0 included (--local-worker on a GPU), has a GPU of its\n"
+        "                      own, else over MPI; mpi: always MPI; mpi-xfer: the NCCL\n"
+        "                      path's transfer protocol over MPI (tests without GPUs).\n"
+        "                      `subkv stats` says which path is live and why\n"
         "Stops on SIGTERM/SIGINT or a shutdown request: finishes the request in flight,\n"
         "stops the workers, exits 0. When a worker dies or misses its deadline, answers every\n"
         "pending request with SKV_ERR_WORKER_LOST naming it, and ends the MPI job with exit\n"
@@ -72,6 +86,7 @@ int main(int argc, char **argv) {
                           .token = getenv("SUBKV_TOKEN")};
     const char *restore = NULL;
     skv_coord_opts co = {.fault = getenv("SUBKV_FAULT")};
+    int reserve_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -81,6 +96,37 @@ int main(int argc, char **argv) {
             so.verbose = 1;
         } else if (!strcmp(a, "--no-tcp")) {
             so.listen = NULL;
+        } else if (!strcmp(a, "--local-worker")) {
+            co.local_worker = 1;
+        } else if (v && !strcmp(a, "--local-backend")) {
+            if (!strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "cuda")) {
+                co.local_backend = !strcmp(v, "auto") ? 0 : !strcmp(v, "cpu") ? 1 : 2;
+            } else {
+                fprintf(stderr, "subkv-coordinator: --local-backend must be auto, cpu or cuda\n");
+                return 2;
+            }
+            i++;
+        } else if (v && (!strcmp(a, "--local-budget") || !strcmp(a, "--local-gpu-reserve"))) {
+            const unsigned long long n = strcmp(v, "0") ? parse_count(v) : 1;
+            if (n == 0) {
+                fprintf(stderr, "subkv-coordinator: %s wants bytes, got '%s'\n", a, v);
+                return 2;
+            }
+            if (!strcmp(a, "--local-budget"))
+                co.local_budget_bytes = strcmp(v, "0") ? (size_t)n : 0;
+            else
+                co.local_gpu_reserve_bytes = strcmp(v, "0") ? (size_t)n : 0, reserve_set = 1;
+            i++;
+        } else if (v && !strcmp(a, "--data-path")) {
+            if (!strcmp(v, "auto") || !strcmp(v, "mpi") || !strcmp(v, "mpi-xfer")) {
+                co.data_path = !strcmp(v, "mpi")        ? SKV_COORD_PATH_MPI
+                               : !strcmp(v, "mpi-xfer") ? SKV_COORD_PATH_XFER_MPI
+                                                        : SKV_COORD_PATH_AUTO;
+            } else {
+                fprintf(stderr, "subkv-coordinator: --data-path must be auto, mpi or mpi-xfer\n");
+                return 2;
+            }
+            i++;
         } else if (v && !strcmp(a, "--listen")) {
             so.listen = v, i++;
         } else if (v && !strcmp(a, "--unix")) {
@@ -133,6 +179,12 @@ int main(int argc, char **argv) {
         }
     }
     if (so.token && !so.token[0]) so.token = NULL;
+    if (!reserve_set) co.local_gpu_reserve_bytes = co.local_budget_bytes;
+    if (!co.local_worker && (co.local_backend || co.local_budget_bytes || reserve_set)) {
+        fprintf(stderr, "subkv-coordinator: --local-backend/--local-budget/--local-gpu-reserve "
+                        "need --local-worker\n");
+        return 2;
+    }
     if (so.checkpoint_every_s > 0 && !so.checkpoint_dir) {
         fprintf(stderr, "subkv-coordinator: --checkpoint-every needs --checkpoint-dir\n");
         return 2;
@@ -165,8 +217,9 @@ int main(int argc, char **argv) {
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
-        printf("subkv-coordinator: %d workers; listening on%s%s%s%s%s\n", skv_coord_workers(c),
-               so.listen ? " tcp:" : "", so.listen ? so.listen : "", so.unix_path ? " unix:" : "",
+        printf("subkv-coordinator: %d workers%s; listening on%s%s%s%s%s\n", skv_coord_workers(c),
+               co.local_worker ? " + a local worker on rank 0" : "", so.listen ? " tcp:" : "",
+               so.listen ? so.listen : "", so.unix_path ? " unix:" : "",
                so.unix_path ? so.unix_path : "", so.token ? " (token required)" : "");
         fflush(stdout);
         rc = skv_server_run(c, &so, &g_stop);

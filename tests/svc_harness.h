@@ -220,7 +220,8 @@ static inline int svc_socket_ready(const char *path) {
 }
 
 /*
- * Start a job of nworkers workers. coord_args / worker_args: extra arguments, NULL-terminated
+ * Start a job of nworkers workers (0: the coordinator alone, for --local-worker).
+ * coord_args / worker_args: extra arguments, NULL-terminated
  * (or NULL). wait_ready: wait until the socket accepts (fails on timeout or early exit,
  * printing the log); 0: return at once (for jobs expected to fail). Returns 0 or -1.
  */
@@ -261,19 +262,21 @@ static inline int svc_job_start_ex(svc_job *j, int nworkers, const char *const *
     argv[a++] = "--unix";
     argv[a++] = j->sock;
     for (int i = 0; i < SVC_MAX_ARGS && coord_args[i]; i++) argv[a++] = coord_args[i];
-    argv[a++] = ":";
-    argv[a++] = "-np";
-    argv[a++] = np;
-    for (int i = 0; i < nwrap; i++) argv[a++] = wrap[i];
-    argv[a++] = worker;
     int has_backend = 0;
-    for (int i = 0; i < SVC_MAX_ARGS && worker_args[i]; i++) {
-        has_backend |= strcmp(worker_args[i], "--backend") == 0;
-        argv[a++] = worker_args[i];
-    }
-    if (!has_backend) { /* the bit-exact suites compare with the CPU reference */
-        argv[a++] = "--backend";
-        argv[a++] = "cpu";
+    if (nworkers > 0) { /* 0: the coordinator alone (its --local-worker holds everything) */
+        argv[a++] = ":";
+        argv[a++] = "-np";
+        argv[a++] = np;
+        for (int i = 0; i < nwrap; i++) argv[a++] = wrap[i];
+        argv[a++] = worker;
+        for (int i = 0; i < SVC_MAX_ARGS && worker_args[i]; i++) {
+            has_backend |= strcmp(worker_args[i], "--backend") == 0;
+            argv[a++] = worker_args[i];
+        }
+        if (!has_backend) { /* the bit-exact suites compare with the CPU reference */
+            argv[a++] = "--backend";
+            argv[a++] = "cpu";
+        }
     }
     argv[a] = NULL;
 

@@ -17,7 +17,9 @@ static void usage(FILE *f) {
             "  --budget BYTES  most sketch memory this worker may hold (0: unlimited);\n"
             "                  suffixes K, M, G accepted\n"
             "  --backend B     auto (default): attend on this node-local rank's GPU when\n"
-            "                  there is one; cpu: the CPU reference only; cuda: the GPU\n"
+            "                  there is one (the coordinator counts as node-local rank 0\n"
+            "                  when it runs --local-worker); cpu: the CPU reference only;\n"
+            "                  cuda: the GPU\n"
             "  --gpu-reserve BYTES  device memory the GPU pool reserves at start (default:\n"
             "                  --budget; 0: grows on demand, never returned)\n");
 }

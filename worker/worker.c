@@ -1,5 +1,7 @@
 /*
- * worker.c — the worker's serve loop and op handlers (see worker.h, proto/subkv.proto).
+ * worker.c — the worker's op handlers (skv_worker, see worker.h, proto/subkv.proto); the
+ * MPI serve loop around them is worker_serve.c, and the coordinator's --local-worker calls
+ * them in-process.
  *
  * Every handler validates the whole request (sketches exist, payload sizes, budgets)
  * before it changes anything, so a failed request leaves the worker's sketches as they
@@ -8,16 +10,12 @@
  */
 #include "worker.h"
 
-#include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "data_path_mpi.h"
 #include "fileio.h"
 #include "gpu_attend.h"
 #include "gpu_refresh.h"
@@ -28,27 +26,25 @@
 #include "skv_check.h"
 #include "skv_wire.h"
 
-typedef struct worker {
-    MPI_Comm comm;
+struct skv_worker {
     int rank, nworkers;
     skv_worker_opts opts;
     skv_table table;
     skv_dicts *dicts; /* csr dictionary sets by dict_path, loaded once, shared by sketches */
     char backend[256];
-    uint8_t *hdr;
-    size_t hdr_cap;
-    float *in, *out;
-    size_t in_cap, out_cap; /* floats */
-    int gpu_on;             /* attends go to the GPU where the sketch allows it */
+    int device;     /* CUDA ordinal of the GPU path, or -1 */
+    float *out;     /* partials of the last op */
+    size_t out_cap; /* floats */
+    int gpu_on;     /* attends go to the GPU where the sketch allows it */
     skv_gpu gpu;
     skv_gpu_item *gitems;
     size_t gitems_cap;
-    skv_data_path dp; /* MPI or NCCL, agreed with the coordinator at start-up */
-    pid_t coord_pid;  /* the coordinator's pid when it runs on this host, else 0 */
-    double next_alive_check;
+    Subkv__WorkerStats ws; /* WOP_STATS' answer, pointing into by_policy and backend */
+    uint64_t by_policy[SKV_POLICY_COUNT];
     int ckpt_count;    /* checkpoints written (the fault hook counts them) */
     int said_full_mem; /* told stderr that full_mem=device runs as host here */
-} worker;
+};
+typedef struct skv_worker worker;
 
 static skv_item_key item_key(const Subkv__WorkItem *it) {
     skv_item_key k = {it->seq_id, it->layer, it->kv_head, it->shard};
@@ -163,8 +159,8 @@ static subkv_status check_cap(skv_sketch *s, size_t n, skv_err *err) {
     return SKV_OK;
 }
 
-static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, size_t *nout,
-                              skv_err *err) {
+static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, const float *in, size_t nin,
+                              size_t *nout, skv_err *err) {
     const size_t d = op->head_dim;
     size_t need_in = 0, need_out = 0;
     skv_sketch **sk = calloc(op->n_items ? op->n_items : 1, sizeof *sk);
@@ -207,7 +203,7 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
     if (st == SKV_OK && !qp) st = skv_set_error(err, SKV_ERR_NOMEM, "no memory for items");
     if (st == SKV_OK && w->gpu_on)
         st = skv_grow((void **)&w->gitems, &w->gitems_cap, op->n_items, sizeof *w->gitems, err);
-    const float *p = w->in;
+    const float *p = in;
     size_t queued = 0;
     for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
         const Subkv__WorkItem *it = op->items[i];
@@ -272,11 +268,13 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, size_t nin, 
 
 /* ---- stats and checkpoints -------------------------------------------------------------- */
 
-static void op_stats(worker *w, Subkv__WorkerStats *ws, uint64_t by_policy[SKV_POLICY_COUNT]) {
-    memset(by_policy, 0, SKV_POLICY_COUNT * sizeof by_policy[0]);
+static Subkv__WorkerStats *op_stats(worker *w) {
+    Subkv__WorkerStats *ws = &w->ws;
+    subkv__worker_stats__init(ws);
+    memset(w->by_policy, 0, sizeof w->by_policy);
     for (size_t i = 0; i < w->table.cap; i++) {
         skv_sketch *s = w->table.slots[i].sketch;
-        if (s) by_policy[skv_sketch_config(s)->policy] += skv_sketch_bytes(s);
+        if (s) w->by_policy[skv_sketch_config(s)->policy] += skv_sketch_bytes(s);
     }
     ws->rank = (uint32_t)w->rank;
     ws->backend = w->backend;
@@ -284,7 +282,8 @@ static void op_stats(worker *w, Subkv__WorkerStats *ws, uint64_t by_policy[SKV_P
     ws->bytes = skv_table_bytes(&w->table);
     ws->budget_bytes = w->opts.budget_bytes;
     ws->n_bytes_by_policy = SKV_POLICY_COUNT;
-    ws->bytes_by_policy = by_policy;
+    ws->bytes_by_policy = w->by_policy;
+    return ws;
 }
 
 static void ckpt_path(const worker *w, const char *dir, char *path, size_t n) {
@@ -354,214 +353,77 @@ static subkv_status op_restore(worker *w, const Subkv__WorkerOp *op, skv_err *er
     return SKV_OK;
 }
 
-/* ---- the loop --------------------------------------------------------------------------- */
+/* ---- the handler ------------------------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Is the coordinator still there? Only answerable on its host (its pid); elsewhere the MPI
- * runtime has to tear the job down. Checked at most once a second. */
-static int coordinator_alive(worker *w) {
-    if (w->coord_pid <= 0) return 1;
-    const double t = now_s();
-    if (t < w->next_alive_check) return 1;
-    w->next_alive_check = t + 1.0;
-    return !(kill(w->coord_pid, 0) != 0 && errno == ESRCH);
-}
-
-/* Between polls: spin right after an op (the next one of a decode loop follows within
- * microseconds), then yield, then sleep 100 us, so an idle worker leaves its core alone. */
-static void idle_pause(double idle_s) {
-    if (idle_s < 2e-4) return;
-    if (idle_s < 5e-3) {
-        sched_yield();
-        return;
+subkv_status skv_worker_new(int rank, int nworkers, int local_rank, const skv_worker_opts *opts,
+                            skv_worker **out, skv_err *err) {
+    *out = NULL;
+    worker *w = calloc(1, sizeof *w);
+    if (!w) return skv_set_error(err, SKV_ERR_NOMEM, "no memory for worker %d", rank);
+    w->rank = rank;
+    w->nworkers = nworkers;
+    w->opts = *opts;
+    w->device = -1;
+    skv_table_init(&w->table);
+    subkv_status st = skv_dicts_new(&w->dicts, err);
+    if (st != SKV_OK) {
+        free(w);
+        return st;
     }
-    struct timespec ts = {0, 100000};
-    nanosleep(&ts, NULL);
-}
-
-/* Complete req by MPI_Test polling; -1 on an MPI error or once the coordinator is gone. */
-static int wait_req(worker *w, MPI_Request *req) {
-    const double t0 = now_s();
-    for (;;) {
-        int done = 0;
-        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
-        if (done) return 0;
-        if (!coordinator_alive(w)) return -1;
-        idle_pause(now_s() - t0);
-    }
-}
-
-/* Wait for the next op header: 0 with *ms, -1 on an MPI error or a vanished coordinator. */
-static int wait_header(worker *w, MPI_Status *ms) {
-    const double t0 = now_s();
-    for (;;) {
-        int flag = 0;
-        if (MPI_Iprobe(0, SKV_TAG_HEADER, w->comm, &flag, ms) != MPI_SUCCESS) return -1;
-        if (flag) return 0;
-        if (!coordinator_alive(w)) return -1;
-        idle_pause(now_s() - t0);
-    }
-}
-
-static int send_reply(worker *w, subkv_status st, const skv_err *err, size_t nout,
-                      Subkv__WorkerStats *ws) {
-    Subkv__WorkerReply r = SUBKV__WORKER_REPLY__INIT;
-    r.status = (int32_t)st;
-    r.message = st == SKV_OK ? (char *)"" : (char *)err->msg;
-    r.payload_floats = nout;
-    r.stats = ws;
-    size_t len = subkv__worker_reply__get_packed_size(&r);
-    skv_err e2;
-    if (skv_grow((void **)&w->hdr, &w->hdr_cap, len + 1, 1, &e2) != SKV_OK) return -1;
-    subkv__worker_reply__pack(&r, w->hdr);
-    MPI_Request rq;
-    if (MPI_Isend(w->hdr, (int)len, MPI_BYTE, 0, SKV_TAG_HEADER, w->comm, &rq) != MPI_SUCCESS ||
-        wait_req(w, &rq) != 0)
-        return -1;
-    if (nout &&
-        (MPI_Isend(w->out, (int)nout, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, w->comm, &rq) != MPI_SUCCESS ||
-         wait_req(w, &rq) != 0))
-        return -1;
-    return 0;
-}
-
-int skv_worker_serve(MPI_Comm comm, const skv_worker_opts *opts) {
-    worker w = {.comm = comm, .opts = *opts};
-    /* errors come back as codes: a lost coordinator ends the loop with a message */
-    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm, &w.rank);
-    MPI_Comm_size(comm, &w.nworkers);
-    w.nworkers -= 1;
-    skv_table_init(&w.table);
-    skv_err derr;
-    if (skv_dicts_new(&w.dicts, &derr) != SKV_OK) return 1;
     skv_backend_info bi;
-    /* the GPU by node-local rank among the workers of this node (collective with the
-     * coordinator's MPI_UNDEFINED split in skv_coord_create) */
-    MPI_Comm node;
-    int local_rank = w.rank - 1;
-    if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &node) ==
-        MPI_SUCCESS) {
-        MPI_Comm_rank(node, &local_rank);
-        MPI_Comm_free(&node);
-    }
-    int rc = 1;
     skv_err gerr = {0};
     if (opts->backend != SKV_WORKER_CPU)
         skv_backend_select(local_rank, &bi);
     else
         bi = (skv_backend_info){.kind = SKV_BACKEND_CPU, .device = -1};
     if (bi.kind == SKV_BACKEND_CUDA &&
-        skv_gpu_init(&w.gpu, opts->gpu_reserve_bytes, &gerr) == SKV_OK)
-        w.gpu_on = 1;
+        skv_gpu_init(&w->gpu, opts->gpu_reserve_bytes, &gerr) == SKV_OK)
+        w->gpu_on = 1, w->device = bi.device;
     if (opts->backend == SKV_WORKER_CPU)
         snprintf(bi.reason, sizeof bi.reason, "--backend cpu");
-    else if (bi.kind == SKV_BACKEND_CUDA && !w.gpu_on)
+    else if (bi.kind == SKV_BACKEND_CUDA && !w->gpu_on)
         bi.kind = SKV_BACKEND_CPU, snprintf(bi.reason, sizeof bi.reason, "%.150s", gerr.msg);
-    skv_backend_describe(&bi, w.backend, sizeof w.backend);
-    if (opts->backend == SKV_WORKER_CUDA && !w.gpu_on) {
+    skv_backend_describe(&bi, w->backend, sizeof w->backend);
+    if (opts->backend == SKV_WORKER_CUDA && !w->gpu_on) {
         /* keep serving (the coordinator waits for every worker), on the CPU, saying so */
-        fprintf(stderr, "subkv-worker %d: --backend cuda, but falling back to %s\n", w.rank,
-                w.backend);
+        fprintf(stderr, "subkv-worker %d: --backend cuda, but falling back to %s\n", w->rank,
+                w->backend);
     }
-    if (opts->verbose) fprintf(stderr, "subkv-worker %d: backend %s\n", w.rank, w.backend);
-    /* Collective with skv_coord_create's: report the device actually in use (after every
-     * fallback above), learn the data path everyone takes. */
-    skv_err perr = {0};
-    if (skv_data_path_start(comm, w.gpu_on ? SKV_RANK_CUDA : SKV_RANK_CPU,
-                            w.gpu_on ? bi.device : -1, &w.dp, &perr) != SKV_OK) {
-        fprintf(stderr, "subkv-worker %d: data path exchange: %s\n", w.rank, perr.msg);
-        goto out;
+    *out = w;
+    return SKV_OK;
+}
+
+subkv_status skv_worker_handle(skv_worker *w, const Subkv__WorkerOp *op, const float *in,
+                               size_t nin, skv_worker_result *res, skv_err *err) {
+    *res = (skv_worker_result){0};
+    subkv_status st = SKV_OK;
+    size_t nout = 0;
+    switch (op->op) {
+    case SUBKV__WORKER_OP_CODE__WOP_CREATE: st = op_create(w, op, err); break;
+    case SUBKV__WORKER_OP_CODE__WOP_DROP: st = op_drop(w, op); break;
+    case SUBKV__WORKER_OP_CODE__WOP_APPEND:
+    case SUBKV__WORKER_OP_CODE__WOP_STEP:
+    case SUBKV__WORKER_OP_CODE__WOP_ATTEND: st = op_tokens(w, op, in, nin, &nout, err); break;
+    case SUBKV__WORKER_OP_CODE__WOP_STATS: res->stats = op_stats(w); break;
+    case SUBKV__WORKER_OP_CODE__WOP_CHECKPOINT: st = op_checkpoint(w, op, err); break;
+    case SUBKV__WORKER_OP_CODE__WOP_RESTORE: st = op_restore(w, op, err); break;
+    case SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN: res->shutdown = 1; break;
+    default: st = skv_set_error(err, SKV_ERR_PROTOCOL, "unknown worker op %d", (int)op->op);
     }
-    if (opts->verbose)
-        fprintf(stderr, "subkv-worker %d: data path %s (%s)\n", w.rank,
-                skv_data_path_name(w.dp.path), w.dp.why);
-    /* Collective with skv_coord_create's: the coordinator's pid, watched when on this host */
-    skv_coord_ident ident = {0, 0}, mine = {(int64_t)getpid(), 0};
-    char host[MPI_MAX_PROCESSOR_NAME + 1] = "";
-    int hlen = 0;
-    if (MPI_Get_processor_name(host, &hlen) == MPI_SUCCESS && hlen >= 0 &&
-        hlen <= MPI_MAX_PROCESSOR_NAME)
-        host[hlen] = '\0';
-    mine.host_hash = skv_host_hash(host);
-    if (MPI_Bcast(&ident, (int)sizeof ident, MPI_BYTE, 0, comm) != MPI_SUCCESS ||
-        MPI_Gather(&mine, (int)sizeof mine, MPI_BYTE, NULL, (int)sizeof mine, MPI_BYTE, 0, comm) !=
-            MPI_SUCCESS) {
-        fprintf(stderr, "subkv-worker %d: MPI_Bcast of the coordinator's identity failed\n",
-                w.rank);
-        goto out;
-    }
-    if (ident.host_hash == mine.host_hash) w.coord_pid = (pid_t)ident.pid;
-    for (;;) {
-        MPI_Status ms;
-        int len = 0;
-        if (wait_header(&w, &ms) != 0) break;
-        MPI_Get_count(&ms, MPI_BYTE, &len);
-        skv_err err = {0};
-        if (skv_grow((void **)&w.hdr, &w.hdr_cap, (size_t)len + 1, 1, &err) != SKV_OK) break;
-        if (MPI_Recv(w.hdr, len, MPI_BYTE, 0, SKV_TAG_HEADER, comm, MPI_STATUS_IGNORE) !=
-            MPI_SUCCESS)
-            break;
-        Subkv__WorkerOp *op = subkv__worker_op__unpack(NULL, (size_t)len, w.hdr);
-        if (!op) { /* the coordinator sends no payload after a header it could not build */
-            skv_set_error(&err, SKV_ERR_PROTOCOL, "worker %d: undecodable op header", w.rank);
-            if (send_reply(&w, SKV_ERR_PROTOCOL, &err, 0, NULL) != 0) break;
-            continue;
-        }
-        subkv_status st = SKV_OK;
-        size_t nin = (size_t)op->payload_floats, nout = 0;
-        if (nin) {
-            if (nin > (size_t)INT32_MAX) break; /* the coordinator never sends this */
-            MPI_Request rq = MPI_REQUEST_NULL;
-            if (skv_grow((void **)&w.in, &w.in_cap, nin, sizeof(float), &err) != SKV_OK ||
-                MPI_Irecv(w.in, (int)nin, MPI_FLOAT, 0, SKV_TAG_PAYLOAD, comm, &rq) !=
-                    MPI_SUCCESS ||
-                wait_req(&w, &rq) != 0) {
-                subkv__worker_op__free_unpacked(op, NULL);
-                break;
-            }
-        }
-        Subkv__WorkerStats ws = SUBKV__WORKER_STATS__INIT;
-        uint64_t by_policy[SKV_POLICY_COUNT];
-        int done = 0;
-        if (st == SKV_OK) switch (op->op) {
-            case SUBKV__WORKER_OP_CODE__WOP_CREATE: st = op_create(&w, op, &err); break;
-            case SUBKV__WORKER_OP_CODE__WOP_DROP: st = op_drop(&w, op); break;
-            case SUBKV__WORKER_OP_CODE__WOP_APPEND:
-            case SUBKV__WORKER_OP_CODE__WOP_STEP:
-            case SUBKV__WORKER_OP_CODE__WOP_ATTEND: st = op_tokens(&w, op, nin, &nout, &err); break;
-            case SUBKV__WORKER_OP_CODE__WOP_STATS: op_stats(&w, &ws, by_policy); break;
-            case SUBKV__WORKER_OP_CODE__WOP_CHECKPOINT: st = op_checkpoint(&w, op, &err); break;
-            case SUBKV__WORKER_OP_CODE__WOP_RESTORE: st = op_restore(&w, op, &err); break;
-            case SUBKV__WORKER_OP_CODE__WOP_SHUTDOWN: done = 1; break;
-            default:
-                st = skv_set_error(&err, SKV_ERR_PROTOCOL, "unknown worker op %d", (int)op->op);
-            }
-        const int is_stats = op->op == SUBKV__WORKER_OP_CODE__WOP_STATS;
-        subkv__worker_op__free_unpacked(op, NULL);
-        if (send_reply(&w, st, &err, nout, is_stats ? &ws : NULL) != 0) break;
-        if (done) {
-            rc = 0;
-            break;
-        }
-    }
-    w.next_alive_check = 0.0; /* look now, for the message */
-    if (rc != 0)
-        fprintf(stderr, "subkv-worker %d: lost the coordinator (%s); exiting\n", w.rank,
-                coordinator_alive(&w) ? "MPI error" : "its process is gone");
-out:
-    skv_data_path_stop(&w.dp);
-    skv_table_free(&w.table); /* mirrors first: they live in the GPU context's device */
-    skv_dicts_free(w.dicts);  /* after every sketch that borrowed a set */
-    if (w.gpu_on) skv_gpu_fini(&w.gpu);
-    free(w.gitems);
-    free(w.hdr);
-    free(w.in);
-    free(w.out);
-    return rc;
+    if (st == SKV_OK) res->out = w->out, res->nout = nout;
+    return st;
+}
+
+const char *skv_worker_backend_name(const skv_worker *w) { return w->backend; }
+
+int skv_worker_device(const skv_worker *w) { return w->gpu_on ? w->device : -1; }
+
+void skv_worker_free(skv_worker *w) {
+    if (!w) return;
+    skv_table_free(&w->table); /* mirrors first: they live in the GPU context's device */
+    skv_dicts_free(w->dicts);  /* after every sketch that borrowed a set */
+    if (w->gpu_on) skv_gpu_fini(&w->gpu);
+    free(w->gitems);
+    free(w->out);
+    free(w);
 }
