@@ -377,23 +377,6 @@ static void test_mgpu_harness_exits_2_on_a_bad_option_and_without_cuda(void **st
 
 /* ---- GPU: the kernels behind the harness ---- */
 
-static skv_cuda_ctx *g_ctx;
-
-static int gpu_setup(void **state) {
-    (void)state;
-    if (!gpu_suite_probe("test_multigpu")) return 0;
-    skv_err err;
-    TU_OK(skv_cuda_ctx_create(&g_ctx, &err), &err);
-    g_gpu_on = 1;
-    return 0;
-}
-
-static int gpu_teardown(void **state) {
-    (void)state;
-    skv_cuda_ctx_destroy(g_ctx);
-    return 0;
-}
-
 static void test_mgpu_merge_kernel_matches_its_host_mirror(void **state) {
     (void)state;
     NEED_GPU();
@@ -505,5 +488,6 @@ int main(void) {
         cmocka_unit_test(test_mgpu_harness_checks_pass_on_the_gpus),
     };
     const int rc = cmocka_run_group_tests_name("multigpu_host", host, NULL, NULL);
-    return rc | cmocka_run_group_tests_name("multigpu_gpu", gpu, gpu_setup, gpu_teardown);
+    return rc |
+           cmocka_run_group_tests_name("multigpu_gpu", gpu, gpu_suite_setup, gpu_suite_teardown);
 }
