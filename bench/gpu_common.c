@@ -1,5 +1,7 @@
 /* gpu_common.c — what the GPU benchmarks (bench/gpu*.c) share: see bench.h. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "bench.h"
@@ -28,4 +30,40 @@ int bench_gpu_open(const char *cmd, skv_cuda_ctx **ctx, char *desc, size_t desc_
     }
     skv_err err;
     return bench_fail(skv_cuda_ctx_create(ctx, &err), &err, "context");
+}
+
+int bench_gpu_parse(const char *cmd, const char *usage, int argc, char **argv, bench_gpu_opts *o,
+                    const bench_size_opt *extra, int nextra) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "subkv-bench %s: %s needs a value\n", cmd, a);
+            return 2;
+        }
+        i++;
+        int known = 1;
+        if (!strcmp(a, "--contexts"))
+            o->nc = bench_parse_sizes(v, o->ctxs, 8);
+        else if (!strcmp(a, "--batches"))
+            o->nb = bench_parse_sizes(v, o->batches, 8);
+        else if (!strcmp(a, "--csv"))
+            o->csv = v;
+        else {
+            known = 0;
+            for (int k = 0; k < nextra && !known; k++)
+                if (!strcmp(a, extra[k].flag)) {
+                    *extra[k].value = strtoull(v, NULL, 0);
+                    known = 1;
+                }
+        }
+        if (!known || o->nc < 1 || o->nb < 1) {
+            fprintf(stderr, "subkv-bench %s: bad option %s %s\n", cmd, a, v);
+            return 2;
+        }
+    }
+    return -1;
 }
