@@ -241,12 +241,16 @@ static int accuracy(skv_cuda_ctx *ctx, size_t n, FILE *csv) {
 }
 
 int bench_gpu(int argc, char **argv) {
-    bench_gpu_opts o = {{32768, 131072, 524288, 1048576}, {1, 8, 32}, 4, 3, "build/bench-gpu.csv"};
+    bench_gpu_opts o = {.ctxs = {32768, 131072, 524288, 1048576},
+                        .batches = {1, 8, 32},
+                        .nc = 4,
+                        .nb = 3,
+                        .csv = "build/bench-gpu.csv"};
     size_t err_ctx = 131072, app_ctx = 32768, app_prefill = 4096;
     const bench_size_opt extra[] = {{"--err-context", &err_ctx},
                                     {"--append-context", &app_ctx},
                                     {"--append-prefill", &app_prefill}};
-    const int stop = bench_gpu_parse(
+    const int stop = bench_gpu_start(
         "gpu",
         "usage: subkv-bench gpu [--contexts N,...] [--batches B,...] [--err-context N] "
         "[--append-context N] [--append-prefill N] [--csv FILE]\nDefaults: --contexts "
@@ -254,17 +258,15 @@ int bench_gpu(int argc, char **argv) {
         "--append-prefill 4096 --csv build/bench-gpu.csv\n",
         argc, argv, &o, extra, 3);
     if (stop >= 0) return stop;
-    char desc[256];
-    skv_cuda_ctx *ctx = NULL;
+    skv_cuda_ctx *ctx = o.ctx;
     skv_err err;
     double copy = 0;
-    if (bench_gpu_open("gpu", &ctx, desc, sizeof desc)) return 1;
     if (bench_fail(skv_cuda_copy_bandwidth(ctx, (size_t)2 << 30, &copy, &err), &err, "copy")) {
         skv_cuda_ctx_destroy(ctx);
         return 1;
     }
     FILE *csv = fopen(o.csv, "w");
-    printf("# subkv-bench gpu on %s: %d kv heads x %d q heads, d %d, f16, one layer\n", desc, KVH,
+    printf("# subkv-bench gpu on %s: %d kv heads x %d q heads, d %d, f16, one layer\n", o.desc, KVH,
            GQ, HD);
     printf("# device-to-device copy: %.1f GB/s (read + written); times are medians of 20 "
            "launches (device events); sgNx = SubGen attend over N-times fewer (weighted) entries\n",

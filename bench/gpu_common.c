@@ -19,7 +19,8 @@ double bench_now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int bench_gpu_open(const char *cmd, skv_cuda_ctx **ctx, char *desc, size_t desc_len) {
+/* 0 with a context on device 0 and its description in desc; else 1, saying why. */
+static int gpu_open(const char *cmd, skv_cuda_ctx **ctx, char *desc, size_t desc_len) {
     skv_backend_info bi;
     skv_backend_select(0, &bi);
     skv_backend_describe(&bi, desc, desc_len);
@@ -32,7 +33,7 @@ int bench_gpu_open(const char *cmd, skv_cuda_ctx **ctx, char *desc, size_t desc_
     return bench_fail(skv_cuda_ctx_create(ctx, &err), &err, "context");
 }
 
-int bench_gpu_parse(const char *cmd, const char *usage, int argc, char **argv, bench_gpu_opts *o,
+int bench_gpu_start(const char *cmd, const char *usage, int argc, char **argv, bench_gpu_opts *o,
                     const bench_size_opt *extra, int nextra) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -65,5 +66,5 @@ int bench_gpu_parse(const char *cmd, const char *usage, int argc, char **argv, b
             return 2;
         }
     }
-    return -1;
+    return gpu_open(cmd, &o->ctx, o->desc, sizeof o->desc) ? 1 : -1;
 }

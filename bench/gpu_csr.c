@@ -224,10 +224,14 @@ int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const siz
 }
 
 int bench_gpu_csr(int argc, char **argv) {
-    bench_gpu_opts o = {{32768, 131072}, {1, 8}, 2, 2, "build/bench-gpu-csr.csv"};
+    bench_gpu_opts o = {.ctxs = {32768, 131072},
+                        .batches = {1, 8},
+                        .nc = 2,
+                        .nb = 2,
+                        .csv = "build/bench-gpu-csr.csv"};
     size_t wctx = 4096;
     const bench_size_opt extra[] = {{"--worker-context", &wctx}};
-    const int stop = bench_gpu_parse(
+    const int stop = bench_gpu_start(
         "gpu-csr",
         "usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] [--worker-context N] "
         "[--csv FILE]\n"
@@ -238,10 +242,8 @@ int bench_gpu_csr(int argc, char **argv) {
         "codes 8 x N tokens).\n",
         argc, argv, &o, extra, 1);
     if (stop >= 0) return stop;
-    char desc[256];
-    skv_cuda_ctx *ctx = NULL;
-    if (bench_gpu_open("gpu-csr", &ctx, desc, sizeof desc)) return 1;
-    printf("# subkv-bench gpu-csr on %s\n", desc);
+    skv_cuda_ctx *ctx = o.ctx;
+    printf("# subkv-bench gpu-csr on %s\n", o.desc);
     FILE *csv = fopen(o.csv, "w");
     int rc = bench_gpu_csr_table(ctx, o.ctxs, o.nc, o.batches, o.nb, csv);
     if (!rc && wctx) rc = bench_gpu_csr_worker(wctx, 1, csv);

@@ -378,20 +378,21 @@ int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const
 }
 
 int bench_gpu_refresh(int argc, char **argv) {
-    bench_gpu_opts o = {
-        {32768, 131072, 524288, 1048576}, {1, 8}, 4, 2, "build/bench-gpu-refresh.csv"};
-    const int stop = bench_gpu_parse(
+    bench_gpu_opts o = {.ctxs = {32768, 131072, 524288, 1048576},
+                        .batches = {1, 8},
+                        .nc = 4,
+                        .nb = 2,
+                        .csv = "build/bench-gpu-refresh.csv"};
+    const int stop = bench_gpu_start(
         "gpu-refresh",
         "usage: subkv-bench gpu-refresh [--contexts N,...] [--batches B,...] [--csv FILE]\n"
         "Defaults: --contexts 32K,128K,512K,1M --batches 1,8 --csv build/bench-gpu-refresh.csv\n",
         argc, argv, &o, NULL, 0);
     if (stop >= 0) return stop;
-    char desc[256];
-    skv_cuda_ctx *ctx = NULL;
-    if (bench_gpu_open("gpu-refresh", &ctx, desc, sizeof desc)) return 1;
+    skv_cuda_ctx *ctx = o.ctx;
     FILE *csv = fopen(o.csv, "w");
     printf("# subkv-bench gpu-refresh on %s: %d kv heads x %d q heads, d %d, f16, one layer\n",
-           desc, KVH, GQ, HD);
+           o.desc, KVH, GQ, HD);
     const int rc = bench_gpu_refresh_table(ctx, o.ctxs, o.nc, o.batches, o.nb, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);
