@@ -320,14 +320,15 @@ static void test_mgpu_defaults_are_the_issues_workload(void **state) {
                 mgpu_rank_bytes(&p, 1) == mgpu_rank_bytes(&p, 0));
 }
 
-/* Run build/subkv-bench with args (no mpirun); exit status, output in out[n]. */
-static int run_bench(const char *args, char *out, size_t n) {
-    char exe[PATH_MAX], cmd[PATH_MAX + 256];
+/* Run `PREFIX BUILD/subkv-bench multigpu ARGS` through the shell (BUILD: this binary's
+ * BUILD/tests/..); exit status, output (stdout and stderr) in out[n]. */
+static int run_bench_with(const char *prefix, const char *args, char *out, size_t n) {
+    char exe[PATH_MAX], cmd[PATH_MAX + 1024];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     assert_true(len > 0);
     exe[len] = '\0';
     for (int up = 0; up < 2; up++) *strrchr(exe, '/') = '\0'; /* BUILD/tests/x -> BUILD */
-    snprintf(cmd, sizeof cmd, "%s/subkv-bench multigpu %s 2>&1", exe, args);
+    snprintf(cmd, sizeof cmd, "%s%s/subkv-bench multigpu %s 2>&1", prefix, exe, args);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
     size_t got = fread(out, 1, n - 1, f);
@@ -336,24 +337,19 @@ static int run_bench(const char *args, char *out, size_t n) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Run build/subkv-bench with args (no mpirun); exit status, output in out[n]. */
+static int run_bench(const char *args, char *out, size_t n) {
+    return run_bench_with("", args, out, n);
+}
+
 /* The same under `mpirun -np n` (root allowed, NVLink multicast off). */
 static int run_bench_mpi(int n, const char *args, char *out, size_t size) {
-    char exe[PATH_MAX], cmd[PATH_MAX + 1024];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    assert_true(len > 0);
-    exe[len] = '\0';
-    for (int up = 0; up < 2; up++) *strrchr(exe, '/') = '\0';
-    snprintf(cmd, sizeof cmd,
+    char prefix[256];
+    snprintf(prefix, sizeof prefix,
              "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0 "
-             "mpirun --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE -np %d "
-             "%s/subkv-bench multigpu %s 2>&1",
-             n, exe, args);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t got = fread(out, 1, size - 1, f);
-    out[got] = '\0';
-    const int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+             "mpirun --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE -np %d ",
+             n);
+    return run_bench_with(prefix, args, out, size);
 }
 
 static void test_mgpu_harness_exits_2_on_a_bad_option_and_without_cuda(void **state) {
