@@ -240,6 +240,12 @@ static int accuracy(skv_cuda_ctx *ctx, size_t n, FILE *csv) {
     return 0;
 }
 
+static const char usage[] =
+    "usage: subkv-bench gpu [--contexts N,...] [--batches B,...] [--err-context N] "
+    "[--append-context N] [--append-prefill N] [--csv FILE]\nDefaults: --contexts "
+    "32K,128K,512K,1M --batches 1,8,32 --err-context 128K --append-context 32K "
+    "--append-prefill 4096 --csv build/bench-gpu.csv\n";
+
 int bench_gpu(int argc, char **argv) {
     bench_gpu_opts o = {.ctxs = {32768, 131072, 524288, 1048576},
                         .batches = {1, 8, 32},
@@ -250,13 +256,7 @@ int bench_gpu(int argc, char **argv) {
     const bench_size_opt extra[] = {{"--err-context", &err_ctx},
                                     {"--append-context", &app_ctx},
                                     {"--append-prefill", &app_prefill}};
-    const int stop = bench_gpu_start(
-        "gpu",
-        "usage: subkv-bench gpu [--contexts N,...] [--batches B,...] [--err-context N] "
-        "[--append-context N] [--append-prefill N] [--csv FILE]\nDefaults: --contexts "
-        "32K,128K,512K,1M --batches 1,8,32 --err-context 128K --append-context 32K "
-        "--append-prefill 4096 --csv build/bench-gpu.csv\n",
-        argc, argv, &o, extra, 3);
+    const int stop = bench_gpu_start("gpu", usage, argc, argv, &o, extra, 3);
     if (stop >= 0) return stop;
     skv_cuda_ctx *ctx = o.ctx;
     skv_err err;

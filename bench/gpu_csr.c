@@ -223,6 +223,15 @@ int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const siz
     return rc;
 }
 
+static const char usage[] =
+    "usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] [--worker-context N] "
+    "[--csv FILE]\n"
+    "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --csv "
+    "build/bench-gpu-csr.csv\n"
+    "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend, the GPU encoder, "
+    "then the worker-level csr step at batch 1 (--worker-context 0 skips it; its CPU prefill "
+    "codes 8 x N tokens).\n";
+
 int bench_gpu_csr(int argc, char **argv) {
     bench_gpu_opts o = {.ctxs = {32768, 131072},
                         .batches = {1, 8},
@@ -231,16 +240,7 @@ int bench_gpu_csr(int argc, char **argv) {
                         .csv = "build/bench-gpu-csr.csv"};
     size_t wctx = 4096;
     const bench_size_opt extra[] = {{"--worker-context", &wctx}};
-    const int stop = bench_gpu_start(
-        "gpu-csr",
-        "usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] [--worker-context N] "
-        "[--csv FILE]\n"
-        "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --csv "
-        "build/bench-gpu-csr.csv\n"
-        "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend, the GPU encoder, "
-        "then the worker-level csr step at batch 1 (--worker-context 0 skips it; its CPU prefill "
-        "codes 8 x N tokens).\n",
-        argc, argv, &o, extra, 1);
+    const int stop = bench_gpu_start("gpu-csr", usage, argc, argv, &o, extra, 1);
     if (stop >= 0) return stop;
     skv_cuda_ctx *ctx = o.ctx;
     printf("# subkv-bench gpu-csr on %s\n", o.desc);

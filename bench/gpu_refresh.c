@@ -377,17 +377,17 @@ int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const
     return 0;
 }
 
+static const char usage[] =
+    "usage: subkv-bench gpu-refresh [--contexts N,...] [--batches B,...] [--csv FILE]\n"
+    "Defaults: --contexts 32K,128K,512K,1M --batches 1,8 --csv build/bench-gpu-refresh.csv\n";
+
 int bench_gpu_refresh(int argc, char **argv) {
     bench_gpu_opts o = {.ctxs = {32768, 131072, 524288, 1048576},
                         .batches = {1, 8},
                         .nc = 4,
                         .nb = 2,
                         .csv = "build/bench-gpu-refresh.csv"};
-    const int stop = bench_gpu_start(
-        "gpu-refresh",
-        "usage: subkv-bench gpu-refresh [--contexts N,...] [--batches B,...] [--csv FILE]\n"
-        "Defaults: --contexts 32K,128K,512K,1M --batches 1,8 --csv build/bench-gpu-refresh.csv\n",
-        argc, argv, &o, NULL, 0);
+    const int stop = bench_gpu_start("gpu-refresh", usage, argc, argv, &o, NULL, 0);
     if (stop >= 0) return stop;
     skv_cuda_ctx *ctx = o.ctx;
     FILE *csv = fopen(o.csv, "w");
