@@ -33,7 +33,6 @@
                      subkv_status_name(want));                                                     \
     } while (0)
 
-/* Fail with the position of the first difference when two output arrays are not identical. */
 /* The number of CUDA devices here, when at least n; else skips the calling test, saying why
  * (the workers' --backend cuda needs them). */
 static inline int svc_need_gpus(int n) {
@@ -50,6 +49,7 @@ static inline int svc_need_gpus(int n) {
     return bi.device_count;
 }
 
+/* Fail with the position of the first difference when two output arrays are not identical. */
 static inline void svc_assert_bits_equal(const float *got, const float *want, size_t n,
                                          const char *what) {
     if (memcmp(got, want, n * sizeof(float)) == 0) return;
