@@ -13,6 +13,8 @@
  *                      everything this rank sent before it, as on NCCL's one stream) over MPI
  *                      messages of tag SKV_TAG_XFER: the protocol's bookkeeping tested on
  *                      machines without GPUs (subkv-coordinator --data-path mpi-xfer).
+ * Also skv_mpi_wait, the polled MPI request wait that the emulation, the coordinator and the
+ * workers share (their back-off: cache/skv_poll.h).
  */
 #ifndef SUBKV_PAYLOAD_XFER_H
 #define SUBKV_PAYLOAD_XFER_H
