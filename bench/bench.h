@@ -12,9 +12,27 @@
 int bench_fail(subkv_status st, const skv_err *err, const char *what);
 /* CLOCK_MONOTONIC in seconds. */
 double bench_now_s(void);
-/* The GPU benchmarks' start: 0 with a context on device 0 and its description in desc;
- * 1 (saying why on stderr, as "subkv-bench CMD: needs a GPU; ...") without a GPU. */
-int bench_gpu_open(const char *cmd, skv_cuda_ctx **ctx, char *desc, size_t desc_len);
+
+/* The start the GPU benchmarks share: the command line (--contexts N,... and --batches B,...,
+ * at most 8 sizes each; --csv FILE; size options of their own, bench_size_opt: flag, where its
+ * value goes), then a CUDA context on device 0. */
+typedef struct bench_gpu_opts {
+    size_t ctxs[8], batches[8];
+    int nc, nb; /* how many of ctxs, batches */
+    const char *csv;
+    skv_cuda_ctx *ctx; /* set by bench_gpu_start; the caller destroys it */
+    char desc[256];    /* the device, in words */
+} bench_gpu_opts;
+typedef struct bench_size_opt {
+    const char *flag;
+    size_t *value;
+} bench_size_opt;
+/* bench/gpu_common.c. Parses argv[0, argc) of `subkv-bench CMD` into o (holding the defaults
+ * on entry) and extra[0, nextra), then opens the GPU (o->ctx, o->desc). -1 to go on; else the
+ * exit status: 0 after --help or -h (usage printed to stdout), 2 on a missing value or a bad
+ * option, 1 without a GPU ("subkv-bench CMD: needs a GPU; ...") or a context (on stderr). */
+int bench_gpu_start(const char *cmd, const char *usage, int argc, char **argv, bench_gpu_opts *o,
+                    const bench_size_opt *extra, int nextra);
 
 /* "4096,32K,1M" into out[max] (K and M are powers of 1024); the count, or -1 when malformed. */
 int bench_parse_sizes(const char *s, size_t *out, int max);

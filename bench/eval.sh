@@ -79,6 +79,13 @@ for r in rows:
         order.append(r["policy"])
 cols = [c for c in rows[0].keys() if (c.startswith("ppl") or c.endswith("_acc") or c == "attn_err")]
 fr = sorted({int(r["memory"].split("/")[1]) for r in rows if "/" in r["memory"]}, reverse=True)
+
+def measure(c):  # (is an accuracy on [0, 1], the y axis's words) of column c
+    if c.startswith("ppl"):
+        return False, "perplexity, %s-token windows" % c[3:]
+    return c.endswith("_acc"), {"attn_err": "mean relative attention-output error"}.get(
+        c, c.replace("_acc", " accuracy"))
+
 for c in cols:
     name = "plot-" + c
     dat = os.path.join(out, name + ".dat")
@@ -92,10 +99,7 @@ for c in cols:
                           and r[c] not in ("", "-")), "-")
                 vals.append(v if v not in ("", "-") else "NaN")
             f.write("%g %s %s\n" % (1.0 / F, " ".join(vals), ex if ex not in ("", "-") else "NaN"))
-    acc = c.endswith("_acc")
-    what = {"attn_err": "mean relative attention-output error"}.get(c, c.replace("_acc", " accuracy"))
-    if c.startswith("ppl"):
-        what = "perplexity, %s-token windows" % c[3:]
+    acc, what = measure(c)
     with open(os.path.join(out, name + ".gp"), "w") as g:
         g.write("set terminal png size 760,480 noenhanced\nset output '%s'\n" % os.path.join(out, name + ".png"))
         g.write("set xlabel 'KV memory per sketch (fraction of exact, f16)'\nset ylabel '%s'\n" % what)
@@ -130,10 +134,7 @@ if "read/step" in rows[0]:
         with open(dat, "w") as f:  # one gnuplot data block (index) per policy
             for l, pts in blocks:
                 f.write("# %s\n%s\n\n\n" % (l, "\n".join("%.6g %.6g" % p for p in pts)))
-        acc = c.endswith("_acc")
-        what = {"attn_err": "mean relative attention-output error"}.get(c, c.replace("_acc", " accuracy"))
-        if c.startswith("ppl"):
-            what = "perplexity, %s-token windows" % c[3:]
+        acc, what = measure(c)
         with open(os.path.join(out, name + ".gp"), "w") as g:
             g.write("set terminal png size 760,480 noenhanced\nset output '%s'\n" % os.path.join(out, name + ".png"))
             g.write("set xlabel 'K + V bytes read per decode step per sketch (fraction of exact)'\n")

@@ -240,65 +240,43 @@ static int accuracy(skv_cuda_ctx *ctx, size_t n, FILE *csv) {
     return 0;
 }
 
+static const char usage[] =
+    "usage: subkv-bench gpu [--contexts N,...] [--batches B,...] [--err-context N] "
+    "[--append-context N] [--append-prefill N] [--csv FILE]\nDefaults: --contexts "
+    "32K,128K,512K,1M --batches 1,8,32 --err-context 128K --append-context 32K "
+    "--append-prefill 4096 --csv build/bench-gpu.csv\n";
+
 int bench_gpu(int argc, char **argv) {
-    size_t ctxs[8] = {32768, 131072, 524288, 1048576}, batches[8] = {1, 8, 32};
-    int nc = 4, nb = 3;
+    bench_gpu_opts o = {.ctxs = {32768, 131072, 524288, 1048576},
+                        .batches = {1, 8, 32},
+                        .nc = 4,
+                        .nb = 3,
+                        .csv = "build/bench-gpu.csv"};
     size_t err_ctx = 131072, app_ctx = 32768, app_prefill = 4096;
-    const char *csvp = "build/bench-gpu.csv";
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: subkv-bench gpu [--contexts N,...] [--batches B,...] [--err-context N] "
-                   "[--append-context N] [--append-prefill N] [--csv FILE]\nDefaults: --contexts "
-                   "32K,128K,512K,1M --batches 1,8,32 --err-context 128K --append-context 32K "
-                   "--append-prefill 4096 --csv build/bench-gpu.csv\n");
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "subkv-bench gpu: %s needs a value\n", a);
-            return 2;
-        }
-        i++;
-        if (!strcmp(a, "--contexts"))
-            nc = bench_parse_sizes(v, ctxs, 8);
-        else if (!strcmp(a, "--batches"))
-            nb = bench_parse_sizes(v, batches, 8);
-        else if (!strcmp(a, "--err-context"))
-            err_ctx = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--append-context"))
-            app_ctx = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--append-prefill"))
-            app_prefill = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--csv"))
-            csvp = v;
-        else
-            nc = -1;
-        if (nc < 1 || nb < 1) {
-            fprintf(stderr, "subkv-bench gpu: bad option %s %s\n", a, v);
-            return 2;
-        }
-    }
-    char desc[256];
-    skv_cuda_ctx *ctx = NULL;
+    const bench_size_opt extra[] = {{"--err-context", &err_ctx},
+                                    {"--append-context", &app_ctx},
+                                    {"--append-prefill", &app_prefill}};
+    const int stop = bench_gpu_start("gpu", usage, argc, argv, &o, extra, 3);
+    if (stop >= 0) return stop;
+    skv_cuda_ctx *ctx = o.ctx;
     skv_err err;
     double copy = 0;
-    if (bench_gpu_open("gpu", &ctx, desc, sizeof desc)) return 1;
     if (bench_fail(skv_cuda_copy_bandwidth(ctx, (size_t)2 << 30, &copy, &err), &err, "copy")) {
         skv_cuda_ctx_destroy(ctx);
         return 1;
     }
-    FILE *csv = fopen(csvp, "w");
-    printf("# subkv-bench gpu on %s: %d kv heads x %d q heads, d %d, f16, one layer\n", desc, KVH,
+    FILE *csv = fopen(o.csv, "w");
+    printf("# subkv-bench gpu on %s: %d kv heads x %d q heads, d %d, f16, one layer\n", o.desc, KVH,
            GQ, HD);
     printf("# device-to-device copy: %.1f GB/s (read + written); times are medians of 20 "
            "launches (device events); sgNx = SubGen attend over N-times fewer (weighted) entries\n",
            copy);
-    int rc = time_shapes(ctx, ctxs, nc, batches, nb, copy, csv);
+    int rc = time_shapes(ctx, o.ctxs, o.nc, o.batches, o.nb, copy, csv);
     const size_t csr_ctxs[2] = {32768, 131072}, csr_batches[2] = {1, 8};
     if (!rc) rc = bench_gpu_csr_table(ctx, csr_ctxs, 2, csr_batches, 2, csv);
-    if (!rc) rc = bench_gpu_refresh_table(ctx, ctxs, nc, csr_batches, 2, csv);
+    if (!rc) rc = bench_gpu_refresh_table(ctx, o.ctxs, o.nc, csr_batches, 2, csv);
     if (!rc) rc = accuracy(ctx, err_ctx, csv);
-    if (!rc) rc = bench_gpu_append(ctx, batches, nb, app_ctx, app_prefill, csv);
+    if (!rc) rc = bench_gpu_append(ctx, o.batches, o.nb, app_ctx, app_prefill, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);
     return rc;

@@ -223,48 +223,29 @@ int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const siz
     return rc;
 }
 
+static const char usage[] =
+    "usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] [--worker-context N] "
+    "[--csv FILE]\n"
+    "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --csv "
+    "build/bench-gpu-csr.csv\n"
+    "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend, the GPU encoder, "
+    "then the worker-level csr step at batch 1 (--worker-context 0 skips it; its CPU prefill "
+    "codes 8 x N tokens).\n";
+
 int bench_gpu_csr(int argc, char **argv) {
-    size_t ctxs[8] = {32768, 131072}, batches[8] = {1, 8}, wctx = 4096;
-    int nc = 2, nb = 2;
-    const char *csvp = "build/bench-gpu-csr.csv";
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] "
-                   "[--worker-context N] [--csv FILE]\n"
-                   "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --csv "
-                   "build/bench-gpu-csr.csv\n"
-                   "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend, the GPU "
-                   "encoder, then the worker-level csr step at batch 1 (--worker-context 0 skips "
-                   "it; its CPU prefill codes 8 x N tokens).\n");
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "subkv-bench gpu-csr: %s needs a value\n", a);
-            return 2;
-        }
-        i++;
-        if (!strcmp(a, "--contexts"))
-            nc = bench_parse_sizes(v, ctxs, 8);
-        else if (!strcmp(a, "--batches"))
-            nb = bench_parse_sizes(v, batches, 8);
-        else if (!strcmp(a, "--worker-context"))
-            wctx = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--csv"))
-            csvp = v;
-        else
-            nc = -1;
-        if (nc < 1 || nb < 1) {
-            fprintf(stderr, "subkv-bench gpu-csr: bad option %s %s\n", a, v);
-            return 2;
-        }
-    }
-    char desc[256];
-    skv_cuda_ctx *ctx = NULL;
-    if (bench_gpu_open("gpu-csr", &ctx, desc, sizeof desc)) return 1;
-    printf("# subkv-bench gpu-csr on %s\n", desc);
-    FILE *csv = fopen(csvp, "w");
-    int rc = bench_gpu_csr_table(ctx, ctxs, nc, batches, nb, csv);
+    bench_gpu_opts o = {.ctxs = {32768, 131072},
+                        .batches = {1, 8},
+                        .nc = 2,
+                        .nb = 2,
+                        .csv = "build/bench-gpu-csr.csv"};
+    size_t wctx = 4096;
+    const bench_size_opt extra[] = {{"--worker-context", &wctx}};
+    const int stop = bench_gpu_start("gpu-csr", usage, argc, argv, &o, extra, 1);
+    if (stop >= 0) return stop;
+    skv_cuda_ctx *ctx = o.ctx;
+    printf("# subkv-bench gpu-csr on %s\n", o.desc);
+    FILE *csv = fopen(o.csv, "w");
+    int rc = bench_gpu_csr_table(ctx, o.ctxs, o.nc, o.batches, o.nb, csv);
     if (!rc && wctx) rc = bench_gpu_csr_worker(wctx, 1, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);

@@ -377,51 +377,23 @@ int bench_gpu_refresh_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const
     return 0;
 }
 
+static const char usage[] =
+    "usage: subkv-bench gpu-refresh [--contexts N,...] [--batches B,...] [--csv FILE]\n"
+    "Defaults: --contexts 32K,128K,512K,1M --batches 1,8 --csv build/bench-gpu-refresh.csv\n";
+
 int bench_gpu_refresh(int argc, char **argv) {
-    size_t ctxs[8] = {32768, 131072, 524288, 1048576}, batches[8] = {1, 8};
-    int nc = 4, nb = 2;
-    const char *csvp = "build/bench-gpu-refresh.csv";
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: subkv-bench gpu-refresh [--contexts N,...] [--batches B,...] [--csv "
-                   "FILE]\nDefaults: --contexts 32K,128K,512K,1M --batches 1,8 --csv "
-                   "build/bench-gpu-refresh.csv\n");
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "subkv-bench gpu-refresh: %s needs a value\n", a);
-            return 2;
-        }
-        i++;
-        if (!strcmp(a, "--contexts"))
-            nc = bench_parse_sizes(v, ctxs, 8);
-        else if (!strcmp(a, "--batches"))
-            nb = bench_parse_sizes(v, batches, 8);
-        else if (!strcmp(a, "--csv"))
-            csvp = v;
-        else
-            nc = -1;
-        if (nc < 1 || nb < 1) {
-            fprintf(stderr, "subkv-bench gpu-refresh: bad option %s %s\n", a, v);
-            return 2;
-        }
-    }
-    skv_backend_info bi;
-    char desc[256];
-    skv_backend_select(0, &bi);
-    skv_backend_describe(&bi, desc, sizeof desc);
-    if (bi.kind != SKV_BACKEND_CUDA) {
-        fprintf(stderr, "subkv-bench gpu-refresh: needs a GPU; backend is %s\n", desc);
-        return 1;
-    }
-    skv_cuda_ctx *ctx = NULL;
-    skv_err err;
-    if (fail(skv_cuda_ctx_create(&ctx, &err), &err, "context")) return 1;
-    FILE *csv = fopen(csvp, "w");
+    bench_gpu_opts o = {.ctxs = {32768, 131072, 524288, 1048576},
+                        .batches = {1, 8},
+                        .nc = 4,
+                        .nb = 2,
+                        .csv = "build/bench-gpu-refresh.csv"};
+    const int stop = bench_gpu_start("gpu-refresh", usage, argc, argv, &o, NULL, 0);
+    if (stop >= 0) return stop;
+    skv_cuda_ctx *ctx = o.ctx;
+    FILE *csv = fopen(o.csv, "w");
     printf("# subkv-bench gpu-refresh on %s: %d kv heads x %d q heads, d %d, f16, one layer\n",
-           desc, KVH, GQ, HD);
-    const int rc = bench_gpu_refresh_table(ctx, ctxs, nc, batches, nb, csv);
+           o.desc, KVH, GQ, HD);
+    const int rc = bench_gpu_refresh_table(ctx, o.ctxs, o.nc, o.batches, o.nb, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);
     return rc;

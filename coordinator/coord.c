@@ -6,15 +6,14 @@
  * payload_xfer.h). With --local-worker, rank 0's own job runs in-process (worker.h) while
  * the other workers work on theirs.
  */
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "coord_internal.h"
 #include "shard_map.h"
+#include "skv_poll.h"
 
 /* ---- sequences (sorted by id: ids only grow, so adding appends) ------------------------- */
 
@@ -113,24 +112,6 @@ float *coord_job_payload(skv_coord *c, int rank, size_t n, skv_err *err) {
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Between polls: spin first (a step's replies come back in microseconds), then yield the
- * core, then sleep briefly, so a slow op does not burn a core the workers need. */
-static void poll_pause(double waited_s) {
-    if (waited_s < 2e-4) return;
-    if (waited_s < 2e-3) {
-        sched_yield();
-        return;
-    }
-    struct timespec ts = {0, 50000};
-    nanosleep(&ts, NULL);
-}
-
 /* Declare rank r lost: remember one message naming it and what it held; every later op
  * fails with it. */
 static subkv_status worker_lost(skv_coord *c, int r, const char *why, skv_err *err) {
@@ -164,17 +145,11 @@ const char *skv_coord_check_workers(skv_coord *c) {
     return skv_coord_lost(c);
 }
 
+static int before_deadline(void *t_end) { return skv_now_s() <= *(const double *)t_end; }
+
 /* Wait for req until t_end; 0 done, -1 MPI error, -2 deadline. */
 static int wait_one(MPI_Request *req, double t_end) {
-    const double t0 = now_s();
-    for (;;) {
-        int done = 0;
-        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
-        if (done) return 0;
-        const double t = now_s();
-        if (t > t_end) return -2;
-        poll_pause(t - t0);
-    }
+    return skv_mpi_wait(req, 1, before_deadline, &t_end, SKV_POLL_OP);
 }
 
 static const char *op_name(Subkv__WorkerOpCode op) {
@@ -194,7 +169,7 @@ typedef struct xfer_wait_ctx {
 
 static int xfer_keep_waiting(void *p) {
     xfer_wait_ctx *w = p;
-    const double t = now_s();
+    const double t = skv_now_s();
     if (t > w->t_end) return 0;
     if (t < w->next_pid_check) return 1;
     w->next_pid_check = t + 0.01;
@@ -339,7 +314,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
          opcode == SUBKV__WORKER_OP_CODE__WOP_RESTORE) &&
         deadline_ms < SKV_COORD_IO_DEADLINE_MS)
         deadline_ms = SKV_COORD_IO_DEADLINE_MS;
-    const double t_end = now_s() + 1e-3 * deadline_ms;
+    const double t_end = skv_now_s() + 1e-3 * deadline_ms;
     for (int r = 1; r <= nw && st == SKV_OK; r++) {
         coord_job *j = &c->jobs[r];
         if (!j->active) continue;
@@ -397,7 +372,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
     /* gather: poll every worker that got a header until each has answered (one reply and
      * its partials) or the deadline passes */
     for (int r = 1; r <= nw; r++) pending += c->jobs[r].active == 2;
-    const double t0 = now_s();
+    const double t0 = skv_now_s();
     double next_pid_check = t0 + 0.01;
     /* [r]: partials still due over the transfer (jobs answered, active 4) */
     size_t *due = NULL;
@@ -459,7 +434,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
                 first = skv_set_error(err, (subkv_status)j->status, "worker %d: %s", r, j->msg);
         }
         if (progressed || c->lost || (pending == 0 && sends_done)) continue;
-        const double t = now_s();
+        const double t = skv_now_s();
         if (t > next_pid_check) { /* a worker of this host that died is lost at once */
             next_pid_check = t + 0.01;
             for (int r = 1; r <= nw && !c->lost; r++)
@@ -482,7 +457,7 @@ subkv_status coord_dispatch(skv_coord *c, Subkv__WorkerOpCode opcode, const coor
             first = worker_lost(c, late ? late : 1, why, err);
             break;
         }
-        poll_pause(t - t0);
+        skv_poll_pause(SKV_POLL_OP, t - t0);
     }
     /* the sends: done once the replies are in; a lost worker's may never complete (the job
      * is over then, so they are left to MPI_Abort) */

@@ -4,13 +4,12 @@
  */
 #include "payload_xfer.h"
 
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "skv_check.h"
 #include "skv_internal.h"
+#include "skv_poll.h"
 
 struct skv_xfer {
     skv_nccl_xfer *nccl; /* the NCCL path; NULL on SKV_PATH_XFER_MPI */
@@ -39,44 +38,30 @@ subkv_status skv_xfer_start(MPI_Comm comm, skv_data_path *dp, skv_xfer **out, sk
     return SKV_OK;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void pause_for(double waited_s) {
-    if (waited_s < 2e-4) return;
-    if (waited_s < 2e-3) {
-        sched_yield();
-        return;
+int skv_mpi_wait(MPI_Request *reqs, size_t n, skv_xfer_poll poll, void *ctx, skv_poll_kind kind) {
+    const double t0 = skv_now_s();
+    for (size_t i = 0; i < n;) {
+        int done = 0;
+        if (MPI_Test(&reqs[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
+        if (done) {
+            i++;
+            continue;
+        }
+        if (poll && !poll(ctx)) return -2;
+        skv_poll_pause(kind, skv_now_s() - t0);
     }
-    struct timespec ts = {0, 50000};
-    nanosleep(&ts, NULL);
+    return 0;
 }
 
 /* Complete reqs[0, n) by MPI_Test polling; give up when poll says so. */
 static subkv_status mpi_wait(skv_xfer *x, MPI_Request *reqs, size_t n, skv_xfer_poll poll,
                              void *ctx, skv_err *err) {
-    const double t0 = now_s();
-    for (size_t i = 0; i < n;) {
-        int done = 0;
-        if (MPI_Test(&reqs[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-            x->broken = 1;
-            return skv_set_error(err, SKV_ERR_IO, "MPI error in a payload transfer");
-        }
-        if (done) {
-            i++;
-            continue;
-        }
-        if (poll && !poll(ctx)) {
-            x->broken = 1;
-            return skv_set_error(err, SKV_ERR_IO,
-                                 "payload transfer abandoned (peer lost or deadline passed)");
-        }
-        pause_for(now_s() - t0);
-    }
-    return SKV_OK;
+    const int r = skv_mpi_wait(reqs, n, poll, ctx, SKV_POLL_OP);
+    if (r == 0) return SKV_OK;
+    x->broken = 1;
+    return r == -1 ? skv_set_error(err, SKV_ERR_IO, "MPI error in a payload transfer")
+                   : skv_set_error(err, SKV_ERR_IO,
+                                   "payload transfer abandoned (peer lost or deadline passed)");
 }
 
 subkv_status skv_xfer_test(skv_xfer *x, int *done, skv_err *err) {

@@ -13,6 +13,8 @@
  *                      everything this rank sent before it, as on NCCL's one stream) over MPI
  *                      messages of tag SKV_TAG_XFER: the protocol's bookkeeping tested on
  *                      machines without GPUs (subkv-coordinator --data-path mpi-xfer).
+ * Also skv_mpi_wait, the polled MPI request wait that the emulation, the coordinator and the
+ * workers share (their back-off: cache/skv_poll.h).
  */
 #ifndef SUBKV_PAYLOAD_XFER_H
 #define SUBKV_PAYLOAD_XFER_H
@@ -21,6 +23,7 @@
 
 #include "data_path_mpi.h"
 #include "skv_nccl_xfer.h"
+#include "skv_poll.h"
 #include "subkv.h"
 
 enum { SKV_TAG_XFER = 3 }; /* beside SKV_TAG_HEADER (1) and SKV_TAG_PAYLOAD (2) */
@@ -53,5 +56,11 @@ subkv_status skv_xfer_test(skv_xfer *x, int *done, skv_err *err);
 /* Wait until everything started has completed. A failure or a give-up leaves the transfer
  * broken: every later call fails (the job is over: a worker loss). */
 subkv_status skv_xfer_wait(skv_xfer *x, skv_xfer_poll poll, void *ctx, skv_err *err);
+
+/* Complete reqs[0, n) in order by MPI_Test polling, pausing between polls as kind says
+ * (skv_poll.h); poll (NULL: wait unbounded) says whether to keep waiting. 0 when all are
+ * done, -1 on an MPI error, -2 once poll said stop (the rest stay pending). The one MPI wait
+ * of the coordinator and the workers (headers, replies, the mpi-xfer emulation). */
+int skv_mpi_wait(MPI_Request *reqs, size_t n, skv_xfer_poll poll, void *ctx, skv_poll_kind kind);
 
 #endif /* SUBKV_PAYLOAD_XFER_H */

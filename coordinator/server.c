@@ -12,10 +12,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "skv_frame.h"
+#include "skv_poll.h"
 #include "subkv.h"
 #include "subkv.pb-c.h"
 
@@ -183,12 +183,6 @@ static int on_readable(skv_coord *c, const skv_server_opts *o, client *cl) {
     return handle_frames(c, o, cl);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void on_writable(client *cl) {
     while (cl->out_sent < cl->out.len) {
         ssize_t w =
@@ -221,7 +215,7 @@ static void answer_pending(skv_coord *c, const skv_server_opts *o, client *cls, 
 /* Periodic checkpoint when one is due; returns the next time one is due. */
 static double maybe_checkpoint(skv_coord *c, const skv_server_opts *o, double due) {
     if (o->checkpoint_every_s <= 0 || !o->checkpoint_dir) return 0;
-    const double t = now_s();
+    const double t = skv_now_s();
     if (t < due) return due;
     skv_err err;
     if (skv_coord_checkpoint(c, o->checkpoint_dir, &err) != SKV_OK)
@@ -229,7 +223,7 @@ static double maybe_checkpoint(skv_coord *c, const skv_server_opts *o, double du
                 o->checkpoint_dir, subkv_status_name(err.code), err.msg);
     else if (o->verbose)
         fprintf(stderr, "subkv-coordinator: periodic checkpoint to %s\n", o->checkpoint_dir);
-    return now_s() + o->checkpoint_every_s;
+    return skv_now_s() + o->checkpoint_every_s;
 }
 
 /* Best effort: push what is queued for every client before the service stops. */
@@ -264,7 +258,7 @@ int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t
     for (int i = 0; i < maxc; i++) cls[i].fd = -1;
     int shutdown = 0;
     uint64_t next_client = 1;
-    double ckpt_due = o->checkpoint_every_s > 0 ? now_s() + o->checkpoint_every_s : 0;
+    double ckpt_due = o->checkpoint_every_s > 0 ? skv_now_s() + o->checkpoint_every_s : 0;
     while (!shutdown && !skv_coord_lost(c)) {
         if (*stop) { /* told to stop, or the runtime's teardown after a worker died */
             (void)skv_coord_check_workers(c);
@@ -274,7 +268,7 @@ int skv_server_run(skv_coord *c, const skv_server_opts *o, volatile sig_atomic_t
         if (skv_coord_lost(c)) break;
         int timeout_ms = 1000;
         if (ckpt_due > 0) {
-            const double left = ckpt_due - now_s();
+            const double left = ckpt_due - skv_now_s();
             timeout_ms = left <= 0 ? 0 : left < 1.0 ? (int)(left * 1000.0) + 1 : 1000;
         }
         int np = 0;

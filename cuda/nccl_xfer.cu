@@ -5,14 +5,13 @@
  */
 #include <cuda_runtime.h>
 #include <nccl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "skv_check.h"
 #include "skv_nccl_xfer.h"
+#include "skv_poll.h"
 
 struct skv_nccl_xfer {
     void **comm_slot; /* the owner's ncclComm_t; NULL once aborted */
@@ -37,22 +36,6 @@ static subkv_status fail(skv_nccl_xfer *x, skv_err *err, const char *fmt, const 
     if (x->comm_slot) *x->comm_slot = NULL;
     x->pending = 0;
     return skv_set_error(err, SKV_ERR_DEVICE, fmt, what);
-}
-
-static void pause_for(double waited_s) {
-    if (waited_s < 2e-4) return;
-    if (waited_s < 2e-3) {
-        sched_yield();
-        return;
-    }
-    struct timespec ts = {0, 50000};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 extern "C" subkv_status skv_nccl_xfer_test(skv_nccl_xfer *x, int *done, skv_err *err) {
@@ -81,14 +64,14 @@ extern "C" subkv_status skv_nccl_xfer_test(skv_nccl_xfer *x, int *done, skv_err 
 
 extern "C" subkv_status skv_nccl_xfer_wait(skv_nccl_xfer *x, skv_xfer_poll poll, void *ctx,
                                            skv_err *err) {
-    const double t0 = now_s();
+    const double t0 = skv_now_s();
     for (;;) {
         int done = 0;
         SKV_CHECK(skv_nccl_xfer_test(x, &done, err));
         if (done) return SKV_OK;
         if (poll && !poll(ctx))
             return fail(x, err, "NCCL transfer %s", "abandoned (peer lost or deadline passed)");
-        pause_for(now_s() - t0);
+        skv_poll_pause(SKV_POLL_OP, skv_now_s() - t0);
     }
 }
 

@@ -3,7 +3,7 @@
  * CPU (header-only, static; include after test_util.h): the attend over the exact rows as
  * stored (sinks, then the window ring, in the sketch's dtype) and the coded rows decoded in
  * float32 without the storage rounding of the sketch's own attend (the code kernel never
- * forms rows), as one partial per query. Also: a random unit dictionary, and the
+ * forms rows), as one partial per query. Also: random unit rows and dictionaries, and the
  * rows-vs-rows output comparison the csr tests share.
  */
 #ifndef SUBKV_CSR_REF_H
@@ -11,6 +11,20 @@
 
 #include "csr_dict.h"
 #include "skv_internal.h"
+
+/* Rows [n][dim] of unit vectors drawn uniformly on the sphere (normal draws, normalised). */
+static inline void csr_ref_unit_rows(synth_rng *r, float *a, int n, int dim) {
+    for (int i = 0; i < n; i++) {
+        float *row = a + (size_t)i * dim;
+        double nn = 0.0;
+        do {
+            synth_fill_normal(r, row, (size_t)dim, 1.0f);
+            nn = 0.0;
+            for (int j = 0; j < dim; j++) nn += (double)row[j] * row[j];
+        } while (nn < 1e-6);
+        for (int j = 0; j < dim; j++) row[j] = (float)(row[j] / sqrt(nn));
+    }
+}
 
 /* A finished set of random unit atoms: `groups` groups of layers_per_group layers. */
 static inline skv_dict *csr_ref_dict(synth_rng *r, int d, int atoms, int groups, int lpg,
@@ -20,21 +34,9 @@ static inline skv_dict *csr_ref_dict(synth_rng *r, int d, int atoms, int groups,
     TU_OK(skv_dict_new(d, atoms, groups, lpg, &dict, &err), &err);
     dict->key_space = ks;
     for (int g = 0; g < groups; g++) {
-        float *tabs[3] = {skv_dict_keys(dict, g), skv_dict_values(dict, g, 0),
-                          skv_dict_values(dict, g, 1)};
-        for (int t = 0; t < 3; t++) {
-            const int dim = t == 0 ? d : d / 2;
-            for (int i = 0; i < atoms; i++) {
-                float *row = tabs[t] + (size_t)i * dim;
-                double nn = 0.0;
-                do {
-                    synth_fill_normal(r, row, (size_t)dim, 1.0f);
-                    nn = 0.0;
-                    for (int j = 0; j < dim; j++) nn += (double)row[j] * row[j];
-                } while (nn < 1e-6);
-                for (int j = 0; j < dim; j++) row[j] = (float)(row[j] / sqrt(nn));
-            }
-        }
+        csr_ref_unit_rows(r, skv_dict_keys(dict, g), atoms, d);
+        csr_ref_unit_rows(r, skv_dict_values(dict, g, 0), atoms, d / 2);
+        csr_ref_unit_rows(r, skv_dict_values(dict, g, 1), atoms, d / 2);
     }
     TU_OK(skv_dict_finish(dict, &err), &err);
     return dict;

@@ -1,7 +1,8 @@
 /*
  * gpu_suite.h — what the GPU conformance suites share (header-only, static): the probe that
  * decides whether they run (a CUDA device, else every test skips with the reason printed),
- * NEED_GPU, and device buffers for test inputs. Include after test_util.h.
+ * NEED_GPU, the group setup and teardown of the suites that hold one CUDA context (g_ctx),
+ * and device buffers for test inputs. Include after test_util.h.
  */
 #ifndef SUBKV_GPU_SUITE_H
 #define SUBKV_GPU_SUITE_H
@@ -27,6 +28,32 @@ static inline int gpu_suite_probe(const char *suite_name) {
     skv_backend_describe(&bi, desc, sizeof desc);
     printf("# %s: running on %s\n", suite_name, desc);
     return 1;
+}
+
+static skv_cuda_ctx *g_ctx; /* the suite's context: set by gpu_suite_setup when a GPU is there */
+
+/* CMocka group setup: with a GPU, a CUDA context in g_ctx and the tests run; without one, 0
+ * and every test skips (NEED_GPU). A context that cannot be made fails the group, saying why.
+ * The suite is named by tu_suite_begin. */
+static inline int gpu_suite_setup(void **state) {
+    (void)state;
+    if (!gpu_suite_probe(tu_suite_name)) return 0;
+    skv_err err;
+    if (skv_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
+        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CUDA context: %s", err.msg);
+        printf("# %s: %s\n", tu_suite_name, g_gpu_reason);
+        return -1;
+    }
+    g_gpu_on = 1;
+    return 0;
+}
+
+/* CMocka group teardown of gpu_suite_setup (nothing to do without a GPU). */
+static inline int gpu_suite_teardown(void **state) {
+    (void)state;
+    skv_cuda_ctx_destroy(g_ctx);
+    g_ctx = NULL;
+    return 0;
 }
 
 #define NEED_GPU()                                                                                 \

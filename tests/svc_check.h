@@ -1,7 +1,8 @@
 /*
  * svc_check.h — assertions and probes the service suite shares (header-only): status checks
  * with the service's message, bit-exact output comparison, numbers parsed from the stats
- * text, raw reply frames and connection-close checks, and directory removal.
+ * text, raw reply frames and connection-close checks, directory removal, and the GPU probe
+ * of the suites that start workers with --backend cuda.
  * Include after <cmocka.h>, test_util.h and svc_harness.h.
  */
 #ifndef SUBKV_SVC_CHECK_H
@@ -10,6 +11,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 
+#include "skv_backend.h"
 #include "skv_frame.h"
 #include "subkv.pb-c.h"
 #include "subkv_client.h"
@@ -30,6 +32,22 @@
             fail_msg("%s -> %s (%s), expected %s", #call, subkv_status_name(st_), e_->msg,         \
                      subkv_status_name(want));                                                     \
     } while (0)
+
+/* The number of CUDA devices here, when at least n; else skips the calling test, saying why
+ * (the workers' --backend cuda needs them). */
+static inline int svc_need_gpus(int n) {
+    skv_backend_info bi;
+    skv_backend_select(0, &bi);
+    if (bi.kind != SKV_BACKEND_CUDA) {
+        printf("# skipped: no GPU: %s\n", bi.reason);
+        skip();
+    }
+    if (bi.device_count < n) {
+        printf("# skipped: needs %d GPUs, this machine has %d\n", n, bi.device_count);
+        skip();
+    }
+    return bi.device_count;
+}
 
 /* Fail with the position of the first difference when two output arrays are not identical. */
 static inline void svc_assert_bits_equal(const float *got, const float *want, size_t n,

@@ -166,6 +166,20 @@ static inline int svc_pid_runs(pid_t pid, const char *name) {
     return 0;
 }
 
+/* MPI rank of process pid (Open MPI's OMPI_COMM_WORLD_RANK in its environment), or -1. */
+static inline int svc_rank_of(pid_t pid) {
+    char path[64], env[16384];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(env, 1, sizeof env - 1, f);
+    fclose(f);
+    env[n] = '\0';
+    for (size_t i = 0; i < n; i += strlen(env + i) + 1)
+        if (!strncmp(env + i, "OMPI_COMM_WORLD_RANK=", 21)) return atoi(env + i + 21);
+    return -1;
+}
+
 /* The child of mpirun that runs a program named `name...` (e.g. "subkv-coordinat"), or -1. */
 static inline pid_t svc_job_rank_pid(const svc_job *j, const char *name) {
     pid_t kids[64];

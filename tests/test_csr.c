@@ -15,20 +15,7 @@
 #include "csr_dict.h"
 #include "dict_train.h"
 #include "skv_internal.h" /* skv_crc32c, skv_entries */
-
-/* Rows [n][dim] of unit vectors drawn uniformly on the sphere. */
-static void random_unit_rows(synth_rng *r, float *a, int n, int dim) {
-    for (int i = 0; i < n; i++) {
-        float *row = a + (size_t)i * dim;
-        double nn = 0.0;
-        do {
-            synth_fill_normal(r, row, (size_t)dim, 1.0f);
-            nn = 0.0;
-            for (int j = 0; j < dim; j++) nn += (double)row[j] * row[j];
-        } while (nn < 1e-6);
-        for (int j = 0; j < dim; j++) row[j] = (float)(row[j] / sqrt(nn));
-    }
-}
+#include "csr_ref.h"
 
 /* A random orthonormal basis q[dim][dim] (Gram-Schmidt in double, twice for stability). */
 static void random_orthonormal(synth_rng *r, float *q, int dim) {
@@ -51,18 +38,9 @@ static void random_orthonormal(synth_rng *r, float *q, int dim) {
     free(b);
 }
 
-/* A finished set of random unit atoms. */
+/* A finished set of random unit atoms (post-rotary, skv_dict_new's default). */
 static skv_dict *random_dict(synth_rng *r, int d, int atoms, int groups, int lpg) {
-    skv_dict *dict = NULL;
-    skv_err err = {0};
-    TU_OK(skv_dict_new(d, atoms, groups, lpg, &dict, &err), &err);
-    for (int g = 0; g < groups; g++) {
-        random_unit_rows(r, skv_dict_keys(dict, g), atoms, d);
-        random_unit_rows(r, skv_dict_values(dict, g, 0), atoms, d / 2);
-        random_unit_rows(r, skv_dict_values(dict, g, 1), atoms, d / 2);
-    }
-    TU_OK(skv_dict_finish(dict, &err), &err);
-    return dict;
+    return csr_ref_dict(r, d, atoms, groups, lpg, SKV_KEYS_POST_ROTARY);
 }
 
 static skv_config csr_config(const skv_dict *dict, int s, int sinks, int window) {
@@ -113,7 +91,7 @@ static void test_csr_mp_residual_never_increases(void **state) {
     enum { DIM = 48, N = 96, S = 40 };
     float *atoms = tu_malloc((size_t)N * DIM * sizeof *atoms), x[DIM], rec[DIM], resid[S + 1];
     uint16_t idx[S], coef[S];
-    random_unit_rows(&r, atoms, N, DIM);
+    csr_ref_unit_rows(&r, atoms, N, DIM);
     for (int trial = 0; trial < 50; trial++) {
         synth_fill_normal(&r, x, DIM, (float)(0.01 + 30.0 * synth_rng_uniform(&r)));
         skv_mp_encode(atoms, N, DIM, x, S, idx, coef, resid);
@@ -542,8 +520,8 @@ static void test_csr_trainer_improves_on_its_init_and_on_random_atoms(void **sta
     float *hidden = tu_malloc((size_t)N * dim * sizeof *hidden);
     float *X = tu_malloc(n * dim * sizeof *X), *A = tu_malloc((size_t)N * dim * sizeof *A);
     float *rnd = tu_malloc((size_t)N * dim * sizeof *rnd);
-    random_unit_rows(&r, hidden, N, dim);
-    random_unit_rows(&r, rnd, N, dim);
+    csr_ref_unit_rows(&r, hidden, N, dim);
+    csr_ref_unit_rows(&r, rnd, N, dim);
     sparse_rows(&r, hidden, N, dim, s, 1.0f, 0.01f, X, n);
     dict_train_opts o;
     dict_train_defaults(&o);

@@ -21,26 +21,6 @@
 #include "test_util.h"
 #include "gpu_suite.h"
 
-static skv_cuda_ctx *g_ctx; /* set in the group setup when a GPU is there */
-
-static int gpu_setup(void **state) {
-    (void)state;
-    if (!gpu_suite_probe("test_cuda")) return 0;
-    skv_err err;
-    if (skv_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
-        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CUDA context: %s", err.msg);
-        return -1;
-    }
-    g_gpu_on = 1;
-    return 0;
-}
-
-static int gpu_teardown(void **state) {
-    (void)state;
-    skv_cuda_ctx_destroy(g_ctx);
-    return 0;
-}
-
 typedef struct dev_job {
     void *k, *v, *q, *out;
     float *a, *b;
@@ -372,5 +352,5 @@ int main(void) {
         cmocka_unit_test(test_cuda_refreshkv_partial_step_matches_cpu),
         cmocka_unit_test(test_cuda_rejects_unsupported_shapes),
     };
-    return cmocka_run_group_tests(tests, gpu_setup, gpu_teardown);
+    return cmocka_run_group_tests(tests, gpu_suite_setup, gpu_suite_teardown);
 }

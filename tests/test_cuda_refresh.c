@@ -25,26 +25,6 @@
 #include "test_util.h"
 #include "gpu_suite.h"
 
-static skv_cuda_ctx *g_ctx;
-
-static int gpu_setup(void **state) {
-    (void)state;
-    if (!gpu_suite_probe("test_cuda_refresh")) return 0;
-    skv_err err;
-    if (skv_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
-        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CUDA context: %s", err.msg);
-        return -1;
-    }
-    g_gpu_on = 1;
-    return 0;
-}
-
-static int gpu_teardown(void **state) {
-    (void)state;
-    skv_cuda_ctx_destroy(g_ctx);
-    return 0;
-}
-
 static skv_config rkv_cfg(int d, int k, int stride, float threshold, int pool, skv_dtype dt) {
     skv_config c;
     skv_config_default(&c, SKV_POLICY_REFRESHKV, d);
@@ -358,5 +338,5 @@ int main(void) {
         cmocka_unit_test(test_rkv_gpu_full_step_matches_cpu),
         cmocka_unit_test(test_rkv_gpu_worker_path),
     };
-    return cmocka_run_group_tests(tests, gpu_setup, gpu_teardown);
+    return cmocka_run_group_tests(tests, gpu_suite_setup, gpu_suite_teardown);
 }

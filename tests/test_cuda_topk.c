@@ -24,26 +24,6 @@
 #include "test_util.h"
 #include "gpu_suite.h"
 
-static skv_cuda_ctx *g_ctx;
-
-static int gpu_setup(void **state) {
-    (void)state;
-    if (!gpu_suite_probe("test_cuda_topk")) return 0;
-    skv_err err;
-    if (skv_cuda_ctx_create(&g_ctx, &err) != SKV_OK) {
-        snprintf(g_gpu_reason, sizeof g_gpu_reason, "CUDA context: %s", err.msg);
-        return -1;
-    }
-    g_gpu_on = 1;
-    return 0;
-}
-
-static int gpu_teardown(void **state) {
-    (void)state;
-    skv_cuda_ctx_destroy(g_ctx);
-    return 0;
-}
-
 /* Fresh scores: `levels` distinct values in [0, 1) (0: continuous), some -0 among the zeros. */
 static void fill_scores(synth_rng *r, float *p, size_t n, int levels) {
     for (size_t i = 0; i < n; i++) {
@@ -190,5 +170,5 @@ int main(void) {
         cmocka_unit_test(test_topk_matches_cpu),
         cmocka_unit_test(test_topk_many_jobs_and_empty_ones),
     };
-    return cmocka_run_group_tests(tests, gpu_setup, gpu_teardown);
+    return cmocka_run_group_tests(tests, gpu_suite_setup, gpu_suite_teardown);
 }

@@ -38,20 +38,6 @@ static int descendants(pid_t pid, pid_t *out, int cap) {
     return n;
 }
 
-/* MPI rank of process pid (Open MPI's OMPI_COMM_WORLD_RANK), or -1. */
-static int rank_of(pid_t pid) {
-    char path[64], env[16384];
-    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    size_t n = fread(env, 1, sizeof env - 1, f);
-    fclose(f);
-    env[n] = '\0';
-    for (size_t i = 0; i < n; i += strlen(env + i) + 1)
-        if (!strncmp(env + i, "OMPI_COMM_WORLD_RANK=", 21)) return atoi(env + i + 21);
-    return -1;
-}
-
 /* A worker process of the job rooted at root (the last one found), its rank in *rank. */
 static pid_t find_worker(pid_t root, int *rank) {
     pid_t all[128];
@@ -59,7 +45,7 @@ static pid_t find_worker(pid_t root, int *rank) {
     pid_t found = -1;
     for (int i = 0; i < n; i++)
         if (svc_pid_runs(all[i], "subkv-worker")) found = all[i];
-    if (found > 0) *rank = rank_of(found);
+    if (found > 0) *rank = svc_rank_of(found);
     return found;
 }
 

@@ -320,14 +320,15 @@ static void test_mgpu_defaults_are_the_issues_workload(void **state) {
                 mgpu_rank_bytes(&p, 1) == mgpu_rank_bytes(&p, 0));
 }
 
-/* Run build/subkv-bench with args (no mpirun); exit status, output in out[n]. */
-static int run_bench(const char *args, char *out, size_t n) {
-    char exe[PATH_MAX], cmd[PATH_MAX + 256];
+/* Run `PREFIX BUILD/subkv-bench multigpu ARGS` through the shell (BUILD: this binary's
+ * BUILD/tests/..); exit status, output (stdout and stderr) in out[n]. */
+static int run_bench_with(const char *prefix, const char *args, char *out, size_t n) {
+    char exe[PATH_MAX], cmd[PATH_MAX + 1024];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     assert_true(len > 0);
     exe[len] = '\0';
     for (int up = 0; up < 2; up++) *strrchr(exe, '/') = '\0'; /* BUILD/tests/x -> BUILD */
-    snprintf(cmd, sizeof cmd, "%s/subkv-bench multigpu %s 2>&1", exe, args);
+    snprintf(cmd, sizeof cmd, "%s%s/subkv-bench multigpu %s 2>&1", prefix, exe, args);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
     size_t got = fread(out, 1, n - 1, f);
@@ -336,24 +337,19 @@ static int run_bench(const char *args, char *out, size_t n) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Run build/subkv-bench with args (no mpirun); exit status, output in out[n]. */
+static int run_bench(const char *args, char *out, size_t n) {
+    return run_bench_with("", args, out, n);
+}
+
 /* The same under `mpirun -np n` (root allowed, NVLink multicast off). */
 static int run_bench_mpi(int n, const char *args, char *out, size_t size) {
-    char exe[PATH_MAX], cmd[PATH_MAX + 1024];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    assert_true(len > 0);
-    exe[len] = '\0';
-    for (int up = 0; up < 2; up++) *strrchr(exe, '/') = '\0';
-    snprintf(cmd, sizeof cmd,
+    char prefix[256];
+    snprintf(prefix, sizeof prefix,
              "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0 "
-             "mpirun --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE -np %d "
-             "%s/subkv-bench multigpu %s 2>&1",
-             n, exe, args);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t got = fread(out, 1, size - 1, f);
-    out[got] = '\0';
-    const int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+             "mpirun --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE -np %d ",
+             n);
+    return run_bench_with(prefix, args, out, size);
 }
 
 static void test_mgpu_harness_exits_2_on_a_bad_option_and_without_cuda(void **state) {
@@ -376,23 +372,6 @@ static void test_mgpu_harness_exits_2_on_a_bad_option_and_without_cuda(void **st
 }
 
 /* ---- GPU: the kernels behind the harness ---- */
-
-static skv_cuda_ctx *g_ctx;
-
-static int gpu_setup(void **state) {
-    (void)state;
-    if (!gpu_suite_probe("test_multigpu")) return 0;
-    skv_err err;
-    TU_OK(skv_cuda_ctx_create(&g_ctx, &err), &err);
-    g_gpu_on = 1;
-    return 0;
-}
-
-static int gpu_teardown(void **state) {
-    (void)state;
-    skv_cuda_ctx_destroy(g_ctx);
-    return 0;
-}
 
 static void test_mgpu_merge_kernel_matches_its_host_mirror(void **state) {
     (void)state;
@@ -505,5 +484,6 @@ int main(void) {
         cmocka_unit_test(test_mgpu_harness_checks_pass_on_the_gpus),
     };
     const int rc = cmocka_run_group_tests_name("multigpu_host", host, NULL, NULL);
-    return rc | cmocka_run_group_tests_name("multigpu_gpu", gpu, gpu_setup, gpu_teardown);
+    return rc |
+           cmocka_run_group_tests_name("multigpu_gpu", gpu, gpu_suite_setup, gpu_suite_teardown);
 }

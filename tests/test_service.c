@@ -31,7 +31,6 @@
 #include "subkv.pb-c.h"
 #include "subkv_client.h"
 #include "svc_check.h"
-#include "skv_backend.h"
 #include "svc_harness.h"
 #include "svc_replica.h"
 #include "svc_steps.h"
@@ -791,12 +790,7 @@ enum { GPU_NS = 6 };
  */
 static void test_service_gpu_attend_matches_replica(void **state) {
     svc_fixture *fx = *state;
-    skv_backend_info bi;
-    skv_backend_select(0, &bi);
-    if (bi.kind != SKV_BACKEND_CUDA) {
-        printf("# skipped: no GPU: %s\n", bi.reason);
-        skip();
-    }
+    svc_need_gpus(1);
     synth_rng rng;
     tu_rng_for(&rng, __func__);
     const char *wargs[] = {"--backend", "cuda", NULL};

@@ -17,7 +17,6 @@
 
 #include "csr_dict.h"
 #include "shard_map.h"
-#include "skv_backend.h"
 #include "subkv_client.h"
 #include "svc_check.h"
 #include "svc_harness.h"
@@ -108,12 +107,7 @@ static void test_service_csr_equals_replica_and_restores(void **state) {
  */
 static void test_service_csr_gpu_matches_replica(void **state) {
     svc_fixture *f = *state;
-    skv_backend_info bi;
-    skv_backend_select(0, &bi);
-    if (bi.kind != SKV_BACKEND_CUDA) {
-        printf("# skipped: no GPU: %s\n", bi.reason);
-        skip();
-    }
+    svc_need_gpus(1);
     synth_rng rng;
     tu_rng_for(&rng, __func__);
     const skv_model_shape sh = {2, 8, 2, 64};

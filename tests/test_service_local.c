@@ -36,7 +36,6 @@
 #include "test_util.h"
 
 #include "shard_map.h"
-#include "skv_backend.h"
 #include "subkv_client.h"
 #include "svc_check.h"
 #include "svc_harness.h"
@@ -246,20 +245,6 @@ static void test_xfer_without_local_worker(void **state) {
     svc_seqs_free(&s);
 }
 
-/* MPI rank of process pid (Open MPI's OMPI_COMM_WORLD_RANK), or -1. */
-static int rank_of(pid_t pid) {
-    char path[64], env[16384];
-    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
-    FILE *fp = fopen(path, "r");
-    if (!fp) return -1;
-    size_t n = fread(env, 1, sizeof env - 1, fp);
-    fclose(fp);
-    env[n] = '\0';
-    for (size_t i = 0; i < n; i += strlen(env + i) + 1)
-        if (!strncmp(env + i, "OMPI_COMM_WORLD_RANK=", 21)) return atoi(env + i + 21);
-    return -1;
-}
-
 /* A worker that stops answering while payloads go through the transfer is lost at the op
  * deadline, named, and the job ends non-zero: nothing waits for it forever. */
 static void test_xfer_hung_worker_is_lost(void **state) {
@@ -275,7 +260,7 @@ static void test_xfer_hung_worker_is_lost(void **state) {
     svc_seqs_create(&s, c, 2, &rng);
     const pid_t victim = svc_job_rank_pid(j, "subkv-worker");
     assert_true(victim > 0);
-    const int rank = rank_of(victim);
+    const int rank = svc_rank_of(victim);
     assert_true(rank >= 1);
     kill(victim, SIGSTOP);
     skv_err err = {0};
@@ -461,14 +446,8 @@ static void gpu_run(svc_job *job, uint64_t seed, const char *want_path, float *o
 
 static void test_gpu_nccl_matches_mpi_and_replica(void **state) {
     svc_fixture *f = *state;
-    skv_backend_info bi;
-    skv_backend_select(0, &bi);
-    if (bi.kind != SKV_BACKEND_CUDA || bi.device_count < 2) {
-        printf("# skipped: the NCCL path needs 2 GPUs: %s\n",
-               bi.kind != SKV_BACKEND_CUDA ? bi.reason : "only 1 CUDA device");
-        skip();
-    }
-    const int gpus = bi.device_count > 8 ? 8 : bi.device_count, nw = gpus - 1;
+    const int ndev = svc_need_gpus(2); /* the NCCL path */
+    const int gpus = ndev > 8 ? 8 : ndev, nw = gpus - 1;
     setenv("NCCL_NVLS_ENABLE", "0", 0); /* NVLink multicast stays off on the lent machines */
     synth_rng rng;
     tu_rng_for(&rng, __func__);

@@ -17,10 +17,12 @@
 #include "subkv.h"
 #include "synth.h"
 
-/* The suite's seed; written once by tu_suite_begin() in main, read by the tests. */
+/* The suite's seed and name; written once by tu_suite_begin() in main, read by the tests. */
 static uint64_t tu_suite_seed;
+static const char *tu_suite_name = "test";
 
 static inline void tu_suite_begin(const char *suite) {
+    tu_suite_name = suite;
     tu_suite_seed = synth_fresh_seed();
     printf("# %s: seed %llu (reproduce with SUBKV_TEST_SEED=%llu)\n", suite,
            (unsigned long long)tu_suite_seed, (unsigned long long)tu_suite_seed);

@@ -8,17 +8,16 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "data_path_mpi.h"
 #include "skv_check.h"
 #include "skv_internal.h"
+#include "skv_poll.h"
 #include "payload_xfer.h"
 #include "skv_wire.h"
 
@@ -36,17 +35,11 @@ typedef struct serve {
     double next_alive_check;
 } serve;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Is the coordinator still there? Only answerable on its host (its pid); elsewhere the MPI
  * runtime has to tear the job down. Checked at most once a second. */
 static int coordinator_alive(serve *s) {
     if (s->coord_pid <= 0) return 1;
-    const double t = now_s();
+    const double t = skv_now_s();
     if (t < s->next_alive_check) return 1;
     s->next_alive_check = t + 1.0;
     return !(kill(s->coord_pid, 0) != 0 && errno == ESRCH);
@@ -54,39 +47,20 @@ static int coordinator_alive(serve *s) {
 
 static int alive_poll(void *ctx) { return coordinator_alive(ctx); }
 
-/* Between polls: spin right after an op (the next one of a decode loop follows within
- * microseconds), then yield, then sleep 100 us, so an idle worker leaves its core alone. */
-static void idle_pause(double idle_s) {
-    if (idle_s < 2e-4) return;
-    if (idle_s < 5e-3) {
-        sched_yield();
-        return;
-    }
-    struct timespec ts = {0, 100000};
-    nanosleep(&ts, NULL);
-}
-
 /* Complete req by MPI_Test polling; -1 on an MPI error or once the coordinator is gone. */
 static int wait_req(serve *s, MPI_Request *req) {
-    const double t0 = now_s();
-    for (;;) {
-        int done = 0;
-        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
-        if (done) return 0;
-        if (!coordinator_alive(s)) return -1;
-        idle_pause(now_s() - t0);
-    }
+    return skv_mpi_wait(req, 1, alive_poll, s, SKV_POLL_IDLE) == 0 ? 0 : -1;
 }
 
 /* Wait for the next op header: 0 with *ms, -1 on an MPI error or a vanished coordinator. */
 static int wait_header(serve *s, MPI_Status *ms) {
-    const double t0 = now_s();
+    const double t0 = skv_now_s();
     for (;;) {
         int flag = 0;
         if (MPI_Iprobe(0, SKV_TAG_HEADER, s->comm, &flag, ms) != MPI_SUCCESS) return -1;
         if (flag) return 0;
         if (!coordinator_alive(s)) return -1;
-        idle_pause(now_s() - t0);
+        skv_poll_pause(SKV_POLL_IDLE, skv_now_s() - t0);
     }
 }
 
