@@ -235,7 +235,9 @@ static int time_full_device(skv_cuda_ctx *ctx, const rkv_bufs *b, skv_cuda_job *
     skv_err err;
     make_jobs(jobs, b, njobs, n, n, 1);
     uint32_t *didx = b->sel, *hidx = b->hsel;
-    float *dsc = (float *)(b->sel + njobs * k), *hsc = (float *)(b->hsel + njobs * k);
+    /* the score half of the same buffers (4-byte floats after the 4-byte indices) */
+    float *dsc = (float *)(void *)(b->sel + njobs * k),
+          *hsc = (float *)(void *)(b->hsel + njobs * k);
     for (size_t j = 0; j < njobs; j++) {
         pj[j] = (skv_cuda_pool_job){
             .s = jobs[j].s, .part = jobs[j].out, .pooled = b->pool + j * n, .n = n, .pool = 7};

@@ -157,9 +157,9 @@ static void test_topk_many_jobs_and_empty_ones(void **state) {
     float *d = upload(NULL, 64);
     skv_cuda_topk_job bad = {.pooled = d, .n = 4, .k = 2, .idx = NULL};
     assert_int_equal(skv_cuda_rkv_topk(g_ctx, &bad, 1, &err), SKV_ERR_INVALID_ARG);
-    bad = (skv_cuda_topk_job){.pooled = d, .n = 4, .k = 2, .idx = (uint32_t *)d, .fk = d};
+    bad = (skv_cuda_topk_job){.pooled = d, .n = 4, .k = 2, .idx = (uint32_t *)(void *)d, .fk = d};
     assert_int_equal(skv_cuda_rkv_topk(g_ctx, &bad, 1, &err), SKV_ERR_INVALID_ARG);
-    bad = (skv_cuda_topk_job){.pooled = d, .n = 1ull << 32, .k = 2, .idx = (uint32_t *)d};
+    bad = (skv_cuda_topk_job){.pooled = d, .n = 1ull << 32, .k = 2, .idx = (uint32_t *)(void *)d};
     assert_int_equal(skv_cuda_rkv_topk(g_ctx, &bad, 1, &err), SKV_ERR_INVALID_ARG);
     skv_cuda_free(d);
 }

@@ -167,17 +167,18 @@ static subkv_status select_launch(skv_gpu *g, skv_gpu_item *items, size_t n, siz
         SKV_CHECK(skv_gpu_ring_target(g, it->entry, &pk, &pv, err));
         float *sel = NULL; /* m tokens then m scores */
         SKV_CHECK(scratch_alloc(g, 2 * m * sizeof(float), &sel, err));
-        r->tj[k++] = (skv_cuda_topk_job){
-            .pooled = it->dpool,
-            .n = it->job.n,
-            .k = (uint32_t)m,
-            .row_bytes = (uint32_t)((size_t)c->head_dim * skv_dtype_size(c->dtype)),
-            .idx = (uint32_t *)sel,
-            .score = sel + m,
-            .fk = it->job.k,
-            .fv = it->job.v,
-            .pk = pk,
-            .pv = pv};
+        skv_cuda_topk_job *tj = &r->tj[k++];
+        *tj = (skv_cuda_topk_job){.pooled = it->dpool,
+                                  .n = it->job.n,
+                                  .k = (uint32_t)m,
+                                  .row_bytes =
+                                      (uint32_t)((size_t)c->head_dim * skv_dtype_size(c->dtype)),
+                                  .idx = (uint32_t *)(void *)sel, /* the index half */
+                                  .score = sel + m,
+                                  .fk = it->job.k,
+                                  .fv = it->job.v,
+                                  .pk = pk,
+                                  .pv = pv};
     }
     SKV_CHECK(skv_cuda_rkv_topk(g->ctx, r->tj, (int)nj, err));
     size_t at = 0;
