@@ -36,7 +36,8 @@ typedef struct rkv_impl {
      * the range is not empty: each such push shrinks it from below, and everything else that
      * moves phead (rkv_select, a load, apply_indices) rewrites or re-marks every row. Every
      * reader of the host rows (rkv_segments: the CPU attend and skv_sketch_entries; the save;
-     * a whole-ring upload through skv_rkv_ring) calls rkv_materialize first. */
+     * the GPU worker's whole-ring upload, through skv_rkv_materialize) copies them in first;
+     * rkv_select and a load write every row, a push its own. */
     size_t plo, phi;
     uint64_t materialized; /* rows rkv_materialize copied in (not saved): tests, benchmarks */
     /* for a device mirror of the ring (skv_rkv_ring; not saved): rows pushed so far, and a
