@@ -274,14 +274,16 @@ subkv_status skv_rkv_apply_indices(skv_sketch *s, const float *Q, int g, const u
                              "apply of a selection of %zu tokens where %zu are due (%zu rows, "
                              "%zu queued)",
                              k, want, im->nfull, im->nq);
-    /* checked whole before anything changes: positions in the store, strictly ascending keys
-     * (so distinct tokens in the partial cache's order) */
+    /* checked whole before anything changes: positions in the store, strictly ascending
+     * (score, token) (so distinct tokens in the partial cache's order). Compared as floats, the
+     * order of rkv_key for non-NaN scores (-0 == +0) at half its cost: with the rows deferred,
+     * this pass is most of the install. */
     for (size_t i = 0; i < k; i++) {
         if (idx[i] >= im->nfull || isnan(score[i]))
             return skv_set_error(err, SKV_ERR_INVALID_ARG,
                                  "selection entry %zu: token %u, score %g (store of %zu rows)", i,
                                  idx[i], (double)score[i], im->nfull);
-        if (i && rkv_key(score[i], idx[i]) <= rkv_key(score[i - 1], idx[i - 1]))
+        if (i && !(score[i] > score[i - 1] || (score[i] == score[i - 1] && idx[i] > idx[i - 1])))
             return skv_set_error(err, SKV_ERR_INVALID_ARG,
                                  "selection entry %zu is not above entry %zu in (score, token)", i,
                                  i - 1);
