@@ -8,7 +8,8 @@
  *     to apply(pooled), over random n, K and quantised scores, full steps after partial pushes
  *     too;
  *   - apply_indices refuses a wrong count, a token outside the store, a duplicate, a wrong
- *     order, a NaN, another policy — changing nothing.
+ *     order, a -0/+0 tie with the later token first, a NaN, another policy — changing
+ *     nothing.
  */
 #include <math.h>
 #include <setjmp.h>
