@@ -9,7 +9,8 @@
  *    (two floats per token). With full_mem = device a GPU worker also keeps an append-only
  *    device mirror of it and runs full steps there (worker/gpu_refresh.c, through
  *    skv_rkv_plan / skv_rkv_apply_indices: the top-K too runs on the device); this host store
- *    stays the authoritative copy.
+ *    stays the authoritative copy. A device selection's partial rows are copied from it into
+ *    the host partial cache lazily, when something reads them (refreshkv_impl.h's plo, phi).
  *  - partial cache (device side): K = partial_tokens rows kept in ascending score order, as
  *    a ring (logical row i is physical (head + i) mod K, so logical 0 is the lowest score).
  *  - queue (device side): tokens appended since the last flush, at most S = stride; it is
@@ -197,6 +198,10 @@ static void rkv_partial_push(rkv_impl *im, const float *k, const float *v, doubl
         row = im->phead;
         im->phead = (im->phead + 1) % im->pcap;
     }
+    if (im->plo < im->phi && row == im->plo) { /* a pending row, written now: no longer due */
+        im->plo++;
+        if (im->plo == im->phi) im->plo = im->phi = 0;
+    }
     skv_rows_put(&im->pk, row, k);
     skv_rows_put(&im->pv, row, v);
     im->pscore[row] = score;
@@ -249,7 +254,9 @@ static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, si
 }
 
 void rkv_segments(const skv_sketch *s, skv_seg_sink *sink) {
-    const rkv_impl *im = s->impl;
+    rkv_impl *im = s->impl;
+    /* the sinks (the CPU attend, skv_sketch_entries) read the host rows */
+    rkv_materialize(im);
     if (im->pn < im->pcap || im->phead == 0) { /* not wrapped: rows [0, pn) */
         sink->rows(sink, &im->pk, &im->pv, 0, im->pn, NULL, 1.0, NULL, 1.0);
         return;
@@ -326,7 +333,8 @@ static void rkv_stats(const skv_sketch *s, skv_stats *st) {
 }
 
 static void rkv_save(const skv_sketch *s, skv_writer *w) {
-    const rkv_impl *im = s->impl;
+    rkv_impl *im = s->impl;
+    rkv_materialize(im); /* a checkpoint holds the partial rows themselves */
     skv_w_u32(w, im->selected);
     skv_w_u32(w, im->forced);
     skv_w_u64(w, im->since_check);

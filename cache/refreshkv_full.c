@@ -115,7 +115,17 @@ static void rkv_select(rkv_impl *im, const float *score) {
     }
     im->pn = n;
     im->phead = 0;
+    im->plo = im->phi = 0; /* every row written: nothing pending */
     im->layout++;
+}
+
+void rkv_materialize(rkv_impl *im) {
+    for (size_t r = im->plo; r < im->phi; r++) {
+        skv_rows_copy(&im->pk, r, &im->fk, (size_t)im->ppos[r]);
+        skv_rows_copy(&im->pv, r, &im->fv, (size_t)im->ppos[r]);
+    }
+    im->materialized += im->phi - im->plo;
+    im->plo = im->phi = 0;
 }
 
 /* After a full step: the reference query, the flags and the counters (the attend too: a
@@ -264,26 +274,31 @@ subkv_status skv_rkv_apply_indices(skv_sketch *s, const float *Q, int g, const u
                              "apply of a selection of %zu tokens where %zu are due (%zu rows, "
                              "%zu queued)",
                              k, want, im->nfull, im->nq);
-    /* checked whole before anything changes: positions in the store, strictly ascending keys
-     * (so distinct tokens in the partial cache's order) */
+    /* checked whole before anything changes: positions in the store, strictly ascending
+     * (score, token) (so distinct tokens in the partial cache's order). Compared as floats, the
+     * order of rkv_key for non-NaN scores (-0 == +0) at half its cost: with the rows deferred,
+     * this pass is most of the install. */
     for (size_t i = 0; i < k; i++) {
         if (idx[i] >= im->nfull || isnan(score[i]))
             return skv_set_error(err, SKV_ERR_INVALID_ARG,
                                  "selection entry %zu: token %u, score %g (store of %zu rows)", i,
                                  idx[i], (double)score[i], im->nfull);
-        if (i && rkv_key(score[i], idx[i]) <= rkv_key(score[i - 1], idx[i - 1]))
+        if (i && !(score[i] > score[i - 1] || (score[i] == score[i - 1] && idx[i] > idx[i - 1])))
             return skv_set_error(err, SKV_ERR_INVALID_ARG,
                                  "selection entry %zu is not above entry %zu in (score, token)", i,
                                  i - 1);
     }
+    /* the rows themselves are installed lazily (rkv_impl's plo, phi): the caller's device
+     * already holds them, and copying K rows per sketch from the host store would cost the
+     * step more than the device part (2 GB of memcpy at 1M tokens x 64 sketches, K = n/16) */
     for (size_t i = 0; i < k; i++) {
         im->pscore[i] = (double)score[i]; /* what rkv_select keeps of pooled[idx[i]] */
         im->ppos[i] = idx[i];
-        skv_rows_copy(&im->pk, i, &im->fk, idx[i]);
-        skv_rows_copy(&im->pv, i, &im->fv, idx[i]);
     }
     im->pn = k;
     im->phead = 0;
+    im->plo = 0;
+    im->phi = k;
     im->layout++;
     rkv_full_done(s, im, Q, g, (uint64_t)im->nfull * 2);
     return SKV_OK;
@@ -305,8 +320,15 @@ size_t skv_rkv_partial(const skv_sketch *s, uint64_t *pos, double *score) {
     return im->pn;
 }
 
+void skv_rkv_materialize(skv_sketch *s) {
+    if (s && s->cfg.policy == SKV_POLICY_REFRESHKV) rkv_materialize(s->impl);
+}
+
 void skv_rkv_ring(const skv_sketch *s, skv_rkv_ring_view *out) {
     const rkv_impl *im = s->impl;
+    out->pend_lo = im->plo;
+    out->pend_hi = im->phi;
+    out->materialized = im->materialized;
     out->k = &im->pk;
     out->v = &im->pv;
     out->pn = im->pn;

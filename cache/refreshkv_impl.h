@@ -23,6 +23,23 @@ typedef struct rkv_impl {
     skv_rows pk, pv;
     double *pscore;
     uint64_t *ppos;
+    /* A deferred install (skv_rkv_apply_indices: the rows of a device selection are already
+     * on the device, so the host copy waits until something reads the host rows). Invariant:
+     *  - rows [plo, phi) of pk, pv are pending: their bytes are stale, and row r's key and
+     *    value are row ppos[r] of fk, fv (an exact store holds token t at row t; the store is
+     *    append-only, so those rows stay put and unchanged); every other row of the ring's
+     *    [0, pn) holds its own bytes;
+     *  - plo <= phi <= pn, and plo < phi implies phead == plo; an empty range is plo = phi = 0;
+     *    never with a SubGen store.
+     * Why one range suffices: apply_indices leaves phead = 0, pn = k and rows [0, k) pending;
+     * a push writes row pn while pn < pcap (not pending), then row phead, which is plo while
+     * the range is not empty: each such push shrinks it from below, and everything else that
+     * moves phead (rkv_select, a load, apply_indices) rewrites or re-marks every row. Every
+     * reader of the host rows (rkv_segments: the CPU attend and skv_sketch_entries; the save;
+     * the GPU worker's whole-ring upload, through skv_rkv_materialize) copies them in first;
+     * rkv_select and a load write every row, a push its own. */
+    size_t plo, phi;
+    uint64_t materialized; /* rows rkv_materialize copied in (not saved): tests, benchmarks */
     /* for a device mirror of the ring (skv_rkv_ring; not saved): rows pushed so far, and a
      * count of wholesale rearrangements (selections, loads) */
     uint64_t pushes, layout;
@@ -53,6 +70,10 @@ void rkv_flush(rkv_impl *im);
  * subgen: refreshkv_sub.c's), answering out[g]. */
 subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g, skv_partial *out,
                            skv_err *err);
+/* Copy the pending rows of a deferred install in from the full store (see rkv_impl); no-op
+ * when none. Called from const readers too: it changes no observable state, and a sketch is
+ * never used by two threads at once (subkv.h). */
+void rkv_materialize(rkv_impl *im);
 /* refreshkv.c: the partial cache's rows as segments (ring order, ascending score). */
 void rkv_segments(const skv_sketch *s, skv_seg_sink *sink);
 

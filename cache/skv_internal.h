@@ -324,10 +324,14 @@ subkv_status skv_rkv_apply(skv_sketch *s, const float *Q, int g, const float *po
                            skv_err *err);
 /* skv_rkv_apply with the selection made elsewhere (a GPU's top-K): idx[k], score[k] are the
  * selected tokens and their pooled scores in the partial cache's order, ascending by (score,
- * token), k = min(partial_tokens, the store's rows). Copies the rows from the host full store
- * and leaves the sketch exactly as skv_rkv_apply(pooled) would when idx, score are the top k
- * of pooled (skv_rkv_topk). SKV_ERR_INVALID_ARG, changing nothing, for another policy or
- * store, a wrong k, a token outside the store, a NaN score or entries not strictly ascending. */
+ * token), k = min(partial_tokens, the store's rows). O(k) small writes: the rows themselves
+ * are only marked as due from the host full store (the device already gathered its copy) and
+ * copied in when something reads the host rows (a save, the CPU attend, skv_sketch_entries,
+ * skv_rkv_materialize before a whole-ring upload); a push over a due row just writes it. Every
+ * reader thus sees the sketch exactly as skv_rkv_apply(pooled) leaves it when idx, score are
+ * the top k of pooled (skv_rkv_topk). SKV_ERR_INVALID_ARG, changing nothing, for another
+ * policy or store, a wrong k, a token outside the store, a NaN score or entries not strictly
+ * ascending. */
 subkv_status skv_rkv_apply_indices(skv_sketch *s, const float *Q, int g, const uint32_t *idx,
                                    const float *score, size_t k, skv_err *err);
 /* The host reference of that selection: the *got = min(k, n) best of pooled[n] by (score,
@@ -347,13 +351,23 @@ size_t skv_rkv_partial(const skv_sketch *s, uint64_t *pos, double *score);
  * (attention over them in any order is the same). A push writes row `next` and advances it
  * (mod pcap), so of the rows pushed since a mirror last saw `pushes`, the last
  * min(delta, pcap) are rows next - delta .. next - 1 (mod pcap); `layout` changes when rows
- * are rearranged wholesale (a selection, a load): then everything changed. */
+ * are rearranged wholesale (a selection, a load): then everything changed. Rows
+ * [pend_lo, pend_hi) are not yet installed in k, v (skv_rkv_apply_indices): call
+ * skv_rkv_materialize before reading them. Pushed rows never are, so a mirror that took the
+ * selection on the device (skv_gpu_ring_current) and then uploads only pushed rows never needs
+ * it. `materialized` counts the rows installed so far (tests, benchmarks). Reads nothing but
+ * counters: no materialisation. */
 typedef struct skv_rkv_ring_view {
     const skv_rows *k, *v;
     size_t pn, pcap, next;
     uint64_t pushes, layout;
+    size_t pend_lo, pend_hi;
+    uint64_t materialized;
 } skv_rkv_ring_view;
 void skv_rkv_ring(const skv_sketch *s, skv_rkv_ring_view *out);
+/* Install the partial-cache rows a skv_rkv_apply_indices left pending (copies from the host
+ * full store; nothing when none or for another policy). */
+void skv_rkv_materialize(skv_sketch *s);
 
 extern const skv_policy_ops skv_policy_exact_ops;
 extern const skv_policy_ops skv_policy_sinkwin_ops;

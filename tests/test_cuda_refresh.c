@@ -10,7 +10,9 @@
  *   - through the worker's GPU path (worker/gpu_refresh.h + skv_gpu_finish, no MPI): threshold
  *     1, stride 1 equals exact attention; stride 3 (full and partial steps in one request,
  *     beside an exact sketch) follows a CPU twin — with the device top-K and gather (the
- *     partial steps read the gathered ring mirror, no upload) and with the CPU selection.
+ *     partial steps read the gathered ring mirror, no upload) and with the CPU selection;
+ *     no step copied a host partial row (the device selection's install is lazy), and a
+ *     checkpoint afterwards copies each row in from its token's host full-store row.
  * Without a GPU every test is skipped with the reason printed.
  */
 #include <setjmp.h>
@@ -199,6 +201,40 @@ static void test_rkv_gpu_full_step_matches_cpu(void **state) {
 
 enum { WD = 128, WG = 4, WPRE = 3000, WSTEPS = 14, WN = 3 };
 
+/* After a worker run: no step copied a partial row on the host (the device selection's
+ * installs are lazy, the ring mirror took the gather and then only pushed rows). due: how many
+ * rows are still to copy — 1: all (the last step was a device selection), 0: none (the CPU
+ * selection installs at once), -1: any. A checkpoint then copies them in: each physical row is
+ * its token's row of the host full store. */
+static void lazy_rows_check(skv_sketch *s, int due) {
+    skv_rkv_ring_view v;
+    skv_rkv_ring(s, &v);
+    assert_int_equal(v.materialized, 0);
+    const size_t left = v.pend_hi - v.pend_lo;
+    if (due >= 0) assert_int_equal(left, due ? v.pn : 0);
+    skv_buf b = tu_save(s);
+    skv_buf_free(&b);
+    skv_rkv_ring(s, &v);
+    assert_int_equal(v.materialized, left);
+    assert_int_equal(v.pend_hi, 0);
+    const skv_rows *fk, *fv;
+    size_t nf = 0;
+    skv_rkv_full_rows(s, &fk, &fv, &nf);
+    uint64_t *pos = tu_malloc(v.pcap * sizeof(uint64_t));
+    double *sc = tu_malloc(v.pcap * sizeof(double));
+    assert_int_equal(skv_rkv_partial(s, pos, sc), v.pn);
+    const size_t rb = skv_rows_row_bytes(v.k), head = v.pn < v.pcap ? 0 : v.next;
+    for (size_t i = 0; i < v.pn; i++) {
+        const size_t row = (head + i) % v.pcap;
+        if (pos[i] >= nf) continue; /* still in the queue: pushed, never pending */
+        assert_memory_equal((const char *)v.k->data + row * rb,
+                            (const char *)fk->data + pos[i] * rb, rb);
+        assert_memory_equal((const char *)v.v->data + row * rb,
+                            (const char *)fv->data + pos[i] * rb, rb);
+    }
+    free(pos), free(sc);
+}
+
 /* cpu_select 0: the device top-K, the partial cache gathered into its mirror on the device
  * (partial steps then read it without an upload); 1: the older CPU selection. */
 static void worker_path_run(int cpu_select, const char *name) {
@@ -316,6 +352,8 @@ static void worker_path_run(int cpu_select, const char *name) {
     size_t nf = 0;
     skv_rkv_full_rows(skv_table_find(&table, &keys[0]), &fk, &fv, &nf);
     assert_int_equal(nf, at);
+    lazy_rows_check(skv_table_find(&table, &keys[0]), !cpu_select);
+    lazy_rows_check(skv_table_find(&table, &keys[1]), cpu_select ? 0 : -1);
     printf("# %s: stride-1 refreshkv = exact, stride-3 follows its CPU twin (%llu of "
            "%llu steps full); worst rel err %.2e; %zu near-tie swaps\n",
            name, (unsigned long long)a.full_steps, (unsigned long long)a.attends, worst, swapped);

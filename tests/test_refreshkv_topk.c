@@ -8,7 +8,8 @@
  *     to apply(pooled), over random n, K and quantised scores, full steps after partial pushes
  *     too;
  *   - apply_indices refuses a wrong count, a token outside the store, a duplicate, a wrong
- *     order, a NaN, another policy — changing nothing.
+ *     order, a -0/+0 tie with the later token first, a NaN, another policy — changing
+ *     nothing.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -192,7 +193,7 @@ static void test_apply_indices_refuses_bad_selections(void **state) {
     skv_buf before = tu_save(s);
     uint32_t bi[KP];
     float bs[KP];
-    for (int cas = 0; cas < 6; cas++) {
+    for (int cas = 0; cas < 7; cas++) {
         memcpy(bi, idx, sizeof bi);
         memcpy(bs, sc, sizeof bs);
         size_t k = KP;
@@ -202,6 +203,10 @@ static void test_apply_indices_refuses_bad_selections(void **state) {
         case 2: bi[5] = bi[4], bs[5] = bs[4]; break; /* a duplicate */
         case 3: bs[2] = bs[6] + 1.0f; break;         /* out of order */
         case 4: bs[0] = NAN; break;
+        case 5: /* a tie (-0 == +0) with the later token first */
+            bs[0] = -0.0f, bs[1] = 0.0f;
+            bi[0] = idx[0] > idx[1] ? idx[0] : idx[1], bi[1] = idx[0] > idx[1] ? idx[1] : idx[0];
+            break;
         default: k = KP + 1; break;
         }
         assert_int_equal(skv_rkv_apply_indices(s, Q, G, bi, bs, k, &err), SKV_ERR_INVALID_ARG);

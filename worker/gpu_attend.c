@@ -194,6 +194,10 @@ static subkv_status mirror_ring(skv_gpu *g, skv_table_entry *te, skv_err *err) {
     SKV_CHECK(ring_room(g, m, r.pcap, rb, err));
     const uint64_t delta = r.pushes - m->pushes;
     if (!m->ring_ok || m->layout != r.layout || delta >= r.pcap) {
+        /* the whole ring from the host rows: a deferred install (skv_rkv_apply_indices) is
+         * copied in first; after a device selection the mirror is current (the gather) and
+         * only pushed rows travel below, which are never pending */
+        skv_rkv_materialize(te->sketch);
         SKV_CHECK(upload_rows(g, m, r.k, r.v, 0, r.pn, rb, err));
     } else if (delta) { /* rows next - delta .. next - 1, wrapping at pcap */
         const size_t first = (r.next + r.pcap - (size_t)delta) % r.pcap;

@@ -12,7 +12,11 @@
  * cache's mirror (gpu_attend.c's ring, physical = logical after a selection), and only the K
  * tokens and their scores are downloaded (pinned, asynchronous): after the request's one sync
  * the host copy installs that selection (skv_rkv_apply_indices, bit-identical to a CPU
- * selection) and the ring mirror is marked current, so nothing is uploaded back.
+ * selection) and the ring mirror is marked current, so nothing is uploaded back. That install
+ * is lazy: it records the K tokens and scores, and the host partial rows are copied from the
+ * host full store only when something reads them (a checkpoint, a CPU attend, a whole-ring
+ * upload): the partial steps that follow upload only their pushed rows, so the step path
+ * never pays the K-row copy (2 GB at 1M tokens x 64 sketches, K = n/16).
  * skv_gpu_refresh_cpu_select switches to the older path (benchmarks, tests): the pooled scores
  * downloaded, the selection on the CPU (skv_rkv_apply), the ring re-uploaded whole.
  *
