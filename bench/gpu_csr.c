@@ -122,7 +122,9 @@ static int encode_row(skv_cuda_ctx *cc, size_t batch, int s, int atoms, FILE *cs
                                          D + ab,
                                          D + ab + ab / 2,
                                          ci,
-                                         ci + n * 2 * s};
+                                         ci + n * 2 * s,
+                                         NULL,
+                                         NULL};
     }
     double t[10];
     for (int i = 0; !rc && i < 12; i++) {
