@@ -226,19 +226,20 @@ int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const siz
 }
 
 int bench_gpu_csr(int argc, char **argv) {
-    size_t ctxs[8] = {32768, 131072}, batches[8] = {1, 8}, wctx = 4096;
+    size_t ctxs[8] = {32768, 131072}, batches[8] = {1, 8}, wctx = 4096, wbatch = 1;
     int nc = 2, nb = 2;
     const char *csvp = "build/bench-gpu-csr.csv";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] "
-                   "[--worker-context N] [--csv FILE]\n"
-                   "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --csv "
-                   "build/bench-gpu-csr.csv\n"
+                   "[--worker-context N] [--worker-batch B] [--csv FILE]\n"
+                   "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 "
+                   "--worker-batch 1 --csv build/bench-gpu-csr.csv\n"
                    "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend, the GPU "
-                   "encoder, then the worker-level csr step at batch 1 (--worker-context 0 skips "
-                   "it; its CPU prefill codes 8 x N tokens).\n");
+                   "encoder, then the worker-level csr step (8 x B sketches), coding on the CPU "
+                   "and on the GPU (--worker-context 0 skips it; its CPU prefill codes 8 x B x N "
+                   "tokens).\n");
             return 0;
         }
         if (!v) {
@@ -252,11 +253,13 @@ int bench_gpu_csr(int argc, char **argv) {
             nb = bench_parse_sizes(v, batches, 8);
         else if (!strcmp(a, "--worker-context"))
             wctx = strtoull(v, NULL, 0);
+        else if (!strcmp(a, "--worker-batch"))
+            wbatch = strtoull(v, NULL, 0);
         else if (!strcmp(a, "--csv"))
             csvp = v;
         else
             nc = -1;
-        if (nc < 1 || nb < 1) {
+        if (nc < 1 || nb < 1 || wbatch < 1 || wbatch > 4096) {
             fprintf(stderr, "subkv-bench gpu-csr: bad option %s %s\n", a, v);
             return 2;
         }
@@ -267,7 +270,7 @@ int bench_gpu_csr(int argc, char **argv) {
     printf("# subkv-bench gpu-csr on %s\n", desc);
     FILE *csv = fopen(csvp, "w");
     int rc = bench_gpu_csr_table(ctx, ctxs, nc, batches, nb, csv);
-    if (!rc && wctx) rc = bench_gpu_csr_worker(wctx, 1, csv);
+    if (!rc && wctx) rc = bench_gpu_csr_worker(wctx, wbatch, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);
     return rc;
