@@ -221,6 +221,7 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, const float 
             } else if (w->gpu_on && skv_gpu_csr_codes_here(&w->gpu, sk[i])) {
                 st = skv_gpu_csr_append(&w->gpu, skv_table_find_entry(&w->table, &k), K, V,
                                         it->n_tokens, err);
+                queued++; /* the request's uploads: its staging restarts after the last sync */
             }
             p += 2 * (size_t)it->n_tokens * d;
         }
