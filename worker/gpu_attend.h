@@ -8,7 +8,8 @@
  *   - mirrored: exact and sinkwin stay authoritative on the CPU; a mirror of their entries
  *     lives on the device (an exact cache uploads only the rows appended since the last step;
  *     sinkwin re-uploads its window). csr mirrors its codes and exact rows append-only and
- *     attends the codes directly (worker/gpu_csr.h).
+ *     attends the codes directly; its new tokens are coded on the device, batched over the
+ *     request, and the codes go back to the CPU sketch before the attends (worker/gpu_csr.h).
  * Every device buffer comes from the context's stream-ordered pool (reserved at start-up),
  * uploads are queued from a pinned arena, appends then attends go out as one launch each per
  * request, and the request syncs once at its end. h2o and float32 storage stay on the CPU.
