@@ -51,7 +51,8 @@ static void test_gpu_csr_d128_matches_cpu(void **state) {
 
 /* The worker's coding on the GPU (skv_gpu_csr_append, cuda/csr_encode.cu): each GPU-coded
  * sketch equals its CPU-coded twin bit for bit (checkpoint bytes) after every step, its
- * mirror's codes equal the CPU's, and its attend matches as above. */
+ * mirror's codes equal the CPU's, and its attend matches as above; so do sketches coded on
+ * the GPU but attended on the CPU (pre-rotary, f32). */
 static void test_gpu_csr_gpu_coded_equals_cpu_coded(void **state) {
     (void)state;
     NEED_GPU();
@@ -59,6 +60,8 @@ static void test_gpu_csr_gpu_coded_equals_cpu_coded(void **state) {
     worker_case(64, 4, SKV_DTYPE_BF16, 1);
     worker_case(128, 4, SKV_DTYPE_BF16, 1);
     worker_case(128, 3, SKV_DTYPE_F16, 1);
+    unmirrored_case(128, SKV_DTYPE_F16, 10000.0f);
+    unmirrored_case(64, SKV_DTYPE_F32, 0.0f);
 }
 
 int main(void) {

@@ -48,6 +48,10 @@ static void test_gpu_csr_host_gpu_coded(void **state) {
     worker_case(64, 3, SKV_DTYPE_BF16, 1);
     worker_case(128, 4, SKV_DTYPE_BF16, 1);
     worker_case(128, 1, SKV_DTYPE_F16, 1);
+    const uint64_t before = g_emu_encoded;
+    unmirrored_case(128, SKV_DTYPE_F16, 10000.0f);
+    unmirrored_case(64, SKV_DTYPE_F32, 0.0f);
+    assert_true(g_emu_encoded > before); /* through the encode */
 }
 
 int main(void) {

@@ -4,8 +4,9 @@
  * GPU encode, the other appends on the CPU meanwhile, then the attends. A GPU worker and a
  * CPU worker get the same requests: their answers match (within the storage rounding the
  * GPU's code attend skips) and their checkpoints are byte for byte the same after several
- * steps, with windows > 0 and 0, a sketch twice in one request, an exact sketch beside,
- * and a refused request that changes nothing.
+ * steps, with windows > 0 and 0, pre-rotary keys and f32 rows (coded on the GPU, attended
+ * on the CPU), a sketch twice in one request, an exact sketch beside, and a refused request
+ * that changes nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,7 +34,7 @@ int skv_backend_select(int local_rank, skv_backend_info *out) {
     return 0;
 }
 
-enum { D = 64, G = 4, NSEQ = 3, LAYERS = 2, HEADS = 2, NIT = NSEQ * LAYERS * HEADS };
+enum { D = 64, G = 4, NSEQ = 5, LAYERS = 2, HEADS = 2, NIT = NSEQ * LAYERS * HEADS };
 
 typedef struct wk_pair {
     skv_worker *w[2]; /* 0: GPU, 1: CPU */
@@ -56,17 +57,19 @@ static size_t make_items(uint64_t s0, uint64_t s1) {
     return n;
 }
 
-static void create_seq(wk_pair *p, uint64_t seq, const char *policy, int sinks, int window,
-                       int sparsity, const char *dict_path) {
+static void create_seq(wk_pair *p, uint64_t seq, const char *policy, const char *dtype, int sinks,
+                       int window, int sparsity, const char *dict_path, float rope_base) {
     Subkv__PolicyConfig pc = SUBKV__POLICY_CONFIG__INIT;
     Subkv__OptInt oi_s = SUBKV__OPT_INT__INIT, oi_w = SUBKV__OPT_INT__INIT,
                   oi_sp = SUBKV__OPT_INT__INIT;
+    Subkv__OptFloat of_r = SUBKV__OPT_FLOAT__INIT;
     pc.policy = (char *)policy;
-    pc.dtype = (char *)"f16";
-    oi_s.v = sinks, oi_w.v = window, oi_sp.v = sparsity;
+    pc.dtype = (char *)dtype;
+    oi_s.v = sinks, oi_w.v = window, oi_sp.v = sparsity, of_r.v = rope_base;
     if (!strcmp(policy, "csr")) {
         pc.sinks = &oi_s, pc.window = &oi_w, pc.sparsity = &oi_sp;
         pc.dict_path = (char *)dict_path;
+        if (rope_base > 0.0f) pc.rope_base = &of_r;
     }
     Subkv__WorkerOp op = SUBKV__WORKER_OP__INIT;
     op.op = SUBKV__WORKER_OP_CODE__WOP_CREATE;
@@ -113,12 +116,16 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
     tu_rng_for(&r, "gpu csr worker");
     char dir[] = "/tmp/subkv-csrw-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char dict_path[128];
+    char dict_path[128], pre_path[128];
     snprintf(dict_path, sizeof dict_path, "%s/dict.skvd", dir);
-    skv_dict *dict = csr_ref_dict(&r, D, 128, LAYERS, 1, SKV_KEYS_POST_ROTARY);
+    snprintf(pre_path, sizeof pre_path, "%s/dict-pre.skvd", dir);
     skv_err err = {0};
-    TU_OK(skv_dict_save_file(dict, dict_path, &err), &err);
-    skv_dict_free(dict);
+    for (int k = 0; k < 2; k++) { /* a post- and a pre-rotary set */
+        skv_dict *dict = csr_ref_dict(&r, D, k ? 96 : 128, LAYERS, 1,
+                                      k ? SKV_KEYS_PRE_ROTARY : SKV_KEYS_POST_ROTARY);
+        TU_OK(skv_dict_save_file(dict, k ? pre_path : dict_path, &err), &err);
+        skv_dict_free(dict);
+    }
 
     wk_pair p;
     skv_worker_opts o = {0};
@@ -128,9 +135,14 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
     TU_OK(skv_worker_new(0, 1, 0, &o, &p.w[1], &err), &err);
     assert_int_equal(skv_worker_device(p.w[0]), 0); /* the GPU path is on */
     assert_int_equal(skv_worker_device(p.w[1]), -1);
-    create_seq(&p, 0, "csr", 4, 16, 8, dict_path); /* a window: codes as tokens leave it */
-    create_seq(&p, 1, "csr", 0, 0, 5, dict_path);  /* none: every token coded as it comes */
-    create_seq(&p, 2, "exact", 0, 0, 0, NULL);     /* CPU appends beside the GPU's */
+    /* a window: tokens are coded as they leave it; none: as they come; an exact sequence:
+     * CPU appends beside the GPU's; pre-rotary keys and f32 rows: coded on the GPU, attended
+     * on the CPU */
+    create_seq(&p, 0, "csr", "f16", 4, 16, 8, dict_path, 0.0f);
+    create_seq(&p, 1, "csr", "f16", 0, 0, 5, dict_path, 0.0f);
+    create_seq(&p, 2, "exact", "f16", 0, 0, 0, NULL, 0.0f);
+    create_seq(&p, 3, "csr", "f16", 2, 8, 6, pre_path, 10000.0f);
+    create_seq(&p, 4, "csr", "f32", 0, 4, 4, dict_path, 0.0f);
 
     const size_t on = (size_t)G * (D + 2);
     float *outs[2] = {tu_malloc(NIT * 2 * on * sizeof(float)),
@@ -190,19 +202,22 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
                 g_items[i].n_tokens;
         free(in);
     }
-    /* every token the csr sketches coded was coded by the (emulated) GPU encode: past the 4
-     * sinks + 16 window rows of sequence 0, every token of sequence 1 */
+    /* every token the csr sketches coded was coded by the (emulated) GPU encode: past the
+     * sinks + window rows of sequences 0 (20), 3 (10) and 4 (4), every token of sequence 1 */
     uint64_t coded = 0;
-    for (int i = 0; i < LAYERS * HEADS; i++) {
-        coded += seen[i] > 20 ? seen[i] - 20 : 0;
-        coded += seen[LAYERS * HEADS + i];
-    }
+    const uint64_t exact_rows[NSEQ] = {20, 0, 0, 10, 4};
+    for (int q = 0; q < NSEQ; q++)
+        for (int i = 0; q != 2 && i < LAYERS * HEADS; i++) {
+            const uint64_t t = seen[q * LAYERS * HEADS + i];
+            coded += t > exact_rows[q] ? t - exact_rows[q] : 0;
+        }
     assert_true(coded > 0);
     assert_int_equal(g_emu_encoded - encoded0, coded);
     printf("# GPU-coding worker vs CPU worker: worst rel err %.2e, checkpoints identical\n", worst);
     skv_worker_free(p.w[0]), skv_worker_free(p.w[1]);
     free(outs[0]), free(outs[1]);
     unlink(dict_path);
+    unlink(pre_path);
     rmdir(dir);
 }
 

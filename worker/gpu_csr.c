@@ -20,7 +20,9 @@ typedef struct gpu_dict {
 /* One queued append coded on the GPU (skv_gpu_csr_append). */
 typedef struct code_op {
     skv_sketch *sketch;
-    skv_csr_mirror *m;
+    skv_csr_mirror *m;           /* its mirror, or NULL: a sketch that attends on the CPU */
+    const float *dk, *dv0, *dv1; /* the device dictionary group it codes over */
+    int s, atoms;
     const float *K, *V; /* the append's tokens (the caller's, until the finish) */
     size_t n, d;
     size_t rows;     /* tokens it codes */
@@ -216,45 +218,61 @@ subkv_status skv_gpu_csr_refresh(skv_gpu *g, const skv_sketch *s, skv_csr_mirror
 /* ---- coding on the GPU (gpu_csr.h) -------------------------------------------------------- */
 
 int skv_gpu_csr_codes_here(skv_gpu *gpu, const skv_sketch *s) {
-    return skv_sketch_config(s)->policy == SKV_POLICY_CSR && skv_gpu_eligible(gpu, s, 1);
+    (void)gpu;
+    const skv_config *c = skv_sketch_config(s);
+    /* the encode's shapes (atoms <= 65536 always); any dtype and pre-rotary keys too, as
+     * skv_csr_code_inputs hands over the rows exactly as csr would code them */
+    return c->policy == SKV_POLICY_CSR && c->dict && (c->head_dim == 64 || c->head_dim == 128);
 }
 
 subkv_status skv_gpu_csr_append(skv_gpu *g, skv_table_entry *te, const float *K, const float *V,
                                 size_t n, skv_err *err) {
     skv_sketch *s = te->sketch;
-    const int d = skv_sketch_config(s)->head_dim;
+    const skv_config *c = skv_sketch_config(s);
+    const int d = c->head_dim, mirrored = skv_gpu_eligible(g, s, 1);
     SKV_CHECK(csr_state(g, err));
     skv_gpu_csr *gc = g->csr;
     skv_csr_mirror **slot = NULL;
-    SKV_CHECK(skv_gpu_mirror_csr(g, te, &slot, err));
-    if (gc->launched || (*slot && (*slot)->queued)) /* its earlier append lands first */
-        SKV_CHECK(skv_gpu_csr_finish_codes(g, err));
+    int again = gc->launched; /* queued already: its earlier append lands first */
+    if (mirrored) {
+        SKV_CHECK(skv_gpu_mirror_csr(g, te, &slot, err));
+        again = again || (*slot && (*slot)->queued);
+    } else { /* no mirror to mark: look (a request's appends are distinct sketches) */
+        for (size_t k = 0; k < gc->nops && !again; k++) again = gc->ops[k].sketch == s;
+    }
+    if (again) SKV_CHECK(skv_gpu_csr_finish_codes(g, err));
     SKV_CHECK(skv_sketch_check_append(s, K, V, n, d, err)); /* bad input fails before queuing */
     size_t rows = 0;
     SKV_CHECK(skv_csr_code_inputs(s, K, V, n, NULL, NULL, &rows, err));
     if (!rows) return skv_sketch_append(s, K, V, n, d, err); /* nothing leaves the window */
-    SKV_CHECK(skv_gpu_csr_refresh(g, s, slot, err)); /* the mirror holds every code so far */
-    skv_csr_mirror *m = *slot;
-    const size_t row = 2 * (size_t)m->s, in_need = gc->hin_used + 2 * rows * (size_t)d;
-    SKV_CHECK(codes_room(g, m, m->ncodes + rows, err)); /* the encode writes rows past ncodes */
+    code_op op = {.sketch = s, .K = K, .V = V, .n = n, .d = (size_t)d, .rows = rows};
+    if (mirrored) { /* the codes go straight into the mirror's rows past ncodes */
+        SKV_CHECK(skv_gpu_csr_refresh(g, s, slot, err)); /* the mirror holds every code so far */
+        op.m = *slot;
+        SKV_CHECK(codes_room(g, op.m, op.m->ncodes + rows, err));
+        op.dk = op.m->dk, op.dv0 = op.m->dv0, op.dv1 = op.m->dv1;
+        op.s = op.m->s, op.atoms = op.m->atoms, op.first = op.m->ncodes;
+    } else { /* only into the staging: the sketch attends on the CPU */
+        skv_csr_parts p;
+        const float *dev = NULL;
+        SKV_CHECK(skv_csr_parts_from(s, 0, &p, err));
+        SKV_CHECK(dict_get(g, c->dict, &p, &dev, err));
+        const size_t kf = (size_t)p.atoms * (size_t)d;
+        op.dk = dev, op.dv0 = dev + kf, op.dv1 = dev + kf + kf / 2;
+        op.s = p.sparsity, op.atoms = p.atoms, op.first = p.n;
+    }
+    const size_t row = 2 * (size_t)op.s, in_need = gc->hin_used + 2 * rows * (size_t)d;
     SKV_CHECK(skv_grow((void **)&gc->hin, &gc->hin_cap, in_need, sizeof(float), err));
     SKV_CHECK(skv_grow((void **)&gc->ops, &gc->ops_cap, gc->nops + 1, sizeof *gc->ops, err));
     float *kin = gc->hin + gc->hin_used;
     size_t got = 0;
     SKV_CHECK(skv_csr_code_inputs(s, K, V, n, kin, kin + rows * (size_t)d, &got, err));
-    gc->ops[gc->nops++] = (code_op){.sketch = s,
-                                    .m = m,
-                                    .K = K,
-                                    .V = V,
-                                    .n = n,
-                                    .d = (size_t)d,
-                                    .rows = rows,
-                                    .first = m->ncodes,
-                                    .in_off = gc->hin_used,
-                                    .code_off = gc->codes_used};
+    op.in_off = gc->hin_used;
+    op.code_off = gc->codes_used;
+    gc->ops[gc->nops++] = op;
     gc->hin_used = in_need;
     gc->codes_used += 2 * rows * row;
-    m->queued = 1;
+    if (op.m) op.m->queued = 1;
     return SKV_OK;
 }
 
@@ -263,24 +281,27 @@ subkv_status skv_gpu_csr_append(skv_gpu *g, skv_table_entry *te, const float *K,
 static subkv_status encode_kind(skv_gpu *g, size_t k0, skv_err *err) {
     skv_gpu_csr *gc = g->csr;
     const code_op *o0 = &gc->ops[k0];
-    const int s = o0->m->s, atoms = o0->m->atoms, d = (int)o0->d;
+    const int s = o0->s, atoms = o0->atoms, d = (int)o0->d;
     int nj = 0;
     for (size_t k = k0; k < gc->nops; k++) {
         const code_op *o = &gc->ops[k];
-        if (o->d != o0->d || o->m->s != s || o->m->atoms != atoms) continue;
+        if (o->d != o0->d || o->s != s || o->atoms != atoms) continue;
         const size_t row = 2 * (size_t)s;
         const float *in = gc->din + o->in_off;
         uint16_t *staged = gc->dcodes + o->code_off;
-        gc->ejobs[nj++] = (skv_csr_cuda_enc_job){.k = in,
-                                                 .v = in + o->rows * o->d,
-                                                 .n = o->rows,
-                                                 .dk = o->m->dk,
-                                                 .dv0 = o->m->dv0,
-                                                 .dv1 = o->m->dv1,
-                                                 .idx = o->m->idx + o->first * row,
-                                                 .coef = o->m->coef + o->first * row,
-                                                 .idx2 = staged,
-                                                 .coef2 = staged + o->rows * row};
+        skv_csr_cuda_enc_job j = {.k = in,
+                                  .v = in + o->rows * o->d,
+                                  .n = o->rows,
+                                  .dk = o->dk,
+                                  .dv0 = o->dv0,
+                                  .dv1 = o->dv1,
+                                  .idx = staged,
+                                  .coef = staged + o->rows * row};
+        if (o->m) { /* into the mirror's rows, the staging as the second copy */
+            j.idx2 = j.idx, j.coef2 = j.coef;
+            j.idx = o->m->idx + o->first * row, j.coef = o->m->coef + o->first * row;
+        }
+        gc->ejobs[nj++] = j;
         if (nj == 65535) { /* the launch's grid limit */
             SKV_CHECK(skv_csr_cuda_encode(g->ctx, gc->ejobs, nj, d, s, atoms, err));
             nj = 0;
@@ -319,7 +340,7 @@ subkv_status skv_gpu_csr_launch_codes(skv_gpu *g, skv_err *err) {
         int seen = 0;
         for (size_t j = 0; j < k && !seen; j++) {
             const code_op *p = &gc->ops[j];
-            seen = p->d == o->d && p->m->s == o->m->s && p->m->atoms == o->m->atoms;
+            seen = p->d == o->d && p->s == o->s && p->atoms == o->atoms;
         }
         if (!seen) SKV_CHECK(encode_kind(g, k, err));
     }
@@ -331,7 +352,8 @@ subkv_status skv_gpu_csr_launch_codes(skv_gpu *g, skv_err *err) {
 void skv_gpu_csr_discard_codes(skv_gpu *g) {
     skv_gpu_csr *gc = g->csr;
     if (!gc) return;
-    for (size_t k = 0; k < gc->nops; k++) gc->ops[k].m->queued = 0;
+    for (size_t k = 0; k < gc->nops; k++)
+        if (gc->ops[k].m) gc->ops[k].m->queued = 0;
     gc->nops = gc->hin_used = gc->codes_used = 0;
     gc->launched = 0;
 }
@@ -344,10 +366,10 @@ subkv_status skv_gpu_csr_finish_codes(skv_gpu *g, skv_err *err) {
     for (size_t k = 0; k < gc->nops && st == SKV_OK; k++) {
         code_op *o = &gc->ops[k];
         const uint16_t *ix = gc->hcodes + o->code_off;
-        const size_t row = 2 * (size_t)o->m->s;
+        const size_t row = 2 * (size_t)o->s;
         st = skv_csr_append_codes(o->sketch, o->K, o->V, o->n, (int)o->d, ix, ix + o->rows * row,
                                   o->rows, err);
-        if (st == SKV_OK) { /* the encode wrote these rows of the mirror: nothing to upload */
+        if (st == SKV_OK && o->m) { /* the encode wrote these rows of the mirror: no upload */
             o->m->ncodes = o->first + o->rows;
             o->m->gpu_coded += o->rows;
         }

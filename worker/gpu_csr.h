@@ -36,7 +36,9 @@
  * syncs and appends the tokens to each CPU sketch with those codes (skv_csr_append_codes:
  * the state a plain append gives, bit for bit, since the GPU codes equal skv_mp_encode's),
  * so the CPU sketch stays authoritative (checkpoints, CPU attends) and is whole before
- * anything reads it. A failed request leaves the queued sketches unappended.
+ * anything reads it. A failed request leaves the queued sketches unappended. Sketches
+ * whose attend stays on the CPU (pre-rotary: their keys are turned back by R(-p) on the
+ * host before the upload; f32 storage) are coded the same way, into the staging only.
  */
 #ifndef SUBKV_GPU_CSR_H
 #define SUBKV_GPU_CSR_H
@@ -52,8 +54,9 @@ int skv_gpu_csr_eligible(skv_gpu *gpu, const skv_sketch *s);
 /* Bring *m (created on first use) up to date with csr sketch s: new codes, changed exact
  * rows, the dictionary on first use. Uploads are queued on the context's stream. */
 subkv_status skv_gpu_csr_refresh(skv_gpu *g, const skv_sketch *s, skv_csr_mirror **m, skv_err *err);
-/* Does the worker code this sketch's appends on the GPU (a csr sketch skv_gpu_eligible
- * takes)? */
+/* Does the worker code this sketch's appends on the GPU? Every csr sketch of head_dim 64 or
+ * 128: those skv_gpu_eligible takes into their mirrors, the others (pre-rotary keys, f32
+ * storage), whose attend stays on the CPU, through the staging only. */
 int skv_gpu_csr_codes_here(skv_gpu *gpu, const skv_sketch *s);
 /* Queue the append of n tokens (host K then V rows of d, valid until the finish) to the csr
  * sketch of te (skv_gpu_csr_codes_here) with its coding on the GPU. Checks the append as
