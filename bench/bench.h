@@ -60,7 +60,8 @@ int bench_gpu_refresh(int argc, char **argv);
 /* bench/multigpu.c: `subkv-bench multigpu` (under mpirun, one rank per GPU; issue 8) */
 int bench_multigpu(int argc, char **argv);
 /* bench/gpu_csr_worker.c: the worker-level csr step (codes upload + attend through
- * worker/gpu_csr.c) at `context` tokens, 8 x batch sketches; one table (part of gpu-csr). */
+ * worker/gpu_csr.c) at `context` tokens, 8 x batch sketches, the new tokens coded on the CPU
+ * and then on the GPU; one table (part of gpu-csr). */
 int bench_gpu_csr_worker(size_t context, size_t batch, FILE *csv);
 
 #endif /* SUBKV_BENCH_H */

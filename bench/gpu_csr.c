@@ -122,7 +122,9 @@ static int encode_row(skv_cuda_ctx *cc, size_t batch, int s, int atoms, FILE *cs
                                          D + ab,
                                          D + ab + ab / 2,
                                          ci,
-                                         ci + n * 2 * s};
+                                         ci + n * 2 * s,
+                                         NULL,
+                                         NULL};
     }
     double t[10];
     for (int i = 0; !rc && i < 12; i++) {
@@ -225,12 +227,12 @@ int bench_gpu_csr_table(skv_cuda_ctx *ctx, const size_t *ctxs, int nc, const siz
 
 static const char usage[] =
     "usage: subkv-bench gpu-csr [--contexts N,...] [--batches B,...] [--worker-context N] "
-    "[--csv FILE]\n"
-    "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --csv "
+    "[--worker-batch B] [--csv FILE]\n"
+    "Defaults: --contexts 32K,128K --batches 1,8 --worker-context 4096 --worker-batch 1 --csv "
     "build/bench-gpu-csr.csv\n"
     "The CSR attend (s = 8, 16; N = 1024, 4096 atoms) vs the exact attend, the GPU encoder, "
-    "then the worker-level csr step at batch 1 (--worker-context 0 skips it; its CPU prefill "
-    "codes 8 x N tokens).\n";
+    "then the worker-level csr step (8 x B sketches), coding on the CPU and on the GPU "
+    "(--worker-context 0 skips it; its CPU prefill codes 8 x B x N tokens).\n";
 
 int bench_gpu_csr(int argc, char **argv) {
     bench_gpu_opts o = {.ctxs = {32768, 131072},
@@ -238,15 +240,20 @@ int bench_gpu_csr(int argc, char **argv) {
                         .nc = 2,
                         .nb = 2,
                         .csv = "build/bench-gpu-csr.csv"};
-    size_t wctx = 4096;
-    const bench_size_opt extra[] = {{"--worker-context", &wctx}};
-    const int stop = bench_gpu_start("gpu-csr", usage, argc, argv, &o, extra, 1);
+    size_t wctx = 4096, wbatch = 1;
+    const bench_size_opt extra[] = {{"--worker-context", &wctx}, {"--worker-batch", &wbatch}};
+    const int stop = bench_gpu_start("gpu-csr", usage, argc, argv, &o, extra, 2);
     if (stop >= 0) return stop;
+    if (wbatch < 1 || wbatch > 4096) {
+        fprintf(stderr, "subkv-bench gpu-csr: --worker-batch %zu outside [1, 4096]\n", wbatch);
+        skv_cuda_ctx_destroy(o.ctx);
+        return 2;
+    }
     skv_cuda_ctx *ctx = o.ctx;
     printf("# subkv-bench gpu-csr on %s\n", o.desc);
     FILE *csv = fopen(o.csv, "w");
     int rc = bench_gpu_csr_table(ctx, o.ctxs, o.nc, o.batches, o.nb, csv);
-    if (!rc && wctx) rc = bench_gpu_csr_worker(wctx, 1, csv);
+    if (!rc && wctx) rc = bench_gpu_csr_worker(wctx, wbatch, csv);
     if (csv) fclose(csv);
     skv_cuda_ctx_destroy(ctx);
     return rc;

@@ -26,6 +26,48 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* One run of W_STEPS decode steps over the sketches (coding on the GPU with gpu_code):
+ * medians over steps 1.. (step 0 may make the mirrors) of the append and skv_gpu_finish
+ * (seconds) and the bytes uploaded per step. */
+static int run_steps(skv_gpu *gpu, skv_sketch **sk, skv_table_entry *te, skv_gpu_item *items,
+                     size_t ns, synth_rng *r, float *K, float *V, float *Q, int gpu_code,
+                     double *app, double *fin, double *per_step) {
+    double t_app[W_STEPS], t_fin[W_STEPS];
+    uint64_t up0 = 0, up1 = 0;
+    skv_err err = {0};
+    int rc = 0;
+    for (int step = 0; !rc && step < W_STEPS; step++) {
+        synth_fill_normal(r, K, W_HD, 1.0f);
+        synth_fill_normal(r, V, W_HD, 1.0f);
+        synth_fill_normal(r, Q, ns * W_GQ * W_HD, 1.0f);
+        const double t0 = bench_now_s();
+        for (size_t i = 0; !rc && i < ns; i++)
+            rc = gpu_code
+                     ? bench_fail(skv_gpu_csr_append(gpu, &te[i], K, V, 1, &err), &err,
+                                  "GPU-coded append")
+                     : bench_fail(skv_sketch_append(sk[i], K, V, 1, W_HD, &err), &err, "append");
+        if (!rc && gpu_code)
+            rc = bench_fail(skv_gpu_csr_finish_codes(gpu, &err), &err, "GPU coding");
+        const double t1 = bench_now_s();
+        if (!rc) rc = bench_fail(skv_gpu_finish(gpu, items, ns, W_HD, W_GQ, &err), &err, "finish");
+        t_app[step] = t1 - t0, t_fin[step] = bench_now_s() - t1;
+        uint64_t up = 0;
+        for (size_t i = 0; !rc && i < ns; i++) {
+            skv_gpu_csr_stats st;
+            skv_gpu_csr_mirror_stats(skv_mirror_csr(te[i].mirror), &st);
+            up += st.uploaded_bytes;
+        }
+        if (step == 0) up0 = up; /* the first step may upload everything */
+        up1 = up;
+    }
+    if (rc) return rc;
+    qsort(t_app + 1, W_STEPS - 1, sizeof(double), cmp_double);
+    qsort(t_fin + 1, W_STEPS - 1, sizeof(double), cmp_double);
+    *app = t_app[1 + (W_STEPS - 1) / 2], *fin = t_fin[1 + (W_STEPS - 1) / 2];
+    *per_step = (double)(up1 - up0) / (W_STEPS - 1);
+    return 0;
+}
+
 int bench_gpu_csr_worker(size_t context, size_t batch, FILE *csv) {
     const size_t ns = W_KVH * batch, qn = W_GQ * W_HD, on = W_GQ * (W_HD + 2);
     skv_err err = {0};
@@ -58,52 +100,38 @@ int bench_gpu_csr_worker(size_t context, size_t batch, FILE *csv) {
         te[i] = (skv_table_entry){.sketch = sk[i]};
         items[i] = (skv_gpu_item){.entry = &te[i], .q = Q + i * qn, .out = out + i * on};
     }
-    double t_app[W_STEPS], t_fin[W_STEPS];
-    uint64_t up0 = 0, up1 = 0;
-    for (int step = 0; !rc && step < W_STEPS; step++) {
-        synth_fill_normal(&r, K, W_HD, 1.0f);
-        synth_fill_normal(&r, V, W_HD, 1.0f);
-        synth_fill_normal(&r, Q, ns * qn, 1.0f);
-        const double t0 = bench_now_s();
-        for (size_t i = 0; !rc && i < ns; i++)
-            rc = bench_fail(skv_sketch_append(sk[i], K, V, 1, W_HD, &err), &err, "append");
-        const double t1 = bench_now_s();
-        if (!rc) rc = bench_fail(skv_gpu_finish(&gpu, items, ns, W_HD, W_GQ, &err), &err, "finish");
-        t_app[step] = t1 - t0, t_fin[step] = bench_now_s() - t1;
-        uint64_t up = 0;
-        for (size_t i = 0; !rc && i < ns; i++) {
-            skv_gpu_csr_stats st;
-            skv_gpu_csr_mirror_stats(skv_mirror_csr(te[i].mirror), &st);
-            up += st.uploaded_bytes;
-        }
-        if (step == 0) up0 = up; /* the first step uploads everything */
-        up1 = up;
-    }
+    double app[2] = {0}, fin[2] = {0}, up[2] = {0};
+    for (int gc = 0; !rc && gc < 2; gc++) /* CPU coding, then GPU coding */
+        rc = run_steps(&gpu, sk, te, items, ns, &r, K, V, Q, gc, &app[gc], &fin[gc], &up[gc]);
     if (!rc) {
         skv_gpu_csr_stats st;
         size_t dev = 0;
+        uint64_t gpu_coded = 0;
         for (size_t i = 0; i < ns; i++) {
             skv_gpu_csr_mirror_stats(skv_mirror_csr(te[i].mirror), &st);
             dev += st.device_bytes;
+            gpu_coded += st.gpu_coded;
         }
-        /* steps 1.. (step 0 made the mirrors) */
-        qsort(t_app + 1, W_STEPS - 1, sizeof(double), cmp_double);
-        qsort(t_fin + 1, W_STEPS - 1, sizeof(double), cmp_double);
-        const double app = t_app[1 + (W_STEPS - 1) / 2], fin = t_fin[1 + (W_STEPS - 1) / 2];
-        const double per_step = (double)(up1 - up0) / (W_STEPS - 1);
-        const double tokens = (double)context + W_STEPS, rows = (double)ns * tokens * 2 * W_HD * 2;
+        const double tokens = (double)context + 2 * W_STEPS,
+                     rows = (double)ns * tokens * 2 * W_HD * 2;
         printf("# worker-level csr step (worker/gpu_csr.c): %zu csr sketches (%d kv heads x batch "
-               "%zu) of %zu tokens, d %d f16, s %d, N %d; one token appended to each, then "
-               "skv_gpu_finish (upload of new codes + changed exact rows, exact + CSR attend, "
-               "sync, merge); medians of %d steps\n",
-               ns, W_KVH, batch, context, W_HD, W_S, W_ATOMS, W_STEPS - 1);
-        printf("# %5s %8s | %9s %9s | %10s %12s | %10s %10s\n", "batch", "context", "append_ms",
-               "finish_ms", "up_B/step", "decoded_B", "device_MB", "exact_MB");
-        printf("  %5zu %8zu | %9.3f %9.3f | %10.0f %12.0f | %10.2f %10.2f\n", batch, context,
-               app * 1e3, fin * 1e3, per_step, rows, (double)dev / 1e6, rows / 1e6);
-        if (csv)
-            fprintf(csv, "csr_worker,%zu,%zu,%.6f,%.6f,%.0f,%.0f,%zu\n", batch, context, app, fin,
-                    per_step, rows, dev);
+               "%zu) of %zu tokens, d %d f16, s %d, N %d; one token appended to each (the token "
+               "leaving the window coded on the CPU, then on the GPU: %llu tokens GPU-coded), "
+               "then skv_gpu_finish (upload of new codes + changed exact rows, exact + CSR "
+               "attend, sync, merge); medians of %d steps each\n",
+               ns, W_KVH, batch, context, W_HD, W_S, W_ATOMS, (unsigned long long)gpu_coded,
+               W_STEPS - 1);
+        printf("# %5s %8s %6s | %9s %9s | %10s %12s | %10s %10s\n", "batch", "context", "coding",
+               "append_ms", "finish_ms", "up_B/step", "decoded_B", "device_MB", "exact_MB");
+        for (int gc = 0; gc < 2; gc++) {
+            printf("  %5zu %8zu %6s | %9.3f %9.3f | %10.0f %12.0f | %10.2f %10.2f\n", batch,
+                   context, gc ? "gpu" : "cpu", app[gc] * 1e3, fin[gc] * 1e3, up[gc], rows,
+                   (double)dev / 1e6, rows / 1e6);
+            if (csv)
+                fprintf(csv, "%s,%zu,%zu,%.6f,%.6f,%.0f,%.0f,%zu\n",
+                        gc ? "csr_worker_gpucode" : "csr_worker", batch, context, app[gc], fin[gc],
+                        up[gc], rows, dev);
+        }
     }
     for (size_t i = 0; te && i < ns; i++) skv_mirror_free(te[i].mirror);
     skv_gpu_fini(&gpu);

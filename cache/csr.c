@@ -17,7 +17,10 @@
  * codes and the exact rows append-only (skv_csr_parts_from, worker/gpu_csr.c) and the code
  * kernel (cuda/csr_attend.cu) forms the scores and outputs from indices and coefficients,
  * reproducing csr_decode below in float32 (without the storage rounding of the rows here);
- * this file is its reference. Pre-rotary codes stay on the CPU attend there.
+ * this file is its reference. Pre-rotary codes stay on the CPU attend there. The GPU worker
+ * also codes the tokens on the device: skv_csr_code_inputs lists the rows an append codes
+ * (the ones it pushes out of the window, not the ones it brings), cuda/csr_encode.cu codes
+ * them bit for bit as csr_encode would, and skv_csr_append_codes appends with those codes.
  *
  * Memory: bytes() counts the sinks, the window and the code arrays (grown x1.5 like exact's
  * rows, never past max_tokens); the dictionary is shared by every sketch of the process and
@@ -228,24 +231,114 @@ static void csr_decode(const csr_impl *im, int d, size_t row, float *k, float *v
     skv_mp_decode(im->dv[1], h, ix + s + s0, cf + s + s0, s1, v + h);
 }
 
-static subkv_status csr_append(skv_sketch *s, const float *K, const float *V, size_t n,
-                               skv_err *err) {
+/* Coded tokens after an append of n: every token is held, exact or coded, so the codes hold
+ * what the sinks and the window cannot. */
+static uint64_t coded_after(const skv_sketch *s, const csr_impl *im, size_t n) {
+    const uint64_t total = s->tokens_seen + n, exact = (uint64_t)im->sw.sinks + im->sw.window;
+    return total > exact ? total - exact : 0;
+}
+
+/* The append: each token that leaves the exact part is coded here, or (idx, coef not NULL)
+ * takes the next of the given code rows. */
+static subkv_status csr_push(skv_sketch *s, const float *K, const float *V, size_t n,
+                             const uint16_t *idx, const uint16_t *coef, skv_err *err) {
     csr_impl *im = s->impl;
     const int d = s->cfg.head_dim;
-    /* every token is held, exact or coded: after this append the codes hold what the sinks
-     * and the window cannot */
-    const uint64_t total = s->tokens_seen + n, exact = (uint64_t)im->sw.sinks + im->sw.window;
-    const uint64_t coded = total > exact ? total - exact : 0;
+    const uint64_t coded = coded_after(s, im, n);
     if (s->cfg.max_tokens && coded > s->cfg.max_tokens)
         return skv_set_error(err, SKV_ERR_BUDGET,
                              "append of %zu tokens exceeds the budget: %zu of %llu coded tokens "
                              "held",
                              n, im->n, (unsigned long long)s->cfg.max_tokens);
     SKV_CHECK(csr_reserve(s, im, (size_t)coded, err));
+    const size_t row = 2 * (size_t)im->s, first = im->n;
     float kd[SKV_MAX_HEAD_DIM], vd[SKV_MAX_HEAD_DIM];
-    for (size_t i = 0; i < n; i++)
-        if (skv_sinkwin_push(&im->sw, K + i * (size_t)d, V + i * (size_t)d, kd, vd))
+    for (size_t i = 0; i < n; i++) {
+        if (!skv_sinkwin_push(&im->sw, K + i * (size_t)d, V + i * (size_t)d, kd, vd)) continue;
+        if (idx) {
+            const size_t j = im->n - first;
+            memcpy(im->idx + im->n * row, idx + j * row, row * sizeof(uint16_t));
+            memcpy(im->coef + im->n * row, coef + j * row, row * sizeof(uint16_t));
+            im->n++;
+        } else {
             csr_encode(im, d, kd, vd, im->n++);
+        }
+    }
+    return SKV_OK;
+}
+
+static subkv_status csr_append(skv_sketch *s, const float *K, const float *V, size_t n,
+                               skv_err *err) {
+    return csr_push(s, K, V, n, NULL, NULL, err);
+}
+
+subkv_status skv_csr_code_inputs(const skv_sketch *s, const float *K, const float *V, size_t n,
+                                 float *kin, float *vin, size_t *m, skv_err *err) {
+    if (!s || s->ops != &skv_policy_csr_ops || !s->impl || !m)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "skv_csr_code_inputs: not a csr sketch");
+    const csr_impl *im = s->impl;
+    const skv_sinkwin *sw = &im->sw;
+    const uint64_t coded = coded_after(s, im, n);
+    *m = coded > im->n ? (size_t)(coded - im->n) : 0;
+    if (!kin || !vin || !*m) return SKV_OK;
+    const int d = s->cfg.head_dim;
+    /* the tokens that reach the window (or, without one, the codes) come after the free sinks */
+    const size_t to_sinks =
+        sw->nsinks < (size_t)sw->sinks
+            ? ((size_t)sw->sinks - sw->nsinks < n ? (size_t)sw->sinks - sw->nsinks : n)
+            : 0;
+    /* the window pushes out the oldest of [its wfill rows oldest first, the new tokens]: the
+     * first *m of that queue; a new token is read back as its window row was stored */
+    const size_t oldest =
+        sw->window ? (sw->whead + (size_t)sw->window - sw->wfill) % (size_t)sw->window : 0;
+    float kb[SKV_MAX_HEAD_DIM], vb[SKV_MAX_HEAD_DIM]; /* one row of the dtype, each */
+    skv_rows tk = {s->cfg.dtype, d, 1, kb}, tv = {s->cfg.dtype, d, 1, vb};
+    for (size_t j = 0; j < *m; j++) {
+        float *k = kin + j * (size_t)d, *v = vin + j * (size_t)d;
+        if (sw->window && j < sw->wfill) {
+            const size_t slot = (oldest + j) % (size_t)sw->window;
+            skv_rows_get(&sw->wk, slot, k);
+            skv_rows_get(&sw->wv, slot, v);
+        } else {
+            const size_t t = to_sinks + (sw->window ? j - sw->wfill : j);
+            const float *kt = K + t * (size_t)d, *vt = V + t * (size_t)d;
+            if (sw->window) { /* through the window: stored in the dtype, read back */
+                skv_rows_put(&tk, 0, kt), skv_rows_get(&tk, 0, k);
+                skv_rows_put(&tv, 0, vt), skv_rows_get(&tv, 0, v);
+            } else { /* passes straight through as given */
+                memcpy(k, kt, (size_t)d * sizeof(float));
+                memcpy(v, vt, (size_t)d * sizeof(float));
+            }
+        }
+        if (im->inv_freq) rope_rotate(im->inv_freq, d, row_pos(im, im->n + j), -1.0, k);
+    }
+    return SKV_OK;
+}
+
+subkv_status skv_csr_append_codes(skv_sketch *s, const float *K, const float *V, size_t n, int d,
+                                  const uint16_t *idx, const uint16_t *coef, size_t m,
+                                  skv_err *err) {
+    if (!s || s->ops != &skv_policy_csr_ops || !s->impl)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "skv_csr_append_codes: not a csr sketch");
+    SKV_CHECK(skv_sketch_check_append(s, K, V, n, d, err));
+    const csr_impl *im = s->impl;
+    size_t want = 0;
+    SKV_CHECK(skv_csr_code_inputs(s, K, V, n, NULL, NULL, &want, err));
+    if (m != want)
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "skv_csr_append_codes: %zu code rows given, the append codes %zu", m,
+                             want);
+    if (m && (!idx || !coef))
+        return skv_set_error(err, SKV_ERR_INVALID_ARG, "skv_csr_append_codes: NULL codes");
+    for (size_t i = 0; i < m * 2 * (size_t)im->s; i++) {
+        if (idx[i] >= (uint32_t)im->atoms)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "code %zu: atom index %u >= %d atoms", i,
+                                 idx[i], im->atoms);
+        if ((coef[i] & 0x7c00u) == 0x7c00u)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG, "code %zu: non-finite coefficient", i);
+    }
+    SKV_CHECK(csr_push(s, K, V, n, m ? idx : NULL, m ? coef : NULL, err));
+    s->tokens_seen += n;
     return SKV_OK;
 }
 

@@ -208,8 +208,8 @@ static subkv_status check_finite(const float *x, size_t count, const char *what,
     return SKV_OK;
 }
 
-subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, size_t n, int d,
-                               skv_err *err) {
+subkv_status skv_sketch_check_append(const skv_sketch *s, const float *K, const float *V, size_t n,
+                                     int d, skv_err *err) {
     if (!s || !K || !V) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL sketch, K or V");
     if (n == 0) return skv_set_error(err, SKV_ERR_EMPTY, "append of 0 tokens");
     if (d != s->cfg.head_dim)
@@ -217,7 +217,12 @@ subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, si
     if (n > SIZE_MAX / (size_t)d / sizeof(float))
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "n = %zu tokens overflows", n);
     SKV_CHECK(check_finite(K, n * (size_t)d, "K", err));
-    SKV_CHECK(check_finite(V, n * (size_t)d, "V", err));
+    return check_finite(V, n * (size_t)d, "V", err);
+}
+
+subkv_status skv_sketch_append(skv_sketch *s, const float *K, const float *V, size_t n, int d,
+                               skv_err *err) {
+    SKV_CHECK(skv_sketch_check_append(s, K, V, n, d, err));
     SKV_CHECK(s->ops->append(s, K, V, n, err));
     s->tokens_seen += n;
     return SKV_OK;

@@ -155,6 +155,33 @@ void skv_entries_attend(const skv_entries *e, const float *qs, skv_partial *out)
 subkv_status skv_csr_codes(const skv_sketch *s, const uint16_t **idx, const uint16_t **coef,
                            size_t *n, skv_err *err);
 
+/*
+ * Coding an append elsewhere (the GPU worker, worker/gpu_csr.c). csr codes a token when it
+ * leaves the exact part, not when it arrives: with a window, an append of n tokens codes
+ * the oldest window rows it pushes out (rows stored earlier, or this append's own tokens
+ * once they pass through the window), each read back from the window in the sketch's dtype;
+ * without one, every token past the sinks as given. skv_csr_code_inputs says which: *m
+ * (<= n) tokens, and with kin/vin (room for *m rows of d floats each) the float32 rows
+ * csr_append would hand to skv_mp_encode, in coding order: the key as coded (pre-rotary
+ * codes: already turned back by R(-p) at its row's position), the value as is. Changes
+ * nothing. SKV_ERR_INVALID_ARG for another policy.
+ */
+subkv_status skv_csr_code_inputs(const skv_sketch *s, const float *K, const float *V, size_t n,
+                                 float *kin, float *vin, size_t *m, skv_err *err);
+/*
+ * skv_sketch_append(s, K, V, n, d) with the m codes of those rows given (m rows of 2 s atom
+ * indices and float16 coefficients each in csr's layout, as skv_mp_encode writes them for
+ * skv_csr_code_inputs' rows: key s pairs, then value halves ceil(s/2) and floor(s/2)): the
+ * sinks and the window take their rows from K and V as in a plain append, the coded rows
+ * are copied instead of coded. With the codes skv_mp_encode gives, the sketch ends exactly
+ * (checkpoint bytes) as after skv_sketch_append. Checks what skv_sketch_append checks, that
+ * m is the append's count, that every index is < atoms and every coefficient finite, before
+ * changing anything; SKV_ERR_INVALID_ARG for another policy or a wrong m.
+ */
+subkv_status skv_csr_append_codes(skv_sketch *s, const float *K, const float *V, size_t n, int d,
+                                  const uint16_t *idx, const uint16_t *coef, size_t m,
+                                  skv_err *err);
+
 struct skv_sinkwin;
 /* A csr sketch as the GPU worker mirrors it (worker/gpu_csr.c), borrowed like
  * skv_csr_codes: the exact part (sinks and window ring as stored, rows in the sketch's
@@ -310,6 +337,10 @@ subkv_status skv_rkv_sub_full_step(skv_sketch *sub, const skv_sketch *owner,
  * caller attends rows [0, n) of skv_rkv_full_rows, scores them and calls skv_rkv_apply. Until
  * then the step stays due (nothing else changed), so a failed device step is retried. */
 subkv_status skv_rkv_plan(skv_sketch *s, const float *Q, int g, int *full, skv_err *err);
+/* skv_sketch_append's checks of its arguments (NULL, n >= 1, head_dim, overflow, finite K and
+ * V), for appends that take another way in (skv_csr_append_codes). */
+subkv_status skv_sketch_check_append(const skv_sketch *s, const float *K, const float *V, size_t n,
+                                     int d, skv_err *err);
 /* skv_sketch_attend's checks of its arguments (NULL, group size, head_dim, finite queries). */
 subkv_status skv_sketch_check_attend(const skv_sketch *s, const float *Q, int g, int d,
                                      skv_err *err);

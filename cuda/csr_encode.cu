@@ -100,6 +100,10 @@ __global__ void __launch_bounds__(kThreads)
                 const size_t at = (t0 + (uint64_t)lane) * row2s + (size_t)(col + step);
                 job.idx[at] = (uint16_t)I;
                 job.coef[at] = __half_as_ushort(hq);
+                if (job.idx2) { /* the optional second copy (both or neither: checked) */
+                    job.idx2[at] = (uint16_t)I;
+                    job.coef2[at] = __half_as_ushort(hq);
+                }
             }
         }
         __syncthreads();
@@ -131,6 +135,9 @@ extern "C" subkv_status skv_csr_cuda_encode(skv_cuda_ctx *c, const skv_csr_cuda_
         if (jb->n && (!jb->k || !jb->v || !jb->dk || !jb->dv0 || !jb->dv1 || !jb->idx || !jb->coef))
             return skv_set_error(err, SKV_ERR_INVALID_ARG, "CSR encode: job %d has a NULL array",
                                  j);
+        if (!jb->idx2 != !jb->coef2)
+            return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                                 "CSR encode: job %d has one of idx2, coef2 (both or neither)", j);
         maxn = std::max(maxn, jb->n);
     }
     const uint64_t blocks = (maxn + kEncT - 1) / kEncT;

@@ -82,15 +82,19 @@ subkv_status skv_csr_cuda_time_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *j
  * per token in cache/csr.c (key: s atoms over Dk; value halves: ceil(s/2) and floor(s/2)
  * atoms over Dv0, Dv1). The arithmetic repeats skv_mp_encode's float for float (its 8-lane
  * dot products, unfused multiplies and adds, round-to-nearest-even float16 with saturation,
- * the lowest index on ties), so the codes equal the CPU's bit for bit.
+ * the lowest index on ties), so the codes equal the CPU's bit for bit. A job may ask for a
+ * second copy of its codes (idx2, coef2: the same layout), so that a caller coding straight
+ * into per-sketch device arrays also gets every job's codes in one staging buffer to download
+ * at once (worker/gpu_csr.c).
  */
 typedef struct skv_csr_cuda_enc_job {
-    const float *k, *v;   /* device: n rows of d floats each                       */
-    uint64_t n;           /* tokens to code (0: nothing)                           */
-    const float *dk;      /* device: key atoms [atoms][d]                          */
-    const float *dv0;     /* device: value half 0 atoms [atoms][d/2]               */
-    const float *dv1;     /* device: value half 1 atoms [atoms][d/2]               */
-    uint16_t *idx, *coef; /* device out: n rows of 2s indices / float16 coefficients */
+    const float *k, *v;     /* device: n rows of d floats each                       */
+    uint64_t n;             /* tokens to code (0: nothing)                           */
+    const float *dk;        /* device: key atoms [atoms][d]                          */
+    const float *dv0;       /* device: value half 0 atoms [atoms][d/2]               */
+    const float *dv1;       /* device: value half 1 atoms [atoms][d/2]               */
+    uint16_t *idx, *coef;   /* device out: n rows of 2s indices / float16 coefficients */
+    uint16_t *idx2, *coef2; /* device out, optional (both or neither): the same again */
 } skv_csr_cuda_enc_job;
 
 /* Enqueue the encoding of jobs[njobs] (host array; all share d in {64, 128}, s in [2, d],

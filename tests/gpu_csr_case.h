@@ -15,6 +15,11 @@
  * when nothing was appended; the device holds codes (well under exact's bytes); each
  * dictionary group is uploaded once however many sketches share it; pre-rotary csr is not
  * taken by the GPU.
+ * With gpu_code, the csr sketches' appends go through the worker's GPU coding instead
+ * (skv_gpu_csr_append, one batch per step, one sketch queued twice at one step) and each
+ * is checked against a twin appended on the CPU: checkpoint bytes equal after every step,
+ * the mirror's device codes equal the CPU sketch's, every token coded since the prefill
+ * was coded on the GPU.
  */
 #ifndef SUBKV_GPU_CSR_CASE_H
 #define SUBKV_GPU_CSR_CASE_H
@@ -34,9 +39,40 @@ typedef struct sk_spec {
     size_t prefill;
 } sk_spec;
 
-static void worker_case(int d, int g, skv_dtype dt) {
+/* The checks of a GPU-coded csr sketch after a step: its checkpoint equals its CPU-coded
+ * twin's, its mirror's device codes equal its own, and the tokens coded since the prefill
+ * (coded0 of them then) were all coded on the GPU. */
+static void gpu_coded_check(const char *name, int step, int i, const skv_sketch *s,
+                            const skv_sketch *twin, const skv_csr_mirror *m, size_t coded0) {
+    skv_buf a = tu_save(s), b = tu_save(twin);
+    if (!tu_bufs_equal(&a, &b))
+        fail_msg("%s step %d item %d: the GPU-coded sketch's checkpoint differs from its "
+                 "CPU-coded twin's",
+                 name, step, i);
+    skv_buf_free(&a), skv_buf_free(&b);
+    skv_err err = {0};
+    const uint16_t *idx = NULL, *coef = NULL;
+    size_t n = 0;
+    TU_OK(skv_csr_codes(s, &idx, &coef, &n, &err), &err);
+    skv_gpu_csr_stats st;
+    skv_gpu_csr_mirror_stats(m, &st);
+    assert_int_equal(st.codes, n);
+    assert_int_equal(st.gpu_coded, n - coded0);
+    const size_t cb = n * 2 * (size_t)skv_sketch_config(s)->sparsity * sizeof(uint16_t);
+    uint16_t *got = tu_malloc(cb + 2);
+    if (cb) {
+        TU_OK(skv_cuda_download(got, st.dev_idx, cb, &err), &err);
+        assert_memory_equal(got, idx, cb);
+        TU_OK(skv_cuda_download(got, st.dev_coef, cb, &err), &err);
+        assert_memory_equal(got, coef, cb);
+    }
+    free(got);
+}
+
+static void worker_case(int d, int g, skv_dtype dt, int gpu_code) {
     char name[64];
-    snprintf(name, sizeof name, "worker csr d%d g%d %s", d, g, skv_dtype_name(dt));
+    snprintf(name, sizeof name, "worker csr d%d g%d %s%s", d, g, skv_dtype_name(dt),
+             gpu_code ? " gpu-coded" : "");
     synth_rng r;
     tu_rng_for(&r, name);
     const int NA = 256, NB = 100;
@@ -49,7 +85,8 @@ static void worker_case(int d, int g, skv_dtype dt) {
         {0, 1, 8, 4, 16, 2000}, /* group 1 */
         {1, 0, 3, 0, 5, 700},   /* set B, another (s, atoms): a second launch */
     };
-    skv_sketch *sk[NS];
+    skv_sketch *sk[NS], *twin[NS] = {0};
+    size_t coded0[NS] = {0};
     skv_table_entry te[NS];
     skv_gpu_item items[NS];
     skv_gpu G;
@@ -73,6 +110,13 @@ static void worker_case(int d, int g, skv_dtype dt) {
         sk[i] = tu_create(&c);
         const size_t pre = i < NS - 1 ? spec[i].prefill : 200;
         if (pre) tu_append(sk[i], K, V, pre, d);
+        if (gpu_code && i < NS - 1) { /* the CPU-coded twin */
+            twin[i] = tu_create(&c);
+            if (pre) tu_append(twin[i], K, V, pre, d);
+            skv_stats ss;
+            skv_sketch_stats(sk[i], &ss);
+            coded0[i] = ss.tokens_seen - ss.tokens_held;
+        }
         te[i] = (skv_table_entry){.sketch = sk[i]};
         items[i] = (skv_gpu_item){.entry = &te[i], .q = Q + i * qn, .out = out + i * on};
         assert_true(skv_gpu_eligible(&G, sk[i], g));
@@ -84,7 +128,26 @@ static void worker_case(int d, int g, skv_dtype dt) {
         size_t added[NS] = {0};
         for (int i = 0; step > 0 && i < NS; i++) { /* step 3 appends nothing: a pure re-attend */
             added[i] = step == 3 ? 0 : tu_rand_range(&r, 1, step % 2 ? 40 : 2);
-            if (added[i]) tu_append(sk[i], K + (size_t)(100 * step) * d, V, added[i], d);
+            const float *Ks = K + (size_t)(100 * step) * d;
+            if (!added[i]) continue;
+            if (!twin[i]) {
+                tu_append(sk[i], Ks, V, added[i], d);
+                continue;
+            }
+            TU_OK(skv_gpu_csr_append(&G, &te[i], Ks, V, added[i], &err), &err);
+            tu_append(twin[i], Ks, V, added[i], d);
+            if (i == 0 && step == 5) { /* queued twice: the first lands first */
+                const size_t more = tu_rand_range(&r, 1, 30);
+                TU_OK(skv_gpu_csr_append(&G, &te[i], Ks + 50 * (size_t)d, V + 60 * (size_t)d, more,
+                                         &err),
+                      &err);
+                tu_append(twin[i], Ks + 50 * (size_t)d, V + 60 * (size_t)d, more, d);
+                added[i] += more;
+            }
+        }
+        if (gpu_code) {
+            TU_OK(skv_gpu_csr_launch_codes(&G, &err), &err);
+            TU_OK(skv_gpu_csr_finish_codes(&G, &err), &err);
         }
         synth_fill_normal(&r, Q, NS * qn, 1.5f);
         for (size_t k = 0; k < NS * on; k++) out[k] = NAN; /* every output must be written */
@@ -106,6 +169,9 @@ static void worker_case(int d, int g, skv_dtype dt) {
                              name, step, i, h, er, ec);
             }
             if (i == NS - 1) continue;
+            if (twin[i])
+                gpu_coded_check(name, step, i, sk[i], twin[i], skv_mirror_csr(te[i].mirror),
+                                coded0[i]);
             skv_gpu_csr_stats st;
             skv_gpu_csr_mirror_stats(skv_mirror_csr(te[i].mirror), &st);
             skv_stats ss;
@@ -138,10 +204,58 @@ static void worker_case(int d, int g, skv_dtype dt) {
     for (int i = 0; i < NS; i++) {
         skv_mirror_free(te[i].mirror);
         skv_sketch_destroy(sk[i]);
+        skv_sketch_destroy(twin[i]);
     }
     skv_gpu_fini(&G);
     skv_dict_free(dicts[0]), skv_dict_free(dicts[1]);
     free(Q), free(out), free(want), free(ref), free(K), free(V);
+}
+
+/* A csr sketch the GPU does not attend (pre-rotary keys, or f32 rows) still has its appends
+ * coded on the GPU (skv_gpu_csr_append, through the staging only, no mirror): byte for byte
+ * its CPU-coded twin after every step. */
+static void unmirrored_case(int d, skv_dtype dt, float rope_base) {
+    char name[64];
+    snprintf(name, sizeof name, "unmirrored csr d%d %s rope %g", d, skv_dtype_name(dt),
+             (double)rope_base);
+    synth_rng r;
+    tu_rng_for(&r, name);
+    skv_dict *dict = csr_ref_dict(&r, d, 200, 1, 1,
+                                  rope_base > 0.0f ? SKV_KEYS_PRE_ROTARY : SKV_KEYS_POST_ROTARY);
+    skv_config c;
+    skv_config_default(&c, SKV_POLICY_CSR, d);
+    c.dict = dict, c.sparsity = 8, c.sinks = 3, c.window = 10, c.dtype = dt,
+    c.rope_base = rope_base;
+    skv_sketch *sk = tu_create(&c), *twin = tu_create(&c);
+    skv_table_entry te = {.sketch = sk};
+    skv_gpu G;
+    skv_err err = {0};
+    TU_OK(skv_gpu_init(&G, 0, &err), &err);
+    assert_false(skv_gpu_eligible(&G, sk, 1));
+    assert_true(skv_gpu_csr_codes_here(&G, sk));
+    float *K = NULL, *V = NULL;
+    tu_make_random_kv(&r, 1000, d, &K, &V);
+    size_t at = 0;
+    for (int step = 0; step < 8; step++) {
+        const size_t n = tu_rand_range(&r, 1, step % 2 ? 60 : 3);
+        TU_OK(skv_gpu_csr_append(&G, &te, K + at * d, V + at * d, n, &err), &err);
+        tu_append(twin, K + at * d, V + at * d, n, d);
+        at += n;
+        TU_OK(skv_gpu_csr_finish_codes(&G, &err), &err);
+        skv_buf a = tu_save(sk), b = tu_save(twin);
+        if (!tu_bufs_equal(&a, &b))
+            fail_msg("%s step %d: the GPU-coded sketch differs from its CPU-coded twin", name,
+                     step);
+        skv_buf_free(&a), skv_buf_free(&b);
+    }
+    assert_null(te.mirror); /* coded without a mirror */
+    skv_stats st;
+    skv_sketch_stats(sk, &st);
+    assert_true(st.tokens_seen - st.tokens_held > 0);
+    skv_gpu_fini(&G);
+    skv_sketch_destroy(sk), skv_sketch_destroy(twin);
+    skv_dict_free(dict);
+    free(K), free(V);
 }
 
 #endif /* SUBKV_GPU_CSR_CASE_H */

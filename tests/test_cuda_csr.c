@@ -381,7 +381,9 @@ static void encode_case(int d, int s, int atoms) {
                                          dv0,
                                          dv1,
                                          upload(NULL, cb),
-                                         upload(NULL, cb)};
+                                         upload(NULL, cb),
+                                         j % 2 ? upload(NULL, cb) : NULL, /* a second copy */
+                                         j % 2 ? upload(NULL, cb) : NULL};
         synth_stream_destroy(st);
         free(K), free(V);
     }
@@ -398,6 +400,15 @@ static void encode_case(int d, int s, int atoms) {
         for (size_t i = 0; i < n * 2 * (size_t)s; i++)
             if (gi[i] != want_i[j][i] || gc[i] != want_c[j][i])
                 if (diff++ == 0) first = i;
+        if (jobs[j].idx2) { /* the second copy equals the first */
+            uint16_t *g2 = tu_malloc(cb + 2);
+            TU_OK(skv_cuda_download(g2, jobs[j].idx2, cb, &err), &err);
+            assert_memory_equal(g2, gi, cb);
+            TU_OK(skv_cuda_download(g2, jobs[j].coef2, cb, &err), &err);
+            assert_memory_equal(g2, gc, cb);
+            free(g2);
+            skv_cuda_free(jobs[j].idx2), skv_cuda_free(jobs[j].coef2);
+        }
         if (diff)
             fail_msg("%s job %d (n=%zu): %zu of %zu pairs differ, first at token %zu pair %zu: "
                      "GPU (%u, %04x), CPU (%u, %04x)",

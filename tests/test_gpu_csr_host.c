@@ -1,16 +1,9 @@
 /*
  * test_gpu_csr_host.c — the GPU worker's csr path (worker/gpu_csr.c + gpu_attend.c) with the
- * CUDA calls emulated on the host, so its host side (which rows and codes go where, job
- * offsets, the split into exact and coded parts, the merge) is checked on any machine.
- *
- * This binary defines every function of cuda/skv_cuda.h and the attend of
- * cuda/skv_csr_cuda.h itself, so the linker takes these instead of the library's (no member
- * of it that defines them is pulled in): "device" memory is host memory, filled with 0xff
- * bytes (NaN as f16, bf16 and f32) when allocated so that a row or code the worker forgot to
- * upload poisons the answer; copies are immediate (the stream order is then trivially kept);
- * the two attends are float64 references with the kernels' contracts (argument checks,
- * partials {m, l, o}, empty jobs, out-of-range atom indices add nothing). The cases are
- * tests/gpu_csr_case.h's, as tests/test_gpu_csr.c runs them on a GPU.
+ * CUDA calls emulated on the host (tests/cuda_emu.h), so its host side (which rows and codes
+ * go where, job offsets, the split into exact and coded parts, the merge, the coding of new
+ * tokens on the "device" and their return to the CPU sketch) is checked on any machine. The
+ * cases are tests/gpu_csr_case.h's, as tests/test_gpu_csr.c runs them on a GPU.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,14 +14,7 @@
 
 #include "test_util.h"
 
-#include "skv_csr_cuda.h"
-#include "skv_cuda.h"
-
-/* ---- the emulated CUDA API ----------------------------------------------------------- */
-
-struct skv_cuda_ctx {
-    int launches; /* attends launched (exact and CSR) */
-};
+#include "cuda_emu.h"
 
 /* A request of the case: one exact attend (one dtype) and one CSR attend per (sparsity,
  * atoms) kind (two), whatever the number of csr items. */
@@ -39,204 +25,33 @@ struct skv_cuda_ctx {
     } while (0)
 #include "gpu_csr_case.h"
 
-#define EMU_NONE(err) skv_set_error((err), SKV_ERR_UNSUPPORTED, "not in the host emulation")
-
-subkv_status skv_cuda_ctx_create(skv_cuda_ctx **out, skv_err *err) {
-    *out = calloc(1, sizeof **out);
-    return *out ? SKV_OK : skv_set_error(err, SKV_ERR_NOMEM, "emulated context");
-}
-void skv_cuda_ctx_destroy(skv_cuda_ctx *c) { free(c); }
-void *skv_cuda_ctx_stream(skv_cuda_ctx *c) { return c; }
-subkv_status skv_cuda_sync(skv_cuda_ctx *c, skv_err *err) {
-    (void)c, (void)err;
-    return SKV_OK;
-}
-subkv_status skv_cuda_malloc(void **p, size_t bytes, skv_err *err) {
-    *p = malloc(bytes ? bytes : 1);
-    if (!*p) return skv_set_error(err, SKV_ERR_NOMEM, "emulated malloc");
-    memset(*p, 0xff, bytes);
-    return SKV_OK;
-}
-void skv_cuda_free(void *p) { free(p); }
-subkv_status skv_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, skv_err *err) {
-    (void)err;
-    *free_bytes = *total_bytes = (size_t)1 << 30;
-    return SKV_OK;
-}
-subkv_status skv_cuda_pool_reserve(skv_cuda_ctx *c, size_t bytes, skv_err *err) {
-    (void)c, (void)bytes, (void)err;
-    return SKV_OK;
-}
-subkv_status skv_cuda_pool_alloc(skv_cuda_ctx *c, void **p, size_t bytes, skv_err *err) {
-    (void)c;
-    return skv_cuda_malloc(p, bytes, err);
-}
-void skv_cuda_pool_free(skv_cuda_ctx *c, void *p) { (void)c, free(p); }
-size_t skv_cuda_pool_reserved(const skv_cuda_ctx *c) { return (void)c, 0; }
-subkv_status skv_cuda_host_alloc(void **p, size_t bytes, skv_err *err) {
-    return skv_cuda_malloc(p, bytes, err);
-}
-void skv_cuda_host_free(void *p) { free(p); }
-static subkv_status emu_copy(void *dst, const void *src, size_t bytes) {
-    if (bytes) memcpy(dst, src, bytes);
-    return SKV_OK;
-}
-subkv_status skv_cuda_upload(void *dst, const void *src, size_t bytes, skv_err *err) {
-    return (void)err, emu_copy(dst, src, bytes);
-}
-subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err *err) {
-    return (void)err, emu_copy(dst, src, bytes);
-}
-subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes, skv_err *err) {
-    return (void)err, emu_copy(dst, src, bytes);
-}
-subkv_status skv_cuda_upload_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
-                                   skv_err *err) {
-    return (void)c, (void)err, emu_copy(dst, src, bytes);
-}
-subkv_status skv_cuda_download_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
-                                     skv_err *err) {
-    return (void)c, (void)err, emu_copy(dst, src, bytes);
-}
-subkv_status skv_cuda_copy_async(skv_cuda_ctx *c, void *dst, const void *src, size_t bytes,
-                                 skv_err *err) {
-    return (void)c, (void)err, emu_copy(dst, src, bytes);
-}
-subkv_status skv_cuda_memset_async(skv_cuda_ctx *c, void *p, int value, size_t bytes,
-                                   skv_err *err) {
-    (void)c, (void)err;
-    memset(p, value, bytes);
-    return SKV_OK;
-}
-subkv_status skv_cuda_fill_random(void *p, size_t n, skv_dtype dtype, uint64_t seed, float scale,
-                                  skv_err *err) {
-    (void)p, (void)n, (void)dtype, (void)seed, (void)scale;
-    return EMU_NONE(err);
-}
-subkv_status skv_cuda_copy_bandwidth(skv_cuda_ctx *c, size_t bytes, double *gbps, skv_err *err) {
-    (void)c, (void)bytes, (void)gbps;
-    return EMU_NONE(err);
-}
-subkv_status skv_cuda_time_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d,
-                                  int g, skv_dtype dtype, uint64_t chunk, int warmup, int iters,
-                                  float *median_ms, skv_err *err) {
-    (void)c, (void)jobs, (void)njobs, (void)d, (void)g, (void)dtype, (void)chunk, (void)warmup;
-    (void)iters, (void)median_ms;
-    return EMU_NONE(err);
-}
-
-/* One query's partial into out (d + 2 floats). */
-static void emu_finish(const csr_ref_acc *a, int d, float *out) {
-    out[0] = (float)a->m;
-    out[1] = (float)a->l;
-    for (int j = 0; j < d; j++) out[2 + j] = (float)a->o[j];
-}
-
-subkv_status skv_cuda_attend(skv_cuda_ctx *c, const skv_cuda_job *jobs, int njobs, int d, int g,
-                             skv_dtype dtype, uint64_t chunk, skv_err *err) {
-    (void)chunk;
-    if (!c || !jobs || njobs < 1) return skv_set_error(err, SKV_ERR_INVALID_ARG, "no jobs");
-    if ((d != 64 && d != 128) || (g != 1 && g != 2 && g != 3 && g != 4 && g != 8) ||
-        (dtype != SKV_DTYPE_F16 && dtype != SKV_DTYPE_BF16))
-        return skv_set_error(err, SKV_ERR_UNSUPPORTED, "emulated attend: d %d g %d", d, g);
-    c->launches++;
-    csr_ref_acc *a = tu_malloc(sizeof *a);
-    float k[128], v[128];
-    for (int j = 0; j < njobs; j++) {
-        const skv_cuda_job *jb = &jobs[j];
-        const uint64_t n = jb->dn && *jb->dn < jb->n ? *jb->dn : jb->n;
-        const skv_rows K = {dtype, d, n, (void *)jb->k}, V = {dtype, d, n, (void *)jb->v};
-        for (int h = 0; h < g; h++) {
-            a->m = -INFINITY, a->l = 0.0;
-            for (int i = 0; i < d; i++) a->o[i] = 0.0;
-            for (uint64_t t = 0; t < n; t++) {
-                assert_true(!jb->a && !jb->b && !jb->nv); /* csr and exact: all-ones entries */
-                skv_rows_get(&K, t, k), skv_rows_get(&V, t, v);
-                csr_ref_add(a, jb->q + (size_t)h * d, k, v, d);
-            }
-            emu_finish(a, d, jb->out + (size_t)h * (d + 2));
-        }
-    }
-    free(a);
-    return SKV_OK;
-}
-
-/* k = sum of the in-range pairs' c a over table tab of rows of dim (float32, as decoded). */
-static void emu_decode(const float *tab, int dim, int atoms, const uint16_t *ix, const uint16_t *cf,
-                       int np, float *x) {
-    for (int c = 0; c < dim; c++) x[c] = 0.0f;
-    for (int i = 0; i < np; i++)
-        if (ix[i] < atoms)
-            for (int c = 0; c < dim; c++)
-                x[c] += skv_f16_to_f32(cf[i]) * tab[(size_t)ix[i] * dim + c];
-}
-
-subkv_status skv_csr_cuda_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs, int d,
-                                 int g, int s, int atoms, float rope_base, uint64_t chunk,
-                                 skv_err *err) {
-    (void)chunk;
-    if (!c || !jobs || njobs < 1 || njobs > 65535)
-        return skv_set_error(err, SKV_ERR_INVALID_ARG, "emulated CSR attend: %d jobs", njobs);
-    if (rope_base != 0.0f || (d != 64 && d != 128) || g < 1 || g > 8 || s < 2 || s > d ||
-        atoms < 1 || atoms > SKV_CSR_CUDA_MAX_ATOMS)
-        return skv_set_error(err, SKV_ERR_UNSUPPORTED, "emulated CSR attend: bad shape");
-    c->launches++;
-    const int h = d / 2, s0 = (s + 1) / 2, s1 = s / 2;
-    csr_ref_acc *a = tu_malloc(sizeof *a);
-    float k[128], v[128];
-    for (int j = 0; j < njobs; j++) {
-        const skv_csr_cuda_job *jb = &jobs[j];
-        if (!jb->q || !jb->out ||
-            (jb->n && (!jb->idx || !jb->coef || !jb->dk || !jb->dv0 || !jb->dv1)))
-            return skv_set_error(err, SKV_ERR_INVALID_ARG, "emulated CSR attend: NULL array");
-        for (int hq = 0; hq < g; hq++) {
-            a->m = -INFINITY, a->l = 0.0;
-            for (int i = 0; i < d; i++) a->o[i] = 0.0;
-            for (uint64_t t = 0; t < jb->n; t++) {
-                const uint16_t *ix = jb->idx + t * 2 * s, *cf = jb->coef + t * 2 * s;
-                emu_decode(jb->dk, d, atoms, ix, cf, s, k);
-                emu_decode(jb->dv0, h, atoms, ix + s, cf + s, s0, v);
-                emu_decode(jb->dv1, h, atoms, ix + s + s0, cf + s + s0, s1, v + h);
-                csr_ref_add(a, jb->q + (size_t)hq * d, k, v, d);
-            }
-            emu_finish(a, d, jb->out + (size_t)hq * (d + 2));
-        }
-    }
-    free(a);
-    return SKV_OK;
-}
-
-subkv_status skv_csr_cuda_time_attend(skv_cuda_ctx *c, const skv_csr_cuda_job *jobs, int njobs,
-                                      int d, int g, int s, int atoms, uint64_t chunk, int warmup,
-                                      int iters, float *median_ms, skv_err *err) {
-    (void)c, (void)jobs, (void)njobs, (void)d, (void)g, (void)s, (void)atoms, (void)chunk;
-    (void)warmup, (void)iters, (void)median_ms;
-    return EMU_NONE(err);
-}
-subkv_status skv_csr_cuda_fill_random_codes(uint16_t *idx, uint16_t *coef, size_t rows, int s,
-                                            int atoms, uint64_t seed, float scale, skv_err *err) {
-    (void)idx, (void)coef, (void)rows, (void)s, (void)atoms, (void)seed, (void)scale;
-    return EMU_NONE(err);
-}
-subkv_status skv_csr_cuda_encode(skv_cuda_ctx *c, const skv_csr_cuda_enc_job *jobs, int njobs,
-                                 int d, int s, int atoms, skv_err *err) {
-    (void)c, (void)jobs, (void)njobs, (void)d, (void)s, (void)atoms;
-    return EMU_NONE(err);
-}
-
 /* ---- the cases --------------------------------------------------------------------------- */
 
 static void test_gpu_csr_host_d64(void **state) {
     (void)state;
-    worker_case(64, 1, SKV_DTYPE_F16);
-    worker_case(64, 3, SKV_DTYPE_BF16);
-    worker_case(64, 4, SKV_DTYPE_F16);
+    worker_case(64, 1, SKV_DTYPE_F16, 0);
+    worker_case(64, 3, SKV_DTYPE_BF16, 0);
+    worker_case(64, 4, SKV_DTYPE_F16, 0);
 }
 
 static void test_gpu_csr_host_d128(void **state) {
     (void)state;
-    worker_case(128, 4, SKV_DTYPE_BF16);
-    worker_case(128, 3, SKV_DTYPE_F16);
+    worker_case(128, 4, SKV_DTYPE_BF16, 0);
+    worker_case(128, 3, SKV_DTYPE_F16, 0);
+}
+
+/* The appends coded by the (emulated) GPU encode: the sketches equal their CPU-coded twins
+ * byte for byte, the device codes equal the CPU's, the attends match. */
+static void test_gpu_csr_host_gpu_coded(void **state) {
+    (void)state;
+    worker_case(64, 1, SKV_DTYPE_F16, 1);
+    worker_case(64, 3, SKV_DTYPE_BF16, 1);
+    worker_case(128, 4, SKV_DTYPE_BF16, 1);
+    worker_case(128, 1, SKV_DTYPE_F16, 1);
+    const uint64_t before = g_emu_encoded;
+    unmirrored_case(128, SKV_DTYPE_F16, 10000.0f);
+    unmirrored_case(64, SKV_DTYPE_F32, 0.0f);
+    assert_true(g_emu_encoded > before); /* through the encode */
 }
 
 int main(void) {
@@ -244,6 +59,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpu_csr_host_d64),
         cmocka_unit_test(test_gpu_csr_host_d128),
+        cmocka_unit_test(test_gpu_csr_host_gpu_coded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

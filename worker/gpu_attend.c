@@ -367,6 +367,13 @@ subkv_status skv_gpu_mirror_full(skv_gpu *g, skv_table_entry *te, struct skv_rkv
     return SKV_OK;
 }
 
+subkv_status skv_gpu_mirror_csr(skv_gpu *g, skv_table_entry *te, skv_csr_mirror ***slot,
+                                skv_err *err) {
+    SKV_CHECK(mirror_get(g, te, err));
+    *slot = &te->mirror->csr;
+    return SKV_OK;
+}
+
 subkv_status skv_gpu_ring_target(skv_gpu *g, skv_table_entry *te, void **k, void **v,
                                  skv_err *err) {
     SKV_CHECK(mirror_get(g, te, err));

@@ -8,7 +8,8 @@
  *   - mirrored: exact and sinkwin stay authoritative on the CPU; a mirror of their entries
  *     lives on the device (an exact cache uploads only the rows appended since the last step;
  *     sinkwin re-uploads its window). csr mirrors its codes and exact rows append-only and
- *     attends the codes directly (worker/gpu_csr.h).
+ *     attends the codes directly; its new tokens are coded on the device, batched over the
+ *     request, and the codes go back to the CPU sketch before the attends (worker/gpu_csr.h).
  * Every device buffer comes from the context's stream-ordered pool (reserved at start-up),
  * uploads are queued from a pinned arena, appends then attends go out as one launch each per
  * request, and the request syncs once at its end. h2o and float32 storage stay on the CPU.
@@ -31,6 +32,7 @@ typedef struct skv_mirror skv_mirror;
 void skv_mirror_free(skv_mirror *m);
 struct skv_rkv_gpu; /* gpu_refresh.c's per-request scratch */
 struct skv_rkv_mirror;
+struct skv_csr_mirror;
 typedef struct skv_gpu_csr skv_gpu_csr; /* worker/gpu_csr.h */
 
 typedef struct skv_gpu {
@@ -113,6 +115,9 @@ subkv_status skv_gpu_stage_upload(skv_gpu *g, void *dst, const void *host, size_
 subkv_status skv_gpu_dev_grow(skv_cuda_ctx *c, void **p, size_t keep, size_t bytes, skv_err *err);
 subkv_status skv_gpu_mirror_full(skv_gpu *g, skv_table_entry *te, struct skv_rkv_mirror ***slot,
                                  skv_err *err);
+/* The slot of te's csr mirror (gpu_csr.c; the mirror made on first use there). */
+subkv_status skv_gpu_mirror_csr(skv_gpu *g, skv_table_entry *te, struct skv_csr_mirror ***slot,
+                                skv_err *err);
 
 /* For gpu_refresh.c's device-side re-selection: the device rows (pcap each) of te's partial-
  * cache mirror, marked stale (a full upload at the next partial step) until

@@ -17,9 +17,36 @@ typedef struct gpu_dict {
     size_t bytes;
 } gpu_dict;
 
+/* One queued append coded on the GPU (skv_gpu_csr_append). */
+typedef struct code_op {
+    skv_sketch *sketch;
+    skv_csr_mirror *m;           /* its mirror, or NULL: a sketch that attends on the CPU */
+    const float *dk, *dv0, *dv1; /* the device dictionary group it codes over */
+    int s, atoms;
+    const float *K, *V; /* the append's tokens (the caller's, until the finish) */
+    size_t n, d;
+    size_t rows;     /* tokens it codes */
+    size_t first;    /* coded rows of the sketch (and the mirror) before it */
+    size_t in_off;   /* its coding inputs: rows of keys at hin + in_off, then the values */
+    size_t code_off; /* its codes in the staging (u16s): rows of indices, then coefficients */
+} code_op;
+
 struct skv_gpu_csr {
     gpu_dict *dicts;
     size_t ndicts, dicts_cap;
+    /* one request's GPU coding: the queue, its inputs (host, then device) and its codes
+     * (device staging, then its pinned download) */
+    code_op *ops;
+    size_t nops, ops_cap;
+    int launched;
+    float *hin;
+    size_t hin_cap, hin_used; /* floats */
+    float *din;
+    size_t din_cap; /* bytes */
+    uint16_t *dcodes, *hcodes;
+    size_t dcodes_cap, hcodes_cap, codes_used; /* bytes, bytes, u16s */
+    skv_csr_cuda_enc_job *ejobs;
+    size_t ejobs_cap;
     /* one request's coded attends: the items that have one, their jobs and partials */
     size_t *item;
     size_t nitems, item_cap;
@@ -37,12 +64,14 @@ struct skv_csr_mirror {
     int s, atoms;
     uint16_t *idx, *coef; /* coded rows [0, ncodes) of 2 s pairs */
     size_t ncodes, codes_cap;
-    void *ek, *ev;     /* exact rows: sink i at row i, ring slot j at row sinks + j */
-    size_t erows, rb;  /* rows allocated (sinks + window), bytes a row */
-    size_t nexact;     /* nsinks + wfill: contiguous (the window fills after the sinks) */
-    uint64_t seen;     /* the sketch's tokens_seen at the last refresh */
-    int synced;        /* something was uploaded: seen is meaningful */
-    uint64_t uploaded; /* bytes queued for upload so far (codes and exact rows) */
+    void *ek, *ev;      /* exact rows: sink i at row i, ring slot j at row sinks + j */
+    size_t erows, rb;   /* rows allocated (sinks + window), bytes a row */
+    size_t nexact;      /* nsinks + wfill: contiguous (the window fills after the sinks) */
+    uint64_t seen;      /* the sketch's tokens_seen at the last refresh */
+    int synced;         /* something was uploaded: seen is meaningful */
+    uint64_t uploaded;  /* bytes queued for upload so far (codes and exact rows) */
+    int queued;         /* an append of this sketch waits in the GPU coding queue */
+    uint64_t gpu_coded; /* tokens coded on the GPU so far */
 };
 
 int skv_gpu_csr_eligible(skv_gpu *gpu, const skv_sketch *s) {
@@ -138,6 +167,18 @@ static subkv_status put_rows(skv_gpu *g, skv_csr_mirror *m, const skv_sinkwin *s
     return SKV_OK;
 }
 
+/* Room for `need` code rows in m's device arrays (its ncodes rows kept). */
+static subkv_status codes_room(skv_gpu *g, skv_csr_mirror *m, size_t need, skv_err *err) {
+    if (need <= m->codes_cap) return SKV_OK;
+    const size_t row = 2 * (size_t)m->s * sizeof(uint16_t);
+    size_t cap = m->codes_cap ? m->codes_cap : 1024;
+    while (cap < need) cap += cap / 2;
+    SKV_CHECK(skv_gpu_dev_grow(g->ctx, (void **)&m->idx, m->ncodes * row, cap * row, err));
+    SKV_CHECK(skv_gpu_dev_grow(g->ctx, (void **)&m->coef, m->ncodes * row, cap * row, err));
+    m->codes_cap = cap;
+    return SKV_OK;
+}
+
 subkv_status skv_gpu_csr_refresh(skv_gpu *g, const skv_sketch *s, skv_csr_mirror **mp,
                                  skv_err *err) {
     SKV_CHECK(csr_state(g, err));
@@ -155,13 +196,7 @@ subkv_status skv_gpu_csr_refresh(skv_gpu *g, const skv_sketch *s, skv_csr_mirror
     /* the codes of the tokens coded since the last refresh: 8 s bytes each */
     const size_t row = 2 * (size_t)m->s * sizeof(uint16_t), add = p.n - p.first;
     if (add) {
-        if (p.n > m->codes_cap) {
-            size_t cap = m->codes_cap ? m->codes_cap : 1024;
-            while (cap < p.n) cap += cap / 2;
-            SKV_CHECK(skv_gpu_dev_grow(g->ctx, (void **)&m->idx, m->ncodes * row, cap * row, err));
-            SKV_CHECK(skv_gpu_dev_grow(g->ctx, (void **)&m->coef, m->ncodes * row, cap * row, err));
-            m->codes_cap = cap;
-        }
+        SKV_CHECK(codes_room(g, m, p.n, err));
         SKV_CHECK(skv_gpu_stage_upload(g, (char *)m->idx + p.first * row, p.idx, add * row, err));
         SKV_CHECK(skv_gpu_stage_upload(g, (char *)m->coef + p.first * row, p.coef, add * row, err));
         m->ncodes = p.n;
@@ -178,6 +213,169 @@ subkv_status skv_gpu_csr_refresh(skv_gpu *g, const skv_sketch *s, skv_csr_mirror
     m->seen = st.tokens_seen;
     m->synced = 1;
     return SKV_OK;
+}
+
+/* ---- coding on the GPU (gpu_csr.h) -------------------------------------------------------- */
+
+int skv_gpu_csr_codes_here(skv_gpu *gpu, const skv_sketch *s) {
+    (void)gpu;
+    const skv_config *c = skv_sketch_config(s);
+    /* the encode's shapes (atoms <= 65536 always); any dtype and pre-rotary keys too, as
+     * skv_csr_code_inputs hands over the rows exactly as csr would code them */
+    return c->policy == SKV_POLICY_CSR && c->dict && (c->head_dim == 64 || c->head_dim == 128);
+}
+
+subkv_status skv_gpu_csr_append(skv_gpu *g, skv_table_entry *te, const float *K, const float *V,
+                                size_t n, skv_err *err) {
+    skv_sketch *s = te->sketch;
+    const skv_config *c = skv_sketch_config(s);
+    const int d = c->head_dim, mirrored = skv_gpu_eligible(g, s, 1);
+    SKV_CHECK(csr_state(g, err));
+    skv_gpu_csr *gc = g->csr;
+    skv_csr_mirror **slot = NULL;
+    int again = gc->launched; /* queued already: its earlier append lands first */
+    if (mirrored) {
+        SKV_CHECK(skv_gpu_mirror_csr(g, te, &slot, err));
+        again = again || (*slot && (*slot)->queued);
+    } else { /* no mirror to mark: look (a request's appends are distinct sketches) */
+        for (size_t k = 0; k < gc->nops && !again; k++) again = gc->ops[k].sketch == s;
+    }
+    if (again) SKV_CHECK(skv_gpu_csr_finish_codes(g, err));
+    SKV_CHECK(skv_sketch_check_append(s, K, V, n, d, err)); /* bad input fails before queuing */
+    size_t rows = 0;
+    SKV_CHECK(skv_csr_code_inputs(s, K, V, n, NULL, NULL, &rows, err));
+    if (!rows) return skv_sketch_append(s, K, V, n, d, err); /* nothing leaves the window */
+    code_op op = {.sketch = s, .K = K, .V = V, .n = n, .d = (size_t)d, .rows = rows};
+    if (mirrored) { /* the codes go straight into the mirror's rows past ncodes */
+        SKV_CHECK(skv_gpu_csr_refresh(g, s, slot, err)); /* the mirror holds every code so far */
+        op.m = *slot;
+        SKV_CHECK(codes_room(g, op.m, op.m->ncodes + rows, err));
+        op.dk = op.m->dk, op.dv0 = op.m->dv0, op.dv1 = op.m->dv1;
+        op.s = op.m->s, op.atoms = op.m->atoms, op.first = op.m->ncodes;
+    } else { /* only into the staging: the sketch attends on the CPU */
+        skv_csr_parts p;
+        const float *dev = NULL;
+        SKV_CHECK(skv_csr_parts_from(s, 0, &p, err));
+        SKV_CHECK(dict_get(g, c->dict, &p, &dev, err));
+        const size_t kf = (size_t)p.atoms * (size_t)d;
+        op.dk = dev, op.dv0 = dev + kf, op.dv1 = dev + kf + kf / 2;
+        op.s = p.sparsity, op.atoms = p.atoms, op.first = p.n;
+    }
+    const size_t row = 2 * (size_t)op.s, in_need = gc->hin_used + 2 * rows * (size_t)d;
+    SKV_CHECK(skv_grow((void **)&gc->hin, &gc->hin_cap, in_need, sizeof(float), err));
+    SKV_CHECK(skv_grow((void **)&gc->ops, &gc->ops_cap, gc->nops + 1, sizeof *gc->ops, err));
+    float *kin = gc->hin + gc->hin_used;
+    size_t got = 0;
+    SKV_CHECK(skv_csr_code_inputs(s, K, V, n, kin, kin + rows * (size_t)d, &got, err));
+    op.in_off = gc->hin_used;
+    op.code_off = gc->codes_used;
+    gc->ops[gc->nops++] = op;
+    gc->hin_used = in_need;
+    gc->codes_used += 2 * rows * row;
+    if (op.m) op.m->queued = 1;
+    return SKV_OK;
+}
+
+/* One encode launch (or more, past the grid limit) for the queued ops of op k0's (d, s,
+ * atoms), k0 being the first of them. */
+static subkv_status encode_kind(skv_gpu *g, size_t k0, skv_err *err) {
+    skv_gpu_csr *gc = g->csr;
+    const code_op *o0 = &gc->ops[k0];
+    const int s = o0->s, atoms = o0->atoms, d = (int)o0->d;
+    int nj = 0;
+    for (size_t k = k0; k < gc->nops; k++) {
+        const code_op *o = &gc->ops[k];
+        if (o->d != o0->d || o->s != s || o->atoms != atoms) continue;
+        const size_t row = 2 * (size_t)s;
+        const float *in = gc->din + o->in_off;
+        uint16_t *staged = gc->dcodes + o->code_off;
+        skv_csr_cuda_enc_job j = {.k = in,
+                                  .v = in + o->rows * o->d,
+                                  .n = o->rows,
+                                  .dk = o->dk,
+                                  .dv0 = o->dv0,
+                                  .dv1 = o->dv1,
+                                  .idx = staged,
+                                  .coef = staged + o->rows * row};
+        if (o->m) { /* into the mirror's rows, the staging as the second copy */
+            j.idx2 = j.idx, j.coef2 = j.coef;
+            j.idx = o->m->idx + o->first * row, j.coef = o->m->coef + o->first * row;
+        }
+        gc->ejobs[nj++] = j;
+        if (nj == 65535) { /* the launch's grid limit */
+            SKV_CHECK(skv_csr_cuda_encode(g->ctx, gc->ejobs, nj, d, s, atoms, err));
+            nj = 0;
+        }
+    }
+    if (nj) SKV_CHECK(skv_csr_cuda_encode(g->ctx, gc->ejobs, nj, d, s, atoms, err));
+    return SKV_OK;
+}
+
+subkv_status skv_gpu_csr_launch_codes(skv_gpu *g, skv_err *err) {
+    skv_gpu_csr *gc = g->csr;
+    if (!gc || !gc->nops || gc->launched) return SKV_OK;
+    const size_t inb = gc->hin_used * sizeof(float), cb = gc->codes_used * sizeof(uint16_t);
+    if (inb > gc->din_cap) {
+        SKV_CHECK(skv_gpu_dev_grow(g->ctx, (void **)&gc->din, 0, 2 * inb, err));
+        gc->din_cap = 2 * inb;
+    }
+    if (cb > gc->dcodes_cap) {
+        SKV_CHECK(skv_gpu_dev_grow(g->ctx, (void **)&gc->dcodes, 0, 2 * cb, err));
+        gc->dcodes_cap = 2 * cb;
+    }
+    if (cb > gc->hcodes_cap) {
+        SKV_CHECK(skv_cuda_sync(g->ctx, err)); /* no download may still write the old one */
+        void *p = NULL;
+        SKV_CHECK(skv_cuda_host_alloc(&p, 2 * cb, err));
+        skv_cuda_host_free(gc->hcodes);
+        gc->hcodes = p;
+        gc->hcodes_cap = 2 * cb;
+    }
+    SKV_CHECK(skv_grow((void **)&gc->ejobs, &gc->ejobs_cap, gc->nops < 65535 ? gc->nops : 65535,
+                       sizeof *gc->ejobs, err));
+    SKV_CHECK(skv_gpu_stage_upload(g, gc->din, gc->hin, inb, err)); /* every row at once */
+    /* one launch per (d, s, atoms) among the ops: in practice one */
+    for (size_t k = 0; k < gc->nops; k++) {
+        const code_op *o = &gc->ops[k];
+        int seen = 0;
+        for (size_t j = 0; j < k && !seen; j++) {
+            const code_op *p = &gc->ops[j];
+            seen = p->d == o->d && p->s == o->s && p->atoms == o->atoms;
+        }
+        if (!seen) SKV_CHECK(encode_kind(g, k, err));
+    }
+    SKV_CHECK(skv_cuda_download_async(g->ctx, gc->hcodes, gc->dcodes, cb, err));
+    gc->launched = 1;
+    return SKV_OK;
+}
+
+void skv_gpu_csr_discard_codes(skv_gpu *g) {
+    skv_gpu_csr *gc = g->csr;
+    if (!gc) return;
+    for (size_t k = 0; k < gc->nops; k++)
+        if (gc->ops[k].m) gc->ops[k].m->queued = 0;
+    gc->nops = gc->hin_used = gc->codes_used = 0;
+    gc->launched = 0;
+}
+
+subkv_status skv_gpu_csr_finish_codes(skv_gpu *g, skv_err *err) {
+    skv_gpu_csr *gc = g->csr;
+    if (!gc || !gc->nops) return SKV_OK;
+    subkv_status st = skv_gpu_csr_launch_codes(g, err);
+    if (st == SKV_OK) st = skv_cuda_sync(g->ctx, err);
+    for (size_t k = 0; k < gc->nops && st == SKV_OK; k++) {
+        code_op *o = &gc->ops[k];
+        const uint16_t *ix = gc->hcodes + o->code_off;
+        const size_t row = 2 * (size_t)o->s;
+        st = skv_csr_append_codes(o->sketch, o->K, o->V, o->n, (int)o->d, ix, ix + o->rows * row,
+                                  o->rows, err);
+        if (st == SKV_OK && o->m) { /* the encode wrote these rows of the mirror: no upload */
+            o->m->ncodes = o->first + o->rows;
+            o->m->gpu_coded += o->rows;
+        }
+    }
+    skv_gpu_csr_discard_codes(g); /* done, or failed: the rest stay unappended */
+    return st;
 }
 
 void skv_gpu_csr_exact_job(const skv_csr_mirror *m, skv_cuda_job *job) {
@@ -274,6 +472,9 @@ void skv_gpu_csr_mirror_stats(const skv_csr_mirror *m, skv_gpu_csr_stats *st) {
     st->uploaded_bytes = m->uploaded;
     st->codes = m->ncodes;
     st->exact = m->nexact;
+    st->gpu_coded = m->gpu_coded;
+    st->dev_idx = m->idx;
+    st->dev_coef = m->coef;
 }
 
 size_t skv_gpu_csr_dict_bytes(const skv_gpu *g) {
@@ -296,8 +497,14 @@ void skv_gpu_csr_fini(skv_gpu *g) {
     if (!gc) return;
     for (size_t i = 0; i < gc->ndicts; i++) skv_cuda_pool_free(g->ctx, gc->dicts[i].dev);
     skv_cuda_pool_free(g->ctx, gc->dout);
-    skv_cuda_sync(g->ctx, &(skv_err){0}); /* the last download is done with hout */
+    skv_cuda_pool_free(g->ctx, gc->din);
+    skv_cuda_pool_free(g->ctx, gc->dcodes);
+    skv_cuda_sync(g->ctx, &(skv_err){0}); /* the last downloads are done with hout, hcodes */
     skv_cuda_host_free(gc->hout);
+    skv_cuda_host_free(gc->hcodes);
+    free(gc->ops);
+    free(gc->hin);
+    free(gc->ejobs);
     free(gc->dicts);
     free(gc->item);
     free(gc->jobs);

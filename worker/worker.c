@@ -18,6 +18,7 @@
 
 #include "fileio.h"
 #include "gpu_attend.h"
+#include "gpu_csr.h"
 #include "gpu_refresh.h"
 #include "shard_map.h"
 #include "sketch_table.h"
@@ -195,9 +196,12 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, const float 
     if (st == SKV_OK) st = skv_grow((void **)&w->out, &w->out_cap, need_out, sizeof(float), err);
     /* Appends first, then every attend (items are distinct sketches, so the order of an
      * item's append and another's attend does not matter). GPU-resident sketches queue their
-     * appends, launched together before the attends; GPU-eligible attends batch into one
-     * launch; the rest run on the CPU (a resident sketch's CPU shadow is pulled up to date
-     * first). One device sync at the end. */
+     * appends, launched together before the attends; so do the appends of GPU-eligible csr
+     * sketches, whose tokens are coded on the GPU in one batch (worker/gpu_csr.h: always,
+     * when the request has one that codes a token), then appended to their CPU sketches with
+     * those codes after a sync; the other appends run on the CPU meanwhile. GPU-eligible
+     * attends batch into one launch; the rest run on the CPU (a resident sketch's CPU shadow
+     * is pulled up to date first). One more device sync at the end. */
     const float **qp = NULL;
     if (st == SKV_OK) qp = calloc(op->n_items ? op->n_items : 1, sizeof *qp);
     if (st == SKV_OK && !qp) st = skv_set_error(err, SKV_ERR_NOMEM, "no memory for items");
@@ -205,25 +209,38 @@ static subkv_status op_tokens(worker *w, const Subkv__WorkerOp *op, const float 
         st = skv_grow((void **)&w->gitems, &w->gitems_cap, op->n_items, sizeof *w->gitems, err);
     const float *p = in;
     size_t queued = 0;
-    for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) {
+    for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) { /* the GPU's appends */
         const Subkv__WorkItem *it = op->items[i];
         if (it->n_tokens) {
             const float *K = p, *V = p + (size_t)it->n_tokens * d;
+            skv_item_key k = item_key(it);
             if (w->gpu_on && skv_gpu_resident(sk[i])) {
-                skv_item_key k = item_key(it);
                 st = skv_gpu_append(&w->gpu, skv_table_find_entry(&w->table, &k), K, V,
                                     it->n_tokens, err);
                 queued++;
-            } else {
-                st = skv_sketch_append(sk[i], K, V, it->n_tokens, (int)d, err);
+            } else if (w->gpu_on && skv_gpu_csr_codes_here(&w->gpu, sk[i])) {
+                st = skv_gpu_csr_append(&w->gpu, skv_table_find_entry(&w->table, &k), K, V,
+                                        it->n_tokens, err);
+                queued++; /* the request's uploads: its staging restarts after the last sync */
             }
             p += 2 * (size_t)it->n_tokens * d;
         }
         qp[i] = p;
         p += (size_t)it->group * d;
     }
-    if (w->gpu_on && st != SKV_OK) skv_gpu_discard(&w->gpu);
+    if (w->gpu_on && st == SKV_OK) st = skv_gpu_csr_launch_codes(&w->gpu, err);
     if (w->gpu_on && st == SKV_OK) st = skv_gpu_launch_appends(&w->gpu, err);
+    for (size_t i = 0; i < op->n_items && st == SKV_OK; i++) { /* the CPU's, meanwhile */
+        const size_t n = op->items[i]->n_tokens;
+        if (n &&
+            !(w->gpu_on && (skv_gpu_resident(sk[i]) || skv_gpu_csr_codes_here(&w->gpu, sk[i]))))
+            st = skv_sketch_append(sk[i], qp[i] - 2 * n * d, qp[i] - n * d, n, (int)d, err);
+    }
+    if (w->gpu_on && st == SKV_OK) st = skv_gpu_csr_finish_codes(&w->gpu, err);
+    if (w->gpu_on && st != SKV_OK) { /* what was queued stays unappended */
+        skv_gpu_discard(&w->gpu);
+        skv_gpu_csr_discard_codes(&w->gpu);
+    }
     float *o = w->out;
     size_t ng = 0;
     int ggroup = 0;
