@@ -10,7 +10,8 @@
 # passkey filler is the last text of the list; the lines task draws words from wamerican's
 # /usr/share/dict/words. Nothing here is written by hand.
 #
-# csr joins when EVAL_CSR_DICT names a dictionary set (else subkv-eval skips it, saying why):
+# csr and refreshkv-csr join when EVAL_CSR_DICT names a dictionary set (else subkv-eval skips
+# them, saying why):
 # `make csr-dicts` (tools/csr_real.sh) writes build/csr_real/pre.skvd (pre-rotary keys: give
 # EVAL_CSR_ROPE_BASE=100000, SmolLM2's rope base) and build/csr_real/post.skvd (post-rotary:
 # leave EVAL_CSR_ROPE_BASE unset or 0), both trained on traces of disjoint Debian text, e.g.
@@ -72,7 +73,7 @@ import csv, re, sys, os
 out = sys.argv[1]
 rows = list(csv.DictReader(open(os.path.join(out, "summary.csv"))))
 for r in rows:  # csr's label carries its sparsity per sequence ("csr/s4"): one curve for csr
-    r["policy"] = re.sub(r"^csr/s[0-9]+$", "csr", r["policy"])
+    r["policy"] = re.sub(r"^(csr|refreshkv-csr)/s[0-9]+$", r"\1", r["policy"])
 order = []
 for r in rows:
     if r["policy"] != "exact" and r["policy"] not in order:

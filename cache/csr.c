@@ -361,6 +361,40 @@ static void csr_segments(const skv_sketch *s, skv_seg_sink *sink) {
     }
 }
 
+int skv_csr_token(const skv_sketch *s, uint64_t t, float *k, float *v) {
+    const csr_impl *im = s->impl;
+    const skv_sinkwin *sw = &im->sw;
+    if (t < sw->nsinks) {
+        skv_rows_get(&sw->sk, (size_t)t, k);
+        if (v) skv_rows_get(&sw->sv, (size_t)t, v);
+        return 1;
+    }
+    t -= sw->nsinks;
+    if (t < im->n) { /* coded row t holds token sinks + t (codes start when the sinks are full) */
+        const int d = s->cfg.head_dim;
+        if (v) {
+            csr_decode(im, d, (size_t)t, k, v);
+        } else { /* the key alone: csr_decode's first half */
+            const size_t sp = (size_t)im->s, off = (size_t)t * 2 * sp;
+            skv_mp_decode(im->dk, d, im->idx + off, im->coef + off, im->s, k);
+            if (im->inv_freq) rope_rotate(im->inv_freq, d, row_pos(im, (size_t)t), 1.0, k);
+        }
+        return 0;
+    }
+    const size_t win = (size_t)sw->window, j = (size_t)(t - im->n);
+    const size_t slot = (sw->whead + win - sw->wfill + j) % win; /* j-th oldest of the window */
+    skv_rows_get(&sw->wk, slot, k);
+    if (v) skv_rows_get(&sw->wv, slot, v);
+    return 1;
+}
+
+uint64_t skv_csr_read_bytes(const skv_sketch *s) {
+    const csr_impl *im = s->impl;
+    const uint64_t exact = (uint64_t)im->sw.nsinks + im->sw.wfill;
+    return exact * 2 * skv_rows_bytes(s->cfg.dtype, s->cfg.head_dim, 1) +
+           (uint64_t)im->n * csr_token_bytes(&s->cfg);
+}
+
 static void csr_stats(const skv_sketch *s, skv_stats *st) {
     const csr_impl *im = s->impl;
     st->tokens_held = im->sw.nsinks + im->sw.wfill; /* exact; tokens_seen - this are coded */

@@ -365,9 +365,14 @@ subkv_status skv_dicts_get(skv_dicts *reg, const char *name, const skv_dict **ou
     return SKV_OK;
 }
 
+int skv_config_needs_dict(const skv_config *cfg) {
+    return cfg->policy == SKV_POLICY_CSR ||
+           (cfg->policy == SKV_POLICY_REFRESHKV && cfg->full_store == SKV_FULL_CSR);
+}
+
 subkv_status skv_config_bind_dict(skv_config *cfg, skv_dicts *reg, skv_err *err) {
     if (!cfg) return skv_set_error(err, SKV_ERR_INVALID_ARG, "NULL config");
-    if (cfg->policy != SKV_POLICY_CSR || cfg->dict) return SKV_OK;
+    if (!skv_config_needs_dict(cfg) || cfg->dict) return SKV_OK;
     if (!reg) return skv_set_error(err, SKV_ERR_INVALID_ARG, "csr config without a registry");
     if (memchr(cfg->dict_path, '\0', sizeof cfg->dict_path) == NULL)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "dict_path not terminated");

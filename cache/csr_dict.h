@@ -110,8 +110,10 @@ void skv_dicts_free(skv_dicts *reg);
 subkv_status skv_dicts_add(skv_dicts *reg, const char *name, skv_dict *dict, skv_err *err);
 /* The set named `name`, loading the file of that path on first use. */
 subkv_status skv_dicts_get(skv_dicts *reg, const char *name, const skv_dict **out, skv_err *err);
-/* For a csr config without cfg->dict: bind the set named cfg->dict_path (loading it); other
- * policies and bound configs are left alone. */
+/* Whether a config codes with a dictionary: csr, or refreshkv with full_store = csr. */
+int skv_config_needs_dict(const skv_config *cfg);
+/* For such a config without cfg->dict: bind the set named cfg->dict_path (loading it); other
+ * configs and bound ones are left alone. */
 subkv_status skv_config_bind_dict(skv_config *cfg, skv_dicts *reg, skv_err *err);
 
 #endif /* SUBKV_CSR_DICT_H */

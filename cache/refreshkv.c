@@ -50,8 +50,14 @@
  * memory, full steps answer with its estimate, re-selection among the rows it keeps with
  * values; no queue (tokens go straight into it).
  *
+ * full_store = csr: the full store is a csr sketch (cache/refreshkv_csr.c): every token, as
+ * 8 s bytes of codes once it leaves the store's exact sinks and window; full steps answer with
+ * attention over its reconstructions and re-select among all tokens by position, as the exact
+ * store does; no queue either.
+ *
  * Files: this one (config, appends, the decision, checkpoints), refreshkv_full.c (the full
- * store, the full step, pooling, selection), refreshkv_sub.c (a SubGen full store).
+ * store, the full step, pooling, selection), refreshkv_sub.c (a SubGen full store),
+ * refreshkv_csr.c (a csr full store).
  *
  * Bytes read per attend (skv_stats.bytes_read): a partial step reads its K rows of keys and
  * values, a full step every flushed row of the full store (keys and values once: a fused
@@ -62,24 +68,31 @@
 enum { RKV_MAX_STRIDE = 1 << 16, RKV_MAX_POOL = 1023 };
 
 static bool rkv_sub(const skv_config *c) { return c->full_store == SKV_FULL_SUBGEN; }
-/* Device-side bytes besides the partial rows: struct, state, queue (none with a SubGen
- * store: tokens go straight into it). */
+static bool rkv_csr(const skv_config *c) { return c->full_store == SKV_FULL_CSR; }
+/* Device-side bytes besides the partial rows: struct, state, queue (none with a SubGen or
+ * csr store: tokens go straight into it). */
 static size_t rkv_fixed_bytes(const skv_config *c) {
     return skv_sketch_base_bytes() + sizeof(rkv_impl) + (size_t)c->head_dim * sizeof(float) +
-           (rkv_sub(c) ? 0 : 2 * (size_t)c->stride * rkv_row_bytes(c));
+           (c->full_store != SKV_FULL_EXACT ? 0 : 2 * (size_t)c->stride * rkv_row_bytes(c));
 }
-/* Per partial-cache token: key, value, score, position. */
+/* Per partial-cache token: key, value, score, position; a SubGen store's candidate and
+ * permutation slots, a csr store's selection scratch (heap entry, old row, permutation). */
 static size_t rkv_partial_row_bytes(const skv_config *c) {
-    return 2 * rkv_row_bytes(c) + sizeof(double) + sizeof(uint64_t) +
-           (c->full_store == SKV_FULL_SUBGEN ? sizeof(skv_rkv_cand) + sizeof(uint32_t) : 0);
+    size_t extra = 0;
+    if (rkv_sub(c)) extra = sizeof(skv_rkv_cand) + sizeof(uint32_t);
+    if (rkv_csr(c))
+        extra = sizeof(double) + sizeof(uint64_t) + sizeof(skv_rkv_pos_row) + sizeof(uint32_t);
+    return 2 * rkv_row_bytes(c) + sizeof(double) + sizeof(uint64_t) + extra;
 }
 /* Per full-store token: key, value and two floats of scratch. */
 static size_t rkv_full_row_bytes(const skv_config *c) {
     return 2 * rkv_row_bytes(c) + 2 * sizeof(float);
 }
 /* What each held token adds beyond create_bytes: a full-store row (a SubGen store: nothing,
- * the sketch is bounded at create). */
+ * the sketch is bounded at create; a csr store: a coded token's 8 s bytes, max_tokens of them
+ * at most). */
 static size_t rkv_token_bytes(const skv_config *c) {
+    if (rkv_csr(c)) return 8 * (size_t)c->sparsity;
     return c->full_store == SKV_FULL_SUBGEN ? 0 : rkv_full_row_bytes(c);
 }
 
@@ -96,12 +109,15 @@ static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
                              RKV_MAX_POOL);
     /* A SubGen store is bounded and small, kept with the sketch: a device mirror of it would
      * buy nothing, so asking for one is an error rather than a silent no-op. */
-    if (rkv_sub(cfg) && cfg->full_mem == SKV_FULL_MEM_DEVICE)
+    if (cfg->full_store != SKV_FULL_EXACT && cfg->full_mem == SKV_FULL_MEM_DEVICE)
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
-                             "refreshkv full_mem=device needs full_store=exact (a subgen store "
-                             "stays with the sketch)");
+                             "refreshkv full_mem=device needs full_store=exact (a %s store "
+                             "stays with the sketch)",
+                             skv_full_store_name(cfg->full_store));
     if (rkv_sub(cfg)) {
         SKV_CHECK(skv_rkv_sub_split(cfg, rkv_fixed_bytes(cfg), rkv_partial_row_bytes(cfg), err));
+    } else if (rkv_csr(cfg)) {
+        SKV_CHECK(rkv_csr_split(cfg, rkv_fixed_bytes(cfg), rkv_partial_row_bytes(cfg), err));
     } else if (cfg->budget_bytes) { /* the budget sizes the device side: K from what is left */
         const size_t fixed = rkv_fixed_bytes(cfg), row = rkv_partial_row_bytes(cfg);
         if (cfg->budget_bytes < fixed + row)
@@ -120,14 +136,20 @@ static size_t rkv_create_bytes(const skv_config *cfg) {
     size_t store = 0;
     skv_config sc;
     if (rkv_sub(cfg) && skv_rkv_sub_resolve(cfg, 0, &sc, &store, NULL) != SKV_OK) return SIZE_MAX;
+    if (rkv_csr(cfg)) { /* the csr store as created: struct, sinks, window, rope table */
+        rkv_csr_config(cfg, 0, &sc);
+        store = skv_policy_csr_ops.create_bytes(&sc);
+    }
     return rkv_fixed_bytes(cfg) + (size_t)cfg->partial_tokens * rkv_partial_row_bytes(cfg) + store;
 }
 
-/* Count the store's heap in this sketch's (after anything that may change it). */
-static void rkv_sub_sync(skv_sketch *s, rkv_impl *im) {
-    const size_t now = im->sub ? skv_sketch_bytes(im->sub) : 0;
-    s->heap_bytes = s->heap_bytes - im->sub_bytes + now;
-    im->sub_bytes = now;
+/* Count the store's heap (SubGen or csr) in this sketch's (after anything that may change
+ * it). */
+static void rkv_store_sync(skv_sketch *s, rkv_impl *im) {
+    const skv_sketch *store = im->sub ? im->sub : im->csr;
+    const size_t now = store ? skv_sketch_bytes(store) : 0;
+    s->heap_bytes = s->heap_bytes - im->store_bytes + now;
+    im->store_bytes = now;
 }
 
 /* Create the SubGen store (and its candidate scratch) from the resolved config. */
@@ -135,7 +157,7 @@ static subkv_status rkv_sub_init(skv_sketch *s, rkv_impl *im, skv_err *err) {
     skv_config c;
     skv_rkv_sub_config(&s->cfg, 0, &c); /* the resolved fields already hold the split */
     SKV_CHECK(skv_sketch_create(&c, &im->sub, err));
-    rkv_sub_sync(s, im);
+    rkv_store_sync(s, im);
     im->ccap = skv_rkv_sub_max_cands(skv_sketch_config(im->sub)) + im->pcap;
     im->cand = skv_sketch_alloc(s, im->ccap * sizeof *im->cand);
     im->perm = skv_sketch_alloc(s, im->pcap * sizeof *im->perm);
@@ -144,15 +166,35 @@ static subkv_status rkv_sub_init(skv_sketch *s, rkv_impl *im, skv_err *err) {
     return SKV_OK;
 }
 
+/* Create the csr store (the resolved config holds its fields) and the selection scratch. */
+static subkv_status rkv_csr_init(skv_sketch *s, rkv_impl *im, skv_err *err) {
+    skv_config c;
+    rkv_csr_config(&s->cfg, 0, &c);
+    SKV_CHECK(skv_sketch_create(&c, &im->csr, err));
+    rkv_store_sync(s, im);
+    im->sel_score = skv_sketch_alloc(s, im->pcap * sizeof *im->sel_score);
+    im->sel_pos = skv_sketch_alloc(s, im->pcap * sizeof *im->sel_pos);
+    im->sel_old = skv_sketch_alloc(s, im->pcap * sizeof *im->sel_old);
+    im->perm = skv_sketch_alloc(s, im->pcap * sizeof *im->perm);
+    if (!im->sel_score || !im->sel_pos || !im->sel_old || !im->perm)
+        return skv_set_error(err, SKV_ERR_NOMEM, "cannot allocate a selection of %zu", im->pcap);
+    return SKV_OK;
+}
+
 static subkv_status rkv_init(skv_sketch *s, skv_err *err) {
     const skv_config *c = &s->cfg;
+    if (rkv_csr(c) && !c->dict) /* as csr alone: nothing to code with */
+        return skv_set_error(err, SKV_ERR_INVALID_ARG,
+                             "refreshkv full_store=csr needs a dictionary: set cfg.dict "
+                             "(skv_config_bind_dict binds dict_path '%s')",
+                             c->dict_path);
     rkv_impl *im = skv_sketch_alloc(s, sizeof *im);
     if (!im) return skv_set_error(err, SKV_ERR_NOMEM, "cannot allocate refreshkv state");
     s->impl = im;
     im->fk = (skv_rows){c->dtype, c->head_dim, 0, NULL};
     im->fv = im->fk;
     im->pcap = (size_t)c->partial_tokens;
-    im->qcap = rkv_sub(c) ? 0 : (size_t)c->stride;
+    im->qcap = c->full_store != SKV_FULL_EXACT ? 0 : (size_t)c->stride;
     SKV_CHECK(skv_sketch_rows(s, &im->pk, c->dtype, c->head_dim, im->pcap, err));
     SKV_CHECK(skv_sketch_rows(s, &im->pv, c->dtype, c->head_dim, im->pcap, err));
     SKV_CHECK(skv_sketch_rows(s, &im->qk, c->dtype, c->head_dim, im->qcap, err));
@@ -163,6 +205,7 @@ static subkv_status rkv_init(skv_sketch *s, skv_err *err) {
     if (!im->pscore || !im->ppos || !im->qref)
         return skv_set_error(err, SKV_ERR_NOMEM, "cannot allocate refreshkv partial cache");
     if (rkv_sub(c)) SKV_CHECK(rkv_sub_init(s, im, err));
+    if (rkv_csr(c)) SKV_CHECK(rkv_csr_init(s, im, err));
     return SKV_OK;
 }
 
@@ -171,8 +214,12 @@ static void rkv_fini(skv_sketch *s) {
     if (!im) return;
     rkv_full_free(s, im);
     skv_sketch_destroy(im->sub);
-    im->sub = NULL;
-    rkv_sub_sync(s, im);
+    skv_sketch_destroy(im->csr);
+    im->sub = im->csr = NULL;
+    rkv_store_sync(s, im);
+    skv_sketch_free(s, im->sel_score, im->pcap * sizeof *im->sel_score);
+    skv_sketch_free(s, im->sel_pos, im->pcap * sizeof *im->sel_pos);
+    skv_sketch_free(s, im->sel_old, im->pcap * sizeof *im->sel_old);
     skv_sketch_free(s, im->cand, im->ccap * sizeof *im->cand);
     skv_sketch_free(s, im->perm, im->pcap * sizeof *im->perm);
     skv_sketch_rows_free(s, &im->pk);
@@ -213,6 +260,18 @@ static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, si
                                skv_err *err) {
     rkv_impl *im = s->impl;
     const int d = s->cfg.head_dim;
+    if (im->csr) { /* into the csr store first (its max_tokens caps the coded tokens; a
+                    * refusal there changes nothing), then on top of the partial cache, as
+                    * with a SubGen store */
+        SKV_CHECK(skv_sketch_append(im->csr, K, V, n, d, err));
+        rkv_store_sync(s, im);
+        for (size_t i = 0; i < n; i++) {
+            const uint64_t t = s->tokens_seen + i;
+            rkv_partial_push(im, K + i * (size_t)d, V + i * (size_t)d, 1.0 + (double)t, t);
+        }
+        if (im->selected && n > 1) im->forced = 1;
+        return SKV_OK;
+    }
     if (s->cfg.max_tokens && n > s->cfg.max_tokens - s->tokens_seen)
         return skv_set_error(
             err, SKV_ERR_BUDGET, "append of %zu tokens exceeds max_tokens: %llu of %llu held", n,
@@ -221,7 +280,7 @@ static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, si
                     * input) and on top of the partial cache: before the first selection too,
                     * so that the first full step also chooses among the last K tokens */
         SKV_CHECK(skv_sketch_append(im->sub, K, V, n, d, err));
-        rkv_sub_sync(s, im);
+        rkv_store_sync(s, im);
         for (size_t i = 0; i < n; i++) {
             const uint64_t t = s->tokens_seen + i;
             rkv_partial_push(im, K + i * (size_t)d, V + i * (size_t)d, 1.0 + (double)t, t);
@@ -293,7 +352,7 @@ subkv_status skv_rkv_plan(skv_sketch *s, const float *Q, int g, int *full, skv_e
     }
     if (f) { /* the host store takes the queue: it stays the authoritative copy (a device
               * mirror only ever uploads rows flushed here; checkpoints save the host store) */
-        if (!im->sub) {
+        if (s->cfg.full_store == SKV_FULL_EXACT) {
             SKV_CHECK(rkv_full_reserve(s, im, im->nfull + im->nq, err));
             rkv_flush(im);
         }
@@ -327,8 +386,13 @@ static void rkv_stats(const skv_sketch *s, skv_stats *st) {
     st->attends = im->attends;
     st->full_steps = im->full_steps;
     st->bytes_read = im->bytes_read;
-    st->full_bytes = im->sub ? im->sub_bytes + im->ccap * sizeof *im->cand
-                             : im->fcap * rkv_full_row_bytes(&s->cfg);
+    if (im->sub)
+        st->full_bytes = im->store_bytes + im->ccap * sizeof *im->cand;
+    else if (im->csr) /* the store and a full step's selection scratch */
+        st->full_bytes = im->store_bytes + im->pcap * (sizeof *im->sel_score + sizeof *im->sel_pos +
+                                                       sizeof *im->sel_old);
+    else
+        st->full_bytes = im->fcap * rkv_full_row_bytes(&s->cfg);
     st->partial_bytes = s->heap_bytes - st->full_bytes;
 }
 
@@ -358,6 +422,9 @@ static void rkv_save(const skv_sketch *s, skv_writer *w) {
         skv_err e;
         if (!w->failed && skv_sketch_save(im->sub, w->buf, &e) != SKV_OK) w->failed = true;
     }
+    /* the csr store's body inline: its config is this one's, its dictionary this one's (by
+     * dict_path and fingerprint, which its body carries and its load checks) */
+    if (im->csr) skv_policy_csr_ops.save(im->csr, w);
 }
 
 /* Replace the store made at init by the saved one (same config, same tokens). */
@@ -366,16 +433,19 @@ static subkv_status rkv_sub_load(skv_sketch *s, rkv_impl *im, skv_reader *r, skv
     SKV_CHECK(skv_rkv_sub_load(r, im->sub, s->tokens_seen, &sub, err));
     skv_sketch_destroy(im->sub);
     im->sub = sub;
-    rkv_sub_sync(s, im);
+    rkv_store_sync(s, im);
     return SKV_OK;
 }
 
 /* Every invariant attend and append rely on, checked on the loaded state. */
 static bool rkv_consistent(const skv_sketch *s, const rkv_impl *im) {
     if (im->selected > 1 || im->forced > 1 || im->since_check >= (uint64_t)s->cfg.stride ||
-        im->full_steps > im->attends || im->nfull + im->nq != (im->sub ? 0 : s->tokens_seen))
+        im->full_steps > im->attends ||
+        im->nfull + im->nq != (s->cfg.full_store != SKV_FULL_EXACT ? 0 : s->tokens_seen))
         return false;
-    if (!im->selected && (im->nq || (im->pn && !im->sub) || im->since_check)) return false;
+    if (!im->selected &&
+        (im->nq || (im->pn && s->cfg.full_store == SKV_FULL_EXACT) || im->since_check))
+        return false;
     if (im->pn < im->pcap && im->phead != 0) return false;
     for (size_t i = 0; i < im->pn; i++) {
         const size_t r = (im->phead + i) % im->pcap,
@@ -426,6 +496,12 @@ static subkv_status rkv_load(skv_sketch *s, skv_reader *r, skv_err *err) {
     for (int j = 0; j < s->cfg.head_dim; j++) im->qref[j] = skv_r_f32(r);
     if (r->failed) return skv_set_error(err, SKV_ERR_CORRUPT, "refreshkv state cut short");
     if (im->sub) SKV_CHECK(rkv_sub_load(s, im, r, err));
+    if (im->csr) { /* the store made at init takes the saved body (csr_load checks it all) */
+        im->csr->tokens_seen = s->tokens_seen;
+        const subkv_status st = skv_policy_csr_ops.load(im->csr, r, err);
+        rkv_store_sync(s, im);
+        SKV_CHECK(st);
+    }
     if (!skv_rows_finite(&im->fk, im->nfull) || !skv_rows_finite(&im->fv, im->nfull) ||
         !skv_rows_finite(&im->qk, im->nq) || !skv_rows_finite(&im->qv, im->nq) ||
         !skv_rows_finite(&im->pk, im->pn) || !skv_rows_finite(&im->pv, im->pn))

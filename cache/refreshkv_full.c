@@ -79,23 +79,19 @@ static void rkv_sift_down(double *sc, uint64_t *ps, size_t i, size_t n) {
     }
 }
 
-/* Partial cache := the top pcap tokens of the full store by score[nfull], ascending. */
-static void rkv_select(rkv_impl *im, const float *score) {
-    double *sc = im->pscore;
-    uint64_t *ps = im->ppos;
-    size_t n = 0;
-    for (size_t i = 0; i < im->nfull; i++) {
-        const double v = score[i];
-        if (n < im->pcap) { /* fill, then heapify once full */
-            sc[n] = v, ps[n] = i, n++;
-            if (n == im->pcap)
-                for (size_t j = n / 2; j-- > 0;) rkv_sift_down(sc, ps, j, n);
-        } else if (v >= sc[0]) { /* >=: the later token wins a tie */
-            sc[0] = v, ps[0] = i;
-            rkv_sift_down(sc, ps, 0, n);
-        }
+void rkv_top_offer(double *sc, uint64_t *ps, size_t *n, size_t cap, double v, uint64_t t) {
+    if (*n < cap) { /* fill, then heapify once full */
+        sc[*n] = v, ps[*n] = t, (*n)++;
+        if (*n == cap)
+            for (size_t j = cap / 2; j-- > 0;) rkv_sift_down(sc, ps, j, cap);
+    } else if (v >= sc[0]) { /* >=: the later token wins a tie */
+        sc[0] = v, ps[0] = t;
+        rkv_sift_down(sc, ps, 0, cap);
     }
-    if (n < im->pcap)
+}
+
+void rkv_top_sort(double *sc, uint64_t *ps, size_t n, size_t cap) {
+    if (n < cap)
         for (size_t j = n / 2; j-- > 0;) rkv_sift_down(sc, ps, j, n);
     /* heap sort: repeatedly move the minimum to the end gives descending; reverse after */
     for (size_t end = n; end > 1; end--) {
@@ -109,6 +105,15 @@ static void rkv_select(rkv_impl *im, const float *score) {
         uint64_t tp = ps[i];
         sc[i] = sc[j], ps[i] = ps[j], sc[j] = ts, ps[j] = tp;
     }
+}
+
+/* Partial cache := the top pcap tokens of the full store by score[nfull], ascending. */
+static void rkv_select(rkv_impl *im, const float *score) {
+    double *sc = im->pscore;
+    uint64_t *ps = im->ppos;
+    size_t n = 0;
+    for (size_t i = 0; i < im->nfull; i++) rkv_top_offer(sc, ps, &n, im->pcap, score[i], i);
+    rkv_top_sort(sc, ps, n, im->pcap);
     for (size_t i = 0; i < n; i++) {
         skv_rows_copy(&im->pk, i, &im->fk, (size_t)ps[i]);
         skv_rows_copy(&im->pv, i, &im->fv, (size_t)ps[i]);
@@ -130,7 +135,7 @@ void rkv_materialize(rkv_impl *im) {
 
 /* After a full step: the reference query, the flags and the counters (the attend too: a
  * planned full step counts only once it is done, so a failed one stays due). */
-static void rkv_full_done(skv_sketch *s, rkv_impl *im, const float *Q, int g, uint64_t rows) {
+void rkv_full_done(skv_sketch *s, rkv_impl *im, const float *Q, int g, uint64_t bytes) {
     const int d = s->cfg.head_dim;
     for (int j = 0; j < d; j++) {
         double m = 0.0;
@@ -142,7 +147,7 @@ static void rkv_full_done(skv_sketch *s, rkv_impl *im, const float *Q, int g, ui
     im->since_check = 0;
     im->full_steps++;
     im->attends++;
-    im->bytes_read += rows * rkv_row_bytes(&s->cfg);
+    im->bytes_read += bytes;
 }
 
 /* A full step over the SubGen store (refreshkv_sub.c): its estimate answers; the partial
@@ -158,7 +163,7 @@ static subkv_status rkv_sub_full_step(skv_sketch *s, rkv_impl *im, const float *
     im->pn = n;
     im->phead = 0;
     im->layout++;
-    rkv_full_done(s, im, Q, g, rows);
+    rkv_full_done(s, im, Q, g, rows * rkv_row_bytes(&s->cfg));
     return SKV_OK;
 }
 
@@ -178,6 +183,7 @@ void skv_rkv_maxpool(const float *prob, size_t n, int pool, float *pooled) {
 subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g, skv_partial *out,
                            skv_err *err) {
     if (im->sub) return rkv_sub_full_step(s, im, Q, g, out, err);
+    if (im->csr) return rkv_csr_full_step(s, im, Q, g, out, err);
     const int d = s->cfg.head_dim;
     const size_t n = im->nfull;
     float qs[SKV_MAX_HEAD_DIM];
@@ -201,7 +207,7 @@ subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g, s
     /* max-pool along tokens, window pool_kernel centred on each token */
     skv_rkv_maxpool(im->fprob, n, s->cfg.pool_kernel, im->fpool);
     rkv_select(im, im->fpool);
-    rkv_full_done(s, im, Q, g, (uint64_t)n * 2);
+    rkv_full_done(s, im, Q, g, (uint64_t)n * 2 * rkv_row_bytes(&s->cfg));
     return SKV_OK;
 }
 
@@ -222,7 +228,7 @@ subkv_status skv_rkv_apply(skv_sketch *s, const float *Q, int g, const float *po
                              "apply of %zu scores to a full store of %zu rows (+%zu queued)", n,
                              im->nfull, im->nq);
     rkv_select(im, pooled);
-    rkv_full_done(s, im, Q, g, (uint64_t)n * 2);
+    rkv_full_done(s, im, Q, g, (uint64_t)n * 2 * rkv_row_bytes(&s->cfg));
     return SKV_OK;
 }
 
@@ -300,7 +306,7 @@ subkv_status skv_rkv_apply_indices(skv_sketch *s, const float *Q, int g, const u
     im->plo = 0;
     im->phi = k;
     im->layout++;
-    rkv_full_done(s, im, Q, g, (uint64_t)im->nfull * 2);
+    rkv_full_done(s, im, Q, g, (uint64_t)im->nfull * 2 * rkv_row_bytes(&s->cfg));
     return SKV_OK;
 }
 

@@ -9,6 +9,8 @@
 
 #include "skv_internal.h"
 
+typedef struct skv_rkv_pos_row skv_rkv_pos_row;
+
 typedef struct rkv_impl {
     /* full store (host) and the scratch of a full step */
     size_t nfull, fcap;
@@ -50,11 +52,23 @@ typedef struct rkv_impl {
     uint64_t since_check, attends, full_steps, bytes_read;
     /* full_store = subgen (refreshkv_sub.c): the store, and the candidates of a full step */
     skv_sketch *sub;
-    size_t sub_bytes; /* sub's heap, counted in this sketch's heap_bytes */
+    size_t store_bytes; /* sub's (or csr's) heap, counted in this sketch's heap_bytes */
     skv_rkv_cand *cand;
     size_t ccap;
-    uint32_t *perm; /* pcap: where each partial row goes at a re-selection */
+    uint32_t *perm; /* pcap: where each partial row goes at a re-selection (subgen, csr) */
+    /* full_store = csr (refreshkv_csr.c): the store, and a full step's selection scratch
+     * (pcap each): the top-K heap, then the old partial rows sorted by position */
+    skv_sketch *csr;
+    double *sel_score;
+    uint64_t *sel_pos;
+    skv_rkv_pos_row *sel_old;
 } rkv_impl;
+
+/* A partial-cache row and the token it holds (refreshkv_csr.c's placement). */
+struct skv_rkv_pos_row {
+    uint64_t pos;
+    uint32_t row;
+};
 
 static inline size_t rkv_row_bytes(const skv_config *c) {
     return skv_rows_bytes(c->dtype, c->head_dim, 1);
@@ -76,5 +90,23 @@ subkv_status rkv_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g, s
 void rkv_materialize(rkv_impl *im);
 /* refreshkv.c: the partial cache's rows as segments (ring order, ascending score). */
 void rkv_segments(const skv_sketch *s, skv_seg_sink *sink);
+/* After a full step that read `bytes` of its store: the reference query, the flags, the
+ * counters. */
+void rkv_full_done(skv_sketch *s, rkv_impl *im, const float *Q, int g, uint64_t bytes);
+/* The top-K heap of rkv_select, fed one (score, token) at a time: *n of cap held (min-heap on
+ * (score, token): a later token beats an earlier one of equal score); then sorted ascending. */
+void rkv_top_offer(double *sc, uint64_t *ps, size_t *n, size_t cap, double v, uint64_t t);
+void rkv_top_sort(double *sc, uint64_t *ps, size_t n, size_t cap);
+
+/* refreshkv_csr.c: a csr full store */
+/* The store's config from refreshkv config p, with that budget (0: max_tokens as given). */
+void rkv_csr_config(const skv_config *p, size_t budget, skv_config *c);
+/* Resolve the store's fields of cfg and, with a budget, split it (K from half, less the fixed
+ * state; the store from the rest): partial_tokens, max_tokens (coded tokens) and atoms are
+ * written back. fixed = refreshkv's state bytes, row = bytes per partial-cache token. */
+subkv_status rkv_csr_split(skv_config *cfg, size_t fixed, size_t row, skv_err *err);
+/* A full step over the csr store (see refreshkv_csr.c), answering out[g]. */
+subkv_status rkv_csr_full_step(skv_sketch *s, rkv_impl *im, const float *Q, int g, skv_partial *out,
+                               skv_err *err);
 
 #endif /* SUBKV_REFRESHKV_IMPL_H */

@@ -231,11 +231,25 @@ static unsigned char *sub_row(const skv_rows *r, size_t i) {
  * copied in after. */
 void skv_rkv_sub_place(skv_rows *pk, skv_rows *pv, double *pscore, uint64_t *ppos, uint32_t *perm,
                        size_t pcap, const skv_rkv_cand *cand, size_t n) {
-    const uint32_t none = UINT32_MAX;
     uint32_t *dest = perm;
-    for (size_t r = 0; r < pcap; r++) dest[r] = none;
+    for (size_t r = 0; r < pcap; r++) dest[r] = SKV_RKV_NO_ROW;
     for (size_t k = 0; k < n; k++)
         if (cand[k].k == pk) dest[cand[k].row] = (uint32_t)(n - 1 - k);
+    skv_rkv_move_rows(pk, pv, dest, pcap);
+    for (size_t k = 0; k < n; k++) {
+        const skv_rkv_cand *c = &cand[k];
+        const size_t i = n - 1 - k;
+        if (c->k != pk) {
+            skv_rows_copy(pk, i, c->k, c->row);
+            skv_rows_copy(pv, i, c->v, c->row);
+        }
+        pscore[i] = c->score < 1.0f ? (double)c->score : 1.0;
+        ppos[i] = 0; /* unknown: samples and value slots carry no positions */
+    }
+}
+
+void skv_rkv_move_rows(skv_rows *pk, skv_rows *pv, uint32_t *dest, size_t pcap) {
+    const uint32_t none = SKV_RKV_NO_ROW;
     for (size_t r = 0; r < pcap; r++)
         if (dest[r] == r) dest[r] = none; /* stays where it is */
     const size_t rb = skv_rows_row_bytes(pk);
@@ -260,15 +274,5 @@ void skv_rkv_sub_place(skv_rows *pk, skv_rows *pv, double *pscore, uint64_t *ppo
             cur = 1 - cur;
             d = next;
         }
-    }
-    for (size_t k = 0; k < n; k++) {
-        const skv_rkv_cand *c = &cand[k];
-        const size_t i = n - 1 - k;
-        if (c->k != pk) {
-            skv_rows_copy(pk, i, c->k, c->row);
-            skv_rows_copy(pv, i, c->v, c->row);
-        }
-        pscore[i] = c->score < 1.0f ? (double)c->score : 1.0;
-        ppos[i] = 0; /* unknown: samples and value slots carry no positions */
     }
 }

@@ -56,6 +56,7 @@ void skv_config_default(skv_config *cfg, skv_policy_id policy, int head_dim) {
         cfg->samples = 8;
         cfg->value_slots = 256;
         cfg->max_clusters = 256;
+        cfg->sparsity = 8; /* a csr full store (full_store = csr) takes csr's sparsity */
         break;
     case SKV_POLICY_CSR:
         cfg->window = 128;
@@ -120,7 +121,7 @@ static subkv_status resolve_config(skv_config *cfg, const skv_policy_ops **ops, 
         return skv_set_error(err, SKV_ERR_UNSUPPORTED, "unknown dtype %d", (int)cfg->dtype);
     if ((unsigned)cfg->values > SKV_VALUES_CLUSTER)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown values mode %d", (int)cfg->values);
-    if ((unsigned)cfg->full_store > SKV_FULL_SUBGEN)
+    if ((unsigned)cfg->full_store > SKV_FULL_CSR)
         return skv_set_error(err, SKV_ERR_INVALID_ARG, "unknown full store %d",
                              (int)cfg->full_store);
     if ((unsigned)cfg->full_mem > SKV_FULL_MEM_DEVICE)
@@ -163,8 +164,10 @@ size_t skv_config_max_bytes(const skv_config *c) {
 
 uint64_t skv_config_token_cap(const skv_config *c) {
     if (!c->max_tokens) return 0;
-    if (c->policy == SKV_POLICY_EXACT || c->policy == SKV_POLICY_REFRESHKV) return c->max_tokens;
-    if (c->policy == SKV_POLICY_CSR) /* the codes' cap plus what stays exact */
+    if (c->policy == SKV_POLICY_REFRESHKV && c->full_store != SKV_FULL_CSR) return c->max_tokens;
+    if (c->policy == SKV_POLICY_EXACT) return c->max_tokens;
+    /* csr, and refreshkv's csr store: the codes' cap plus what stays exact */
+    if (c->policy == SKV_POLICY_CSR || c->policy == SKV_POLICY_REFRESHKV)
         return c->max_tokens + (uint64_t)c->sinks + (uint64_t)c->window;
     return 0;
 }
@@ -334,7 +337,8 @@ static void write_config(skv_writer *w, const skv_config *c) {
          * it existed read as host, the default */
         skv_w_u32(w, (uint32_t)c->full_store | (uint32_t)c->full_mem << 8);
     }
-    if (c->policy == SKV_POLICY_CSR) {
+    /* csr's fields, also for refreshkv's csr store (only then: other refreshkv bytes as before) */
+    if (skv_config_needs_dict(c)) {
         const size_t plen = strnlen(c->dict_path, SKV_DICT_PATH_MAX - 1);
         skv_w_u32(w, (uint32_t)c->sparsity);
         skv_w_u32(w, (uint32_t)c->atoms);
@@ -369,7 +373,7 @@ static void read_config(skv_reader *r, skv_config *c) {
         c->full_store = (skv_full_store)(fs & 0xffu);
         c->full_mem = (skv_full_mem)(fs >> 8);
     }
-    if (c->policy == SKV_POLICY_CSR) {
+    if (skv_config_needs_dict(c)) {
         c->sparsity = (int32_t)skv_r_u32(r);
         c->atoms = (int32_t)skv_r_u32(r);
         c->rope_base = skv_r_f32(r);
@@ -464,11 +468,12 @@ subkv_status skv_sketch_load_dicts(const void *data, size_t len, size_t max_byte
     if (r.failed) return skv_set_error(err, SKV_ERR_CORRUPT, "body too short for its config");
     if ((uint32_t)cfg.policy != policy)
         return skv_set_error(err, SKV_ERR_CORRUPT, "header and body disagree on the policy");
-    if (cfg.policy == SKV_POLICY_CSR) { /* bind the dictionary it was coded with, by name */
+    if (skv_config_needs_dict(&cfg)) { /* bind the dictionary it was coded with, by name */
         if (!dicts)
             return skv_set_error(err, SKV_ERR_UNSUPPORTED,
-                                 "a csr checkpoint needs a dictionary registry "
-                                 "(skv_sketch_load_dicts)");
+                                 "a %s checkpoint needs a dictionary registry "
+                                 "(skv_sketch_load_dicts)",
+                                 cfg.policy == SKV_POLICY_CSR ? "csr" : "refreshkv csr-store");
         SKV_CHECK(skv_config_bind_dict(&cfg, dicts, err));
     }
     skv_sketch *s = NULL;

@@ -182,6 +182,15 @@ subkv_status skv_csr_append_codes(skv_sketch *s, const float *K, const float *V,
                                   const uint16_t *idx, const uint16_t *coef, size_t m,
                                   skv_err *err);
 
+/* Token t (< tokens seen) of csr sketch s as its attend sees it, into k[d], v[d] (float32; v
+ * NULL: the key alone): the stored row of a sink or window token (returns 1), else the
+ * reconstruction of its codes (returns 0; float32 sums, before the storage rounding csr's
+ * segments apply). For a
+ * refreshkv csr store (cache/refreshkv_csr.c); no checks: s must be a csr sketch. */
+int skv_csr_token(const skv_sketch *s, uint64_t t, float *k, float *v);
+/* Key + value bytes one attend of csr sketch s reads: its exact rows and 8 s per coded token. */
+uint64_t skv_csr_read_bytes(const skv_sketch *s);
+
 struct skv_sinkwin;
 /* A csr sketch as the GPU worker mirrors it (worker/gpu_csr.c), borrowed like
  * skv_csr_codes: the exact part (sinks and window ring as stored, rows in the sketch's
@@ -311,6 +320,11 @@ subkv_status skv_rkv_sub_load(skv_reader *r, const skv_sketch *expect, uint64_t 
  * (capped at 1) and position 0; perm: pcap scratch. The caller sets pn = n, phead = 0. */
 void skv_rkv_sub_place(skv_rows *pk, skv_rows *pv, double *pscore, uint64_t *ppos, uint32_t *perm,
                        size_t pcap, const skv_rkv_cand *cand, size_t n);
+/* Move partial rows along a partial permutation: row r goes to row dest[r] unless dest[r] is
+ * SKV_RKV_NO_ROW (rows that stay put are marked so too); rows nothing lands on keep their bytes
+ * (the caller fills them). In place, through two row buffers; dest[pcap] is consumed. */
+#define SKV_RKV_NO_ROW UINT32_MAX
+void skv_rkv_move_rows(skv_rows *pk, skv_rows *pv, uint32_t *dest, size_t pcap);
 /* Most candidates a store of resolved config c lists (rows with values). */
 size_t skv_rkv_sub_max_cands(const skv_config *c);
 /* Full step over store sub: out[g] = its estimate for Q[g][d] (unscaled); the candidates are

@@ -63,7 +63,7 @@ static const char *const policy_names[SKV_POLICY_COUNT] = {
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const values_names[] = {"l2", "cluster"};
 static const char *const decide_names[] = {"layer", "group"};
-static const char *const full_store_names[] = {"exact", "subgen"};
+static const char *const full_store_names[] = {"exact", "subgen", "csr"};
 static const char *const full_mem_names[] = {"host", "device"};
 
 const char *skv_policy_name(skv_policy_id p) {
@@ -82,9 +82,9 @@ const char *skv_decide_name(skv_decide_mode m) {
 }
 int skv_decide_parse(const char *name) { return parse_name(name, decide_names, 2); }
 const char *skv_full_store_name(skv_full_store f) {
-    return (unsigned)f < 2 ? full_store_names[f] : "unknown";
+    return (unsigned)f < 3 ? full_store_names[f] : "unknown";
 }
-int skv_full_store_parse(const char *name) { return parse_name(name, full_store_names, 2); }
+int skv_full_store_parse(const char *name) { return parse_name(name, full_store_names, 3); }
 const char *skv_full_mem_name(skv_full_mem m) {
     return (unsigned)m < 2 ? full_mem_names[m] : "unknown";
 }

@@ -86,6 +86,7 @@ typedef enum skv_decide_mode {
 typedef enum skv_full_store {
     SKV_FULL_EXACT = 0,  /* every token, exactly (host memory, bounded by max_tokens)    */
     SKV_FULL_SUBGEN = 1, /* a SubGen sketch: bounded memory, full steps are its estimate */
+    SKV_FULL_CSR = 2,    /* a csr sketch: 8 s bytes a token, full steps over its codes    */
 } skv_full_store;
 
 /* Where a refreshkv worker keeps an exact full store (see skv_config.full_mem). */
@@ -96,8 +97,8 @@ typedef enum skv_full_mem {
 } skv_full_mem;
 
 /* Names: "exact", "sinkwin", "h2o", "subgen", "refreshkv", "csr"; "f32", "f16", "bf16"; "l2",
- * "cluster"; "layer", "group"; "exact", "subgen" (full stores); "host", "device" (full_mem). The
- * parse functions return -1 for an unknown name. */
+ * "cluster"; "layer", "group"; "exact", "subgen", "csr" (full stores); "host", "device" (full_mem).
+ * The parse functions return -1 for an unknown name. */
 const char *skv_policy_name(skv_policy_id p);
 int skv_policy_parse(const char *name);
 const char *skv_dtype_name(skv_dtype t);
@@ -137,10 +138,12 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *                 partial_tokens [derived], its scores, the queue); the full store holds
  *                 every token in host memory and is bounded by max_tokens alone, so
  *                 skv_sketch_bytes() of a refreshkv sketch exceeds the budget by the full
- *                 store (skv_stats.full_bytes / partial_bytes split the two).
+ *                 store (skv_stats.full_bytes / partial_bytes split the two). With
+ *                 full_store = subgen or csr the budget covers both (see full_store).
  *  max_tokens     exact [derived]: most tokens held (0 = unlimited); appending past it
  *                 fails with SKV_ERR_BUDGET and stores nothing. refreshkv: the same cap on
- *                 its full store (never derived from the budget). csr [derived]: the same
+ *                 its full store (never derived from the budget); with full_store = csr
+ *                 [derived], csr's cap on the store's coded tokens. csr [derived]: the same
  *                 for the coded tokens (sinks and window not counted).
  *  sinks          sinkwin, subgen: first tokens kept exactly (default 4); csr (default 0).
  *  window         sinkwin [derived]: last tokens kept exactly (default 1024);
@@ -178,18 +181,34 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *                 any input: with budget_bytes, half (less the fixed state) derives
  *                 partial_tokens and the rest the store's value_slots / max_clusters, and
  *                 skv_sketch_bytes() never exceeds the budget; max_tokens is not needed.
+ *                 csr — the full store is a csr sketch built from this config's csr fields
+ *                 (sparsity, atoms, rope_base, dict_path / dict: required at create, as for
+ *                 csr; refreshkv's default sparsity is csr's, 8) and its sinks and window
+ *                 (refreshkv's defaults 4 and 64): every token kept, as 8 s bytes of codes
+ *                 once it leaves the store's window. Full steps answer with csr's attend
+ *                 (exact sinks and window, reconstructions elsewhere) and re-select the
+ *                 partial cache from all tokens by pooled score as the exact store does; a
+ *                 selected token already in the partial cache keeps its (exact) row there,
+ *                 others get the store's row (exact for sinks and window, else decoded)
+ *                 (cache/refreshkv_csr.c). With budget_bytes, half (less the fixed state)
+ *                 derives partial_tokens and the rest is the csr store's budget, from which
+ *                 max_tokens (coded tokens) is derived, so skv_sketch_bytes() never exceeds
+ *                 the budget; without one, max_tokens caps the coded tokens (0: none).
+ *                 Checkpoints need the dictionary registry (skv_sketch_load_dicts).
  *  full_mem       refreshkv with full_store = exact, in the service: host (default) — the
  *                 worker keeps the full store in host memory and runs full steps on the
  *                 CPU; device — a GPU worker also keeps an append-only device mirror of it
  *                 and runs full steps there, in the request's batched attend launch (the
  *                 host store stays authoritative: checkpoints save it). A CPU worker, or a
  *                 sketch the GPU kernel cannot serve (f32, head_dim not 64/128), treats
- *                 device as host. With full_store = subgen, device is refused
- *                 (SKV_ERR_INVALID_ARG): that store is bounded and lives with the sketch.
+ *                 device as host. With full_store = subgen or csr, device is refused
+ *                 (SKV_ERR_INVALID_ARG): those stores are bounded and live with the sketch
+ *                 (full steps on the CPU; partial steps still on a GPU worker's device).
  *                 A lone sketch has no device: the field changes nothing in its results.
  *  seed, seq_id, layer, head   key of the counter-based RNG (DESIGN.md section 3).
- *  sparsity       csr s: atoms per key and per value vector (ceil(s/2) for value channels
- *                 [0, d/2), floor(s/2) for [d/2, d)), 2..head_dim (default 8);
+ *  sparsity       csr s (also refreshkv's csr store): atoms per key and per value vector
+ *                 (ceil(s/2) for value channels [0, d/2), floor(s/2) for [d/2, d)),
+ *                 2..head_dim (default 8);
  *                 32 s / head_dim bits per element.
  *  atoms          csr N: dictionary atoms; 0 = the dictionary's (resolved to it when bound).
  *  rope_base      csr: 0 codes keys as given (post-rotary, with a post-rotary dictionary);
@@ -199,8 +218,9 @@ enum { SKV_DICT_PATH_MAX = 256 };
  *                 coding and redoes it when decoding. p is the token's index in the sketch's
  *                 own stream: the sequence position for an unsharded sequence; a context
  *                 shard sees other positions, which stays exact but codes less well.
- *  dict_path      csr: name of the dictionary set (a file path, or a name registered in an
- *                 skv_dicts registry); what travels on the wire and in checkpoints.
+ *  dict_path      csr (and refreshkv with full_store = csr): name of the dictionary set (a
+ *                 file path, or a name registered in an skv_dicts registry); what travels
+ *                 on the wire and in checkpoints.
  *  dict           csr: the bound set (cache/csr_dict.h), borrowed: it must outlive the
  *                 sketch. Required by create; resolve works without it (a coordinator can
  *                 size csr sketches without loading dictionaries). Fill it with

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "csr_dict.h"
 #include "skv_internal.h"
 
 enum { W_BUDGET, W_MAXTOK, W_SINKS, W_WINDOW, W_HEAVY, W_SAMPLES, W_SLOTS, W_CLUSTERS, W_SEED };
@@ -55,7 +56,8 @@ void skv_wire_policy_from_config(skv_wire_policy *w, const skv_config *cfg) {
         snprintf(w->full_mem, sizeof w->full_mem, "%s", skv_full_mem_name(cfg->full_mem));
         w->msg.full_mem = w->full_mem;
     }
-    if (cfg->policy == SKV_POLICY_CSR) { /* likewise: fields 18-21 only for csr */
+    if (skv_config_needs_dict(cfg)) { /* likewise: fields 18-21 only for csr (and a refreshkv
+                                       * csr store) */
         w->ints[9].v = cfg->sparsity;
         w->ints[10].v = cfg->atoms;
         w->msg.sparsity = &w->ints[9];
@@ -150,7 +152,7 @@ subkv_status skv_wire_config_from_policy(const Subkv__PolicyConfig *p, int head_
             cfg->full_mem = (skv_full_mem)f;
         }
     }
-    if (cfg->policy == SKV_POLICY_CSR) {
+    if (skv_config_needs_dict(cfg)) { /* after full_store: refreshkv's csr store too */
         SKV_CHECK(int_field(p->sparsity, &cfg->sparsity, "sparsity", err));
         SKV_CHECK(int_field(p->atoms, &cfg->atoms, "atoms", err));
         if (p->rope_base) {

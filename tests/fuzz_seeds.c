@@ -66,6 +66,8 @@ static const seed_case CASES[] = {
     /* values = cluster marks the refreshkv case whose full store is a SubGen sketch */
     {"refreshkv-subgen-f32", SKV_POLICY_REFRESHKV, SKV_VALUES_CLUSTER, SKV_DTYPE_F32},
     {"csr-f16", SKV_POLICY_CSR, SKV_VALUES_L2, SKV_DTYPE_F16},
+    /* the name marks the refreshkv case whose full store is a csr sketch */
+    {"refreshkv-csr-f16", SKV_POLICY_REFRESHKV, SKV_VALUES_L2, SKV_DTYPE_F16},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
@@ -88,6 +90,11 @@ static skv_sketch *make_sketch(synth_rng *r, const seed_case *c, const skv_dict 
     if (c->policy == SKV_POLICY_REFRESHKV && c->values == SKV_VALUES_CLUSTER)
         cfg.full_store = SKV_FULL_SUBGEN, cfg.sinks = 2, cfg.window = 4, cfg.samples = 2,
         cfg.max_clusters = 3;
+    if (!strcmp(c->name, "refreshkv-csr-f16")) { /* coded with the harness's set, as csr's */
+        cfg.full_store = SKV_FULL_CSR, cfg.sinks = 1, cfg.window = 5, cfg.sparsity = 2;
+        cfg.layer = 2, cfg.dict = dict;
+        snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", FUZZ_DICT_NAME);
+    }
     skv_sketch *s;
     skv_err e;
     if (skv_sketch_create(&cfg, &s, &e) != SKV_OK) die(e.msg);
@@ -118,18 +125,19 @@ static void sketch_and_table_seeds(synth_rng *r) {
         skv_buf b = {0};
         if (skv_sketch_save(s, &b, &e) != SKV_OK) die(e.msg);
         put("sketch_load", CASES[i].name, b.data, b.len);
-        if (CASES[i].policy == SKV_POLICY_CSR) { /* the harness's registry resolves it */
+        const int coded = skv_config_needs_dict(skv_sketch_config(s));
+        if (coded) { /* the harness's registry resolves it */
             skv_dicts *reg = fuzz_dicts_make();
             skv_sketch *back = NULL;
             if (!reg ||
                 skv_sketch_load_dicts(b.data, b.len, SIZE_MAX, reg, &back, NULL, &e) != SKV_OK)
-                die("the csr seed does not load with the fuzz dictionary");
+                die("a csr-coded seed does not load with the fuzz dictionary");
             skv_sketch_destroy(back);
             skv_dicts_free(reg);
         }
         skv_buf_free(&b);
         skv_item_key k = {.seq = 1 + i / 3, .layer = (uint32_t)(i % 3), .head = 1, .shard = 0};
-        if (i % 2 == 0 && CASES[i].policy != SKV_POLICY_CSR) { /* every other sketch */
+        if (i % 2 == 0 && !coded) { /* every other sketch */
             if (skv_table_insert(&t, &k, s, &e) != SKV_OK) die(e.msg);
         } else {
             skv_sketch_destroy(s);

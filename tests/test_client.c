@@ -284,6 +284,30 @@ static void test_wire_ignores_other_policies_fields(void **state) {
         assert_int_equal(back.decide, cfg.decide);
         assert_string_equal(back.dict_path, cfg.dict_path);
     }
+    /* refreshkv with full_store "csr": its store's csr fields are taken, and travel back */
+    Subkv__PolicyConfig p = SUBKV__POLICY_CONFIG__INIT;
+    Subkv__OptInt sparsity = SUBKV__OPT_INT__INIT;
+    Subkv__OptFloat rope = SUBKV__OPT_FLOAT__INIT;
+    sparsity.v = 3, rope.v = 100000.0f;
+    p.policy = (char *)"refreshkv";
+    p.full_store = (char *)"csr";
+    p.sparsity = &sparsity;
+    p.rope_base = &rope;
+    p.dict_path = (char *)"pre.skvd";
+    skv_config cfg, back;
+    skv_err e;
+    TU_OK(skv_wire_config_from_policy(&p, 64, &cfg, &e), &e);
+    assert_int_equal(cfg.full_store, SKV_FULL_CSR);
+    assert_int_equal(cfg.sparsity, 3);
+    assert_true(cfg.rope_base == 100000.0f);
+    assert_string_equal(cfg.dict_path, "pre.skvd");
+    skv_wire_policy w;
+    skv_wire_policy_from_config(&w, &cfg);
+    TU_OK(skv_wire_config_from_policy(&w.msg, 64, &back, &e), &e);
+    assert_int_equal(back.full_store, SKV_FULL_CSR);
+    assert_int_equal(back.sparsity, 3);
+    assert_true(back.rope_base == 100000.0f);
+    assert_string_equal(back.dict_path, "pre.skvd");
 }
 
 static void test_client_connect_failure_is_io(void **state) {

@@ -74,7 +74,22 @@ static void test_llama_cli_policy_knobs(void **state) {
     assert_true(c.rope_base == 100000.0f);
     assert_string_equal(c.dict_path, "some/dict.skvd");
     assert_null(c.dict); /* bound by lcli_open / lcli_reset */
+    const char *rkv_csr[] = {"--policy",   "refreshkv", "--full-store", "csr", "--dict", "d.skvd",
+                             "--sparsity", "3",         "--rope-base",  "1e5", NULL};
+    assert_int_equal(parse(&o, rkv_csr), 0);
+    assert_int_equal(lcli_policy(&o, &c), 0);
+    assert_int_equal(c.policy, SKV_POLICY_REFRESHKV);
+    assert_int_equal(c.full_store, SKV_FULL_CSR);
+    assert_int_equal(c.sparsity, 3);
+    assert_true(c.rope_base == 100000.0f);
+    assert_string_equal(c.dict_path, "d.skvd");
     /* refusals */
+    const char *rkv_csr_no_dict[] = {"--policy", "refreshkv", "--full-store", "csr", NULL};
+    assert_int_equal(parse(&o, rkv_csr_no_dict), 0);
+    assert_int_equal(lcli_policy(&o, &c), -1);
+    const char *csr_knob_on_exact_store[] = {"--policy", "refreshkv", "--sparsity", "4", NULL};
+    assert_int_equal(parse(&o, csr_knob_on_exact_store), 0);
+    assert_int_equal(lcli_policy(&o, &c), -1);
     const char *no_dict[] = {"--policy", "csr", "--sparsity", "4", NULL};
     assert_int_equal(parse(&o, no_dict), 0);
     assert_int_equal(lcli_policy(&o, &c), -1);

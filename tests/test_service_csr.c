@@ -4,7 +4,8 @@
  * what the in-process replica computes (also context-sharded), restore csr sketches from a
  * checkpoint, and refuse a create whose dictionary cannot be read without losing anything;
  * on GPU workers (skipped without a GPU) csr attends its codes there and matches the replica
- * within the GPU's rounding. The prefill and step loops are tests/svc_steps.h's.
+ * within the GPU's rounding. The same for refreshkv with a csr full store. The prefill and step
+ * loops are tests/svc_steps.h's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,10 +26,11 @@
 
 enum { NSEQ = 2, PREFILL = 150, STEPS = 6 };
 
-static void test_service_csr_equals_replica_and_restores(void **state) {
-    svc_fixture *f = *state;
+/* The service vs the replicas for a config coded with a dictionary (csr, or refreshkv with a
+ * csr full store): `policy` picks which. */
+static void coded_service_case(svc_fixture *f, skv_policy_id policy, const char *name) {
     synth_rng rng;
-    tu_rng_for(&rng, __func__);
+    tu_rng_for(&rng, name);
     const skv_model_shape sh = {2, 4, 2, 32};
     char path[128], dir[128];
     snprintf(path, sizeof path, "/tmp/subkv-test-csr-%d.skvd", (int)getpid());
@@ -42,10 +44,13 @@ static void test_service_csr_equals_replica_and_restores(void **state) {
     TU_OK(skv_dict_save_file(dict, path, &err), &err);
 
     skv_config cfg;
-    skv_config_default(&cfg, SKV_POLICY_CSR, 32);
+    skv_config_default(&cfg, policy, 32);
     cfg.sparsity = 6;
     cfg.window = 20;
     cfg.sinks = 2;
+    if (policy == SKV_POLICY_REFRESHKV) /* a full step every other attend, a few in STEPS */
+        cfg.full_store = SKV_FULL_CSR, cfg.partial_tokens = 24, cfg.stride = 2,
+        cfg.threshold = 1.0f;
     snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", path);
     skv_config local = cfg; /* the replicas use the same set, loaded in-process */
     local.dict = dict;
@@ -98,6 +103,16 @@ static void test_service_csr_equals_replica_and_restores(void **state) {
     skv_dict_free(dict);
 }
 
+static void test_service_csr_equals_replica_and_restores(void **state) {
+    coded_service_case(*state, SKV_POLICY_CSR, __func__);
+}
+
+/* refreshkv with a csr full store: workers bind the store's dictionary from dict_path, answer
+ * like the replica (full steps on the CPU), checkpoint and restore the store's codes. */
+static void test_service_refreshkv_csr_equals_replica_and_restores(void **state) {
+    coded_service_case(*state, SKV_POLICY_REFRESHKV, __func__);
+}
+
 /*
  * Workers with --backend cuda attend csr over its codes on the GPU (worker/gpu_csr.c): post-
  * rotary f16 sequences, one head-sharded and one context-sharded, answer like the CPU
@@ -105,11 +120,10 @@ static void test_service_csr_equals_replica_and_restores(void **state) {
  * rows rounded to f16) step after step, the codes and window uploaded append-only. Skipped
  * without a GPU, saying why.
  */
-static void test_service_csr_gpu_matches_replica(void **state) {
-    svc_fixture *f = *state;
+static void coded_gpu_case(svc_fixture *f, skv_policy_id policy, const char *name) {
     svc_need_gpus(1);
     synth_rng rng;
-    tu_rng_for(&rng, __func__);
+    tu_rng_for(&rng, name);
     const skv_model_shape sh = {2, 8, 2, 64};
     char path[128];
     snprintf(path, sizeof path, "/tmp/subkv-test-csr-gpu-%d.skvd", (int)getpid());
@@ -120,8 +134,11 @@ static void test_service_csr_gpu_matches_replica(void **state) {
     TU_OK(skv_dict_finish(dict, &err), &err);
     TU_OK(skv_dict_save_file(dict, path, &err), &err);
     skv_config cfg;
-    skv_config_default(&cfg, SKV_POLICY_CSR, 64);
+    skv_config_default(&cfg, policy, 64);
     cfg.sparsity = 8, cfg.window = 24, cfg.sinks = 4, cfg.dtype = SKV_DTYPE_F16;
+    if (policy == SKV_POLICY_REFRESHKV)
+        cfg.full_store = SKV_FULL_CSR, cfg.partial_tokens = 40, cfg.stride = 3,
+        cfg.threshold = 1.0f;
     snprintf(cfg.dict_path, sizeof cfg.dict_path, "%s", path);
     skv_config local = cfg;
     local.dict = dict;
@@ -137,13 +154,25 @@ static void test_service_csr_gpu_matches_replica(void **state) {
     }
     svc_prefill_both(c, &sh, NSEQ, ids, rep, &rng, 300);
     const double worst = svc_steps_vs_replicas(c, &sh, NSEQ, ids, rep, NULL, &rng, 3 * STEPS, 1.5f,
-                                               5e-3, "csr on GPU workers vs replica");
+                                               5e-3, "coded policy on GPU workers vs replica");
     skv_client_close(c);
     assert_int_equal(svc_job_stop(&f->job[0]), 0);
-    printf("# csr gpu service: worst relative error vs the CPU replica %.2e\n", worst);
+    printf("# %s gpu service: worst relative error vs the CPU replica %.2e\n",
+           skv_policy_name(policy), worst);
     for (int i = 0; i < NSEQ; i++) svc_replica_free(&rep[i]);
     unlink(path);
     skv_dict_free(dict);
+}
+
+static void test_service_csr_gpu_matches_replica(void **state) {
+    coded_gpu_case(*state, SKV_POLICY_CSR, __func__);
+}
+
+/* refreshkv with a csr store on GPU workers: partial steps attend the partial cache's ring on
+ * the device, full steps run on the CPU over the store (never the exact-store device path:
+ * gpu_refresh.c serves full_store = exact only). */
+static void test_service_refreshkv_csr_gpu_matches_replica(void **state) {
+    coded_gpu_case(*state, SKV_POLICY_REFRESHKV, __func__);
 }
 
 int main(void) {
@@ -151,8 +180,12 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_service_csr_equals_replica_and_restores,
                                         svc_fixture_setup, svc_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_service_refreshkv_csr_equals_replica_and_restores,
+                                        svc_fixture_setup, svc_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_service_csr_gpu_matches_replica, svc_fixture_setup,
                                         svc_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_service_refreshkv_csr_gpu_matches_replica,
+                                        svc_fixture_setup, svc_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,7 @@ int eval_csr_sparsity(const skv_config *cfg, size_t budget, uint64_t tokens) {
     for (int i = 0; i < 4; i++) {
         skv_config c = *cfg, res;
         skv_err err = {0};
-        c.policy = SKV_POLICY_CSR;
+        if (c.policy != SKV_POLICY_REFRESHKV) c.policy = SKV_POLICY_CSR; /* else: its store */
         c.budget_bytes = budget;
         c.sparsity = cand[i];
         if (cand[i] <= c.head_dim && skv_config_resolve(&c, &res, &err) == SKV_OK &&

@@ -23,7 +23,8 @@ size_t eval_budget_bytes(int head_dim, skv_dtype dtype, uint64_t tokens, unsigne
  * (its sinks, window, dtype, head_dim, rope_base as given) with budget_bytes = `budget` holds
  * `tokens` tokens (skv_config_token_cap >= tokens: the max_tokens that cache/csr.c derives,
  * (budget - fixed) / (8 s), covers every token past the sinks and the window). 0 when none
- * does (the budget is below the window and 2 * 8 bytes a coded token).
+ * does (the budget is below the window and 2 * 8 bytes a coded token). A refreshkv config
+ * (full_store = csr) is resolved as it is: its store gets what the budget split leaves it.
  */
 int eval_csr_sparsity(const skv_config *cfg, size_t budget, uint64_t tokens);
 

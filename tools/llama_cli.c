@@ -39,15 +39,16 @@ void lcli_usage_common(FILE *f) {
         "  --tokens LIST           token ids '1,2,3' or '@FILE' instead of text\n"
         "policy knobs (left out: the policy's default, or what --budget derives):\n"
         "  --sinks N --sketch-window N  exact first / last tokens (sinkwin, subgen, csr,\n"
-        "                          h2o window, refreshkv with --full-store subgen)\n"
-        "  --partial-tokens K --stride S --threshold T --full-store exact|subgen\n"
+        "                          h2o window, refreshkv with --full-store subgen or csr)\n"
+        "  --partial-tokens K --stride S --threshold T --full-store exact|subgen|csr\n"
         "  --decide layer|group    refreshkv (threshold 1: a full step every stride)\n"
         "  --full-mem host|device  refreshkv, exact store, service: the full store (and full\n"
         "                          steps) on the worker's host or its GPU (default host)\n"
-        "  --dict FILE             csr: dictionary set (subkv-dict train); required\n"
-        "  --sparsity S --atoms N  csr: atoms per vector (32 S / head_dim bits per element)\n"
-        "  --rope-base B           csr: code keys pre-rotary (B = the model's rope base; the\n"
-        "                          dictionary must be pre-rotary); 0: post-rotary\n",
+        "  --dict FILE             csr, refreshkv --full-store csr: dictionary set (subkv-dict\n"
+        "                          train); required\n"
+        "  --sparsity S --atoms N  csr (and that store): atoms per vector (32 S / head_dim bits)\n"
+        "  --rope-base B           csr (and that store): code keys pre-rotary (B = the model's\n"
+        "                          rope base; the dictionary must be pre-rotary); 0: post-rotary\n",
         SKV_DEFAULT_ADDR);
 }
 
@@ -84,10 +85,10 @@ static const struct knob {
     {"--full-store", P(REFRESHKV)},
     {"--full-mem", P(REFRESHKV)},
     {"--decide", P(REFRESHKV)},
-    {"--dict", P(CSR)},
-    {"--sparsity", P(CSR)},
-    {"--atoms", P(CSR)},
-    {"--rope-base", P(CSR)},
+    {"--dict", P(CSR) | P(REFRESHKV)}, /* refreshkv: its csr store (--full-store csr) */
+    {"--sparsity", P(CSR) | P(REFRESHKV)},
+    {"--atoms", P(CSR) | P(REFRESHKV)},
+    {"--rope-base", P(CSR) | P(REFRESHKV)},
     {NULL, 0},
 };
 #undef P
@@ -177,6 +178,12 @@ int lcli_policy(const lcli_opts *o, skv_config *cfg) {
             fprintf(stderr, "%s does not apply to --policy %s\n", KNOBS[k].name, pname);
             return -1;
         }
+    if (o->policy == SKV_POLICY_REFRESHKV && o->full_store != SKV_FULL_CSR &&
+        (o->dict || o->sparsity >= 0 || o->atoms >= 0 || !isnan(o->rope_base))) {
+        fprintf(stderr, "--dict, --sparsity, --atoms, --rope-base apply to refreshkv only with "
+                        "--full-store csr\n");
+        return -1;
+    }
     skv_config_default(cfg, (skv_policy_id)o->policy, 64);
     cfg->dtype = (skv_dtype)o->dtype;
     if (o->values >= 0) cfg->values = (skv_values_mode)o->values;
@@ -193,9 +200,10 @@ int lcli_policy(const lcli_opts *o, skv_config *cfg) {
     if (o->sparsity >= 0) cfg->sparsity = o->sparsity;
     if (o->atoms >= 0) cfg->atoms = o->atoms;
     if (!isnan(o->rope_base)) cfg->rope_base = o->rope_base;
-    if (o->policy != SKV_POLICY_CSR) return 0;
+    if (!skv_config_needs_dict(cfg)) return 0;
     if (!o->dict) {
-        fprintf(stderr, "--policy csr needs --dict FILE (a dictionary set: subkv-dict train)\n");
+        fprintf(stderr, "--policy %s needs --dict FILE (a dictionary set: subkv-dict train)\n",
+                o->policy == SKV_POLICY_CSR ? "csr" : "refreshkv --full-store csr");
         return -1;
     }
     if (strlen(o->dict) >= sizeof cfg->dict_path) {
@@ -326,7 +334,7 @@ static int bind_dict(const lcli_opts *o, lcli_run *r, skv_config *cfg) {
 static int attn_open(const lcli_opts *o, lcli_run *r) {
     skv_config cfg;
     if (lcli_policy(o, &cfg) != 0) return -1;
-    if (cfg.policy == SKV_POLICY_CSR && bind_dict(o, r, &cfg) != 0) return -1;
+    if (skv_config_needs_dict(&cfg) && bind_dict(o, r, &cfg) != 0) return -1;
     skv_err err = {0};
     if (llama_attn_create(o->attention, llama_model_hparams(r->model), &cfg, o->addr, o->token,
                           &r->attn, &err) != SKV_OK)

@@ -16,11 +16,12 @@
  *                          whitespace) instead of text
  * Policy knobs (cache/subkv.h's skv_config; each is refused with a policy it does not apply to;
  * left out, the policy's default or what the budget derives):
- *   --sinks N --sketch-window N     sinkwin, subgen, csr (refreshkv with a subgen full store)
- *   --partial-tokens K --stride S --threshold T --full-store exact|subgen --decide layer|group
- *   --full-mem host|device          refreshkv
+ *   --sinks N --sketch-window N     sinkwin, subgen, csr (refreshkv with a subgen or csr store)
+ *   --partial-tokens K --stride S --threshold T --full-store exact|subgen|csr
+ *   --decide layer|group --full-mem host|device   refreshkv
  *   --dict FILE --sparsity S --rope-base B --atoms N
- *                                   csr (--dict required). The dictionary is loaded once per
+ *                                   csr, refreshkv --full-store csr (--dict required for
+ *                                   both). The dictionary is loaded once per
  *                                   run into a registry and bound to every sketch's config
  *                                   (local); the service's workers load it by its absolute path.
  */

@@ -5,7 +5,8 @@
  *   subkv-eval --texts LIST --words /usr/share/dict/words --out build/eval [options]
  *
  * For each policy (exact; sinkwin, h2o, subgen-l2, subgen-cluster, refreshkv, refreshkv-subgen
- * (refreshkv with a subgen full store) and csr (with --csr-dict) at 1/F of exact memory for
+ * (refreshkv with a subgen full store), csr and refreshkv-csr (refreshkv with a csr full store;
+ * both with --csr-dict) at 1/F of exact memory for
  * every F of --fractions; the budget of a (layer, kv head) sketch is exact's bytes for the
  * sequence's length at --dtype, divided by F):
  *  - perplexity over the last --tail tokens of windows of each --windows length, cut from the
@@ -24,6 +25,9 @@
  * the budget (cache/csr.c); its sparsity s is chosen per sequence as the largest of {8, 4, 3,
  * 2} whose budget holds every token of the sequence (eval_csr_sparsity), and its label says
  * it ("csr/s4"); with none, csr is skipped for that sequence with the reason printed.
+ * refreshkv-csr likewise: its budget is split (cache/refreshkv_csr.c: half to the partial
+ * cache, the rest to the csr store, whose sinks 4 and window 64 are refreshkv's defaults) and
+ * s is the largest of {8, 4, 3, 2} whose store holds the sequence ("refreshkv-csr/s2").
  * Writes OUT/eval.csv (every measurement), summary.{txt,csv,md}, layers.{csv,md},
  * depths.md; prints the summary.
  */
@@ -80,19 +84,21 @@ static int wanted(const opts *o, const char *label) {
  * csr only with --csr-dict (its dictionary loaded and bound here). -1: the dictionary does
  * not load or fit the model. */
 static int lineup(ctx *c) {
-    enum { N = 8 };
+    enum { N = 9 };
     static const char *const names[N] = {
-        "exact",     "sinkwin",          "h2o", "subgen-l2", "subgen-cluster",
-        "refreshkv", "refreshkv-subgen", "csr"};
+        "exact",     "sinkwin",          "h2o", "subgen-l2",    "subgen-cluster",
+        "refreshkv", "refreshkv-subgen", "csr", "refreshkv-csr"};
     const skv_policy_id pol[N] = {SKV_POLICY_EXACT,     SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
                                   SKV_POLICY_SUBGEN,    SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV,
-                                  SKV_POLICY_REFRESHKV, SKV_POLICY_CSR};
+                                  SKV_POLICY_REFRESHKV, SKV_POLICY_CSR,     SKV_POLICY_REFRESHKV};
     const opts *o = c->o;
     const int nw = o->n_sg_window ? o->n_sg_window : 1, ns = o->n_sg_samples ? o->n_sg_samples : 1;
     for (int i = 0; i < N; i++) {
         const int sub = pol[i] == SKV_POLICY_SUBGEN, nv = sub ? nw * ns : 1;
-        if (pol[i] == SKV_POLICY_CSR && wanted(o, names[i]) && !o->csr_dict) {
-            fprintf(stderr, "subkv-eval: csr skipped: no --csr-dict FILE (make csr-dicts)\n");
+        const int coded = pol[i] == SKV_POLICY_CSR || i == 8; /* csr, refreshkv-csr */
+        if (coded && wanted(o, names[i]) && !o->csr_dict) {
+            fprintf(stderr, "subkv-eval: %s skipped: no --csr-dict FILE (make csr-dicts)\n",
+                    names[i]);
             continue;
         }
         for (int v = 0; v < nv; v++)
@@ -107,7 +113,8 @@ static int lineup(ctx *c) {
                 /* both explicit: the library's default estimator is not this label's */
                 if (i == 3 || i == 4) r->cfg.values = i == 3 ? SKV_VALUES_L2 : SKV_VALUES_CLUSTER;
                 if (i == 6) r->cfg.full_store = SKV_FULL_SUBGEN;
-                if (pol[i] == SKV_POLICY_CSR) {
+                if (i == 8) r->cfg.full_store = SKV_FULL_CSR;
+                if (coded) {
                     memcpy(r->cfg.dict_path, o->csr_dict, strlen(o->csr_dict) + 1);
                     r->cfg.rope_base = o->csr_rope_base;
                     if (lcli_dict_load(&c->dicts, c->hp, &r->cfg, 1) != 0) return -1;
@@ -181,7 +188,7 @@ static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t
     memset(out, 0, sizeof *out);
     out->budget = cfg.budget_bytes;
     snprintf(out->label, sizeof out->label, "%s", r->label);
-    if (cfg.policy == SKV_POLICY_CSR && cfg.budget_bytes) {
+    if (skv_config_needs_dict(&cfg) && cfg.budget_bytes) { /* csr, refreshkv-csr */
         /* every token of the sequence, the generated ones included, must fit the codes */
         cfg.sparsity = eval_csr_sparsity(&cfg, cfg.budget_bytes, seq_len + (uint64_t)gen);
         if (!cfg.sparsity) {
@@ -192,7 +199,7 @@ static int run_policy(ctx *c, const run_cfg *r, const eval_prefix *pre, uint64_t
                     cfg.window);
             return 1;
         }
-        snprintf(out->label, sizeof out->label, "%.10s/s%d", r->label, cfg.sparsity);
+        snprintf(out->label, sizeof out->label, "%.16s/s%d", r->label, cfg.sparsity);
     }
     eval_attn *ea = NULL;
     llama_session *s = NULL;
