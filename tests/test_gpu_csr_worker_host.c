@@ -6,7 +6,10 @@
  * GPU's code attend skips) and their checkpoints are byte for byte the same after several
  * steps, with windows > 0 and 0, pre-rotary keys and f32 rows (coded on the GPU, attended
  * on the CPU), a sketch twice in one request, an exact sketch beside, and a refused request
- * that changes nothing.
+ * that changes nothing. Beside them, refreshkv with each full store (exact, subgen, csr):
+ * partial steps attended on the (emulated) GPU from the worker's ring mirror, full steps on
+ * the CPU at the attends the item's refresh flag names, the mirror following each
+ * re-selection.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,7 +37,7 @@ int skv_backend_select(int local_rank, skv_backend_info *out) {
     return 0;
 }
 
-enum { D = 64, G = 4, NSEQ = 5, LAYERS = 2, HEADS = 2, NIT = NSEQ * LAYERS * HEADS };
+enum { D = 64, G = 4, NSEQ = 8, LAYERS = 2, HEADS = 2, NIT = NSEQ * LAYERS * HEADS };
 
 typedef struct wk_pair {
     skv_worker *w[2]; /* 0: GPU, 1: CPU */
@@ -57,19 +60,27 @@ static size_t make_items(uint64_t s0, uint64_t s1) {
     return n;
 }
 
+/* full_store: NULL for csr and exact; "exact", "subgen" or "csr" makes the sequence
+ * refreshkv with that store and a partial cache of RKV_K rows. */
+enum { RKV_K = 24 };
 static void create_seq(wk_pair *p, uint64_t seq, const char *policy, const char *dtype, int sinks,
-                       int window, int sparsity, const char *dict_path, float rope_base) {
+                       int window, int sparsity, const char *dict_path, float rope_base,
+                       const char *full_store) {
     Subkv__PolicyConfig pc = SUBKV__POLICY_CONFIG__INIT;
     Subkv__OptInt oi_s = SUBKV__OPT_INT__INIT, oi_w = SUBKV__OPT_INT__INIT,
-                  oi_sp = SUBKV__OPT_INT__INIT;
+                  oi_sp = SUBKV__OPT_INT__INIT, oi_k = SUBKV__OPT_INT__INIT;
     Subkv__OptFloat of_r = SUBKV__OPT_FLOAT__INIT;
-    pc.policy = (char *)policy;
+    pc.policy = (char *)(full_store ? "refreshkv" : policy);
     pc.dtype = (char *)dtype;
-    oi_s.v = sinks, oi_w.v = window, oi_sp.v = sparsity, of_r.v = rope_base;
+    oi_s.v = sinks, oi_w.v = window, oi_sp.v = sparsity, of_r.v = rope_base, oi_k.v = RKV_K;
     if (!strcmp(policy, "csr")) {
         pc.sinks = &oi_s, pc.window = &oi_w, pc.sparsity = &oi_sp;
         pc.dict_path = (char *)dict_path;
         if (rope_base > 0.0f) pc.rope_base = &of_r;
+    }
+    if (full_store) {
+        pc.full_store = (char *)full_store;
+        pc.partial_tokens = &oi_k;
     }
     Subkv__WorkerOp op = SUBKV__WORKER_OP__INIT;
     op.op = SUBKV__WORKER_OP_CODE__WOP_CREATE;
@@ -138,11 +149,15 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
     /* a window: tokens are coded as they leave it; none: as they come; an exact sequence:
      * CPU appends beside the GPU's; pre-rotary keys and f32 rows: coded on the GPU, attended
      * on the CPU */
-    create_seq(&p, 0, "csr", "f16", 4, 16, 8, dict_path, 0.0f);
-    create_seq(&p, 1, "csr", "f16", 0, 0, 5, dict_path, 0.0f);
-    create_seq(&p, 2, "exact", "f16", 0, 0, 0, NULL, 0.0f);
-    create_seq(&p, 3, "csr", "f16", 2, 8, 6, pre_path, 10000.0f);
-    create_seq(&p, 4, "csr", "f32", 0, 4, 4, dict_path, 0.0f);
+    create_seq(&p, 0, "csr", "f16", 4, 16, 8, dict_path, 0.0f, NULL);
+    create_seq(&p, 1, "csr", "f16", 0, 0, 5, dict_path, 0.0f, NULL);
+    create_seq(&p, 2, "exact", "f16", 0, 0, 0, NULL, 0.0f, NULL);
+    create_seq(&p, 3, "csr", "f16", 2, 8, 6, pre_path, 10000.0f, NULL);
+    create_seq(&p, 4, "csr", "f32", 0, 4, 4, dict_path, 0.0f, NULL);
+    /* refreshkv: the csr store coded on the CPU inside the sketch (not by the GPU encode) */
+    create_seq(&p, 5, "csr", "f16", 2, 8, 6, dict_path, 0.0f, "csr");
+    create_seq(&p, 6, "exact", "f16", 0, 0, 0, NULL, 0.0f, "exact");
+    create_seq(&p, 7, "exact", "f16", 0, 0, 0, NULL, 0.0f, "subgen");
 
     const size_t on = (size_t)G * (D + 2);
     float *outs[2] = {tu_malloc(NIT * 2 * on * sizeof(float)),
@@ -160,6 +175,13 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
                                   : step == 2 ? 0
                                               : (uint32_t)tu_rand_range(&r, 1, step % 2 ? 40 : 3);
             g_items[i].group = G;
+            /* refreshkv: a full step at steps 1, 3 and 6 (decide=layer: the flag decides);
+             * after the prefill at most 3 tokens a step, fewer than K, so that the ring mirror
+             * takes its one-row-per-token path unless a re-selection is noticed */
+            const int rkv = g_items[i].seq_id >= 5;
+            g_items[i].refresh = rkv && (step == 1 || step == 3 || step == 6);
+            if (rkv && step > 0 && step != 2)
+                g_items[i].n_tokens = (uint32_t)tu_rand_range(&r, 1, 3);
             floats += (2 * (size_t)g_items[i].n_tokens + G) * D;
         }
         float *in = tu_malloc(floats * sizeof(float) + 4);
@@ -205,8 +227,8 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
     /* every token the csr sketches coded was coded by the (emulated) GPU encode: past the
      * sinks + window rows of sequences 0 (20), 3 (10) and 4 (4), every token of sequence 1 */
     uint64_t coded = 0;
-    const uint64_t exact_rows[NSEQ] = {20, 0, 0, 10, 4};
-    for (int q = 0; q < NSEQ; q++)
+    const uint64_t exact_rows[5] = {20, 0, 0, 10, 4};
+    for (int q = 0; q < 5; q++)
         for (int i = 0; q != 2 && i < LAYERS * HEADS; i++) {
             const uint64_t t = seen[q * LAYERS * HEADS + i];
             coded += t > exact_rows[q] ? t - exact_rows[q] : 0;
