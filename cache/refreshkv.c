@@ -256,38 +256,33 @@ static void rkv_partial_push(rkv_impl *im, const float *k, const float *v, doubl
     im->pushes++;
 }
 
+/* A bounded store (SubGen or csr): every token into it, then on top of the partial cache:
+ * before the first selection too, so that the first full step also chooses among the last
+ * K tokens. A refusal by the store changes nothing. */
+static subkv_status rkv_store_append(skv_sketch *s, rkv_impl *im, skv_sketch *store, const float *K,
+                                     const float *V, size_t n, skv_err *err) {
+    const int d = s->cfg.head_dim;
+    SKV_CHECK(skv_sketch_append(store, K, V, n, d, err));
+    rkv_store_sync(s, im);
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t t = s->tokens_seen + i;
+        rkv_partial_push(im, K + i * (size_t)d, V + i * (size_t)d, 1.0 + (double)t, t);
+    }
+    if (im->selected && n > 1) im->forced = 1;
+    return SKV_OK;
+}
+
 static subkv_status rkv_append(skv_sketch *s, const float *K, const float *V, size_t n,
                                skv_err *err) {
     rkv_impl *im = s->impl;
     const int d = s->cfg.head_dim;
-    if (im->csr) { /* into the csr store first (its max_tokens caps the coded tokens; a
-                    * refusal there changes nothing), then on top of the partial cache, as
-                    * with a SubGen store */
-        SKV_CHECK(skv_sketch_append(im->csr, K, V, n, d, err));
-        rkv_store_sync(s, im);
-        for (size_t i = 0; i < n; i++) {
-            const uint64_t t = s->tokens_seen + i;
-            rkv_partial_push(im, K + i * (size_t)d, V + i * (size_t)d, 1.0 + (double)t, t);
-        }
-        if (im->selected && n > 1) im->forced = 1;
-        return SKV_OK;
-    }
+    /* the csr store's own max_tokens caps its coded tokens */
+    if (im->csr) return rkv_store_append(s, im, im->csr, K, V, n, err);
     if (s->cfg.max_tokens && n > s->cfg.max_tokens - s->tokens_seen)
         return skv_set_error(
             err, SKV_ERR_BUDGET, "append of %zu tokens exceeds max_tokens: %llu of %llu held", n,
             (unsigned long long)s->tokens_seen, (unsigned long long)s->cfg.max_tokens);
-    if (im->sub) { /* every token into the SubGen store (which cannot fail on validated
-                    * input) and on top of the partial cache: before the first selection too,
-                    * so that the first full step also chooses among the last K tokens */
-        SKV_CHECK(skv_sketch_append(im->sub, K, V, n, d, err));
-        rkv_store_sync(s, im);
-        for (size_t i = 0; i < n; i++) {
-            const uint64_t t = s->tokens_seen + i;
-            rkv_partial_push(im, K + i * (size_t)d, V + i * (size_t)d, 1.0 + (double)t, t);
-        }
-        if (im->selected && n > 1) im->forced = 1;
-        return SKV_OK;
-    }
+    if (im->sub) return rkv_store_append(s, im, im->sub, K, V, n, err);
     if (!im->selected) { /* prefill: straight into the full store */
         SKV_CHECK(rkv_full_reserve(s, im, im->nfull + n, err));
         for (size_t i = 0; i < n; i++) {

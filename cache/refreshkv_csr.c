@@ -64,16 +64,7 @@ subkv_status rkv_csr_split(skv_config *cfg, size_t fixed, size_t row, skv_err *e
     skv_config c, sc;
     skv_err inner = {0};
     size_t rest = 0;
-    if (cfg->budget_bytes) {
-        if (cfg->budget_bytes < fixed + row)
-            return skv_set_error(err, SKV_ERR_BUDGET,
-                                 "budget %zu B cannot hold the state and one partial token (%zu B)",
-                                 cfg->budget_bytes, fixed + row);
-        size_t k = (cfg->budget_bytes / 2 > fixed ? cfg->budget_bytes / 2 - fixed : 0) / row;
-        if (k < 1) k = 1;
-        cfg->partial_tokens = k > (size_t)INT32_MAX ? INT32_MAX : (int)k;
-        rest = cfg->budget_bytes - fixed - (size_t)cfg->partial_tokens * row;
-    }
+    if (cfg->budget_bytes) SKV_CHECK(skv_rkv_split_partial(cfg, fixed, row, &rest, err));
     rkv_csr_config(cfg, rest, &c);
     if (cfg->budget_bytes && rest < skv_sketch_base_bytes())
         return skv_set_error(err, SKV_ERR_BUDGET,

@@ -62,6 +62,21 @@ subkv_status skv_rkv_sub_resolve(const skv_config *cfg, size_t budget, skv_confi
     return SKV_OK;
 }
 
+/* A bounded store's budget (budget_bytes > 0): half (less the fixed state) derives the
+ * partial cache's K (at least 1), written to cfg; *rest = what is left for the store. */
+subkv_status skv_rkv_split_partial(skv_config *cfg, size_t fixed, size_t row, size_t *rest,
+                                   skv_err *err) {
+    if (cfg->budget_bytes < fixed + row)
+        return skv_set_error(err, SKV_ERR_BUDGET,
+                             "budget %zu B cannot hold the state and one partial token (%zu B)",
+                             cfg->budget_bytes, fixed + row);
+    size_t k = (cfg->budget_bytes / 2 > fixed ? cfg->budget_bytes / 2 - fixed : 0) / row;
+    if (k < 1) k = 1;
+    cfg->partial_tokens = k > (size_t)INT32_MAX ? INT32_MAX : (int)k;
+    *rest = cfg->budget_bytes - fixed - (size_t)cfg->partial_tokens * row;
+    return SKV_OK;
+}
+
 /* full_store = subgen with a budget: half (less the fixed state) to the partial cache, the
  * rest to the store and its candidate scratch (the scratch is taken out of the store's
  * budget, shrinking it until both fit). The derived subgen fields are written back. */
@@ -69,14 +84,8 @@ subkv_status skv_rkv_sub_split(skv_config *cfg, size_t fixed, size_t row, skv_er
     skv_config sc;
     size_t cost = 0;
     if (cfg->budget_bytes) {
-        if (cfg->budget_bytes < fixed + row)
-            return skv_set_error(err, SKV_ERR_BUDGET,
-                                 "budget %zu B cannot hold the state and one partial token (%zu B)",
-                                 cfg->budget_bytes, fixed + row);
-        size_t k = (cfg->budget_bytes / 2 > fixed ? cfg->budget_bytes / 2 - fixed : 0) / row;
-        if (k < 1) k = 1;
-        cfg->partial_tokens = k > (size_t)INT32_MAX ? INT32_MAX : (int)k;
-        const size_t rest = cfg->budget_bytes - fixed - (size_t)cfg->partial_tokens * row;
+        size_t rest = 0;
+        SKV_CHECK(skv_rkv_split_partial(cfg, fixed, row, &rest, err));
         size_t sub_budget = rest;
         for (int tries = 0;; tries++) {
             SKV_CHECK(skv_rkv_sub_resolve(cfg, sub_budget, &sc, &cost, err));

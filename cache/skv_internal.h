@@ -310,6 +310,8 @@ subkv_status skv_rkv_sub_resolve(const skv_config *cfg, size_t budget, skv_confi
                                  skv_err *err);
 /* Resolve refreshkv's store fields (and, with a budget, split it: K from half, the store
  * from the rest); fixed = refreshkv's state bytes, row = bytes per partial-cache token. */
+subkv_status skv_rkv_split_partial(skv_config *cfg, size_t fixed, size_t row, size_t *rest,
+                                   skv_err *err);
 subkv_status skv_rkv_sub_split(skv_config *cfg, size_t fixed, size_t row, skv_err *err);
 /* Read a saved store from r; it must match expect's config and bytes, and hold tokens_seen
  * tokens. SKV_ERR_CORRUPT otherwise. */

@@ -3,7 +3,8 @@
  * CPU (header-only, static; include after test_util.h): the attend over the exact rows as
  * stored (sinks, then the window ring, in the sketch's dtype) and the coded rows decoded in
  * float32 without the storage rounding of the sketch's own attend (the code kernel never
- * forms rows), as one partial per query. Also: random unit rows and dictionaries, and the
+ * forms rows), as one partial per query. Also: random unit rows and dictionaries, orthonormal
+ * ones (s = d codes exactly), and the
  * rows-vs-rows output comparison the csr tests share.
  */
 #ifndef SUBKV_CSR_REF_H
@@ -37,6 +38,45 @@ static inline skv_dict *csr_ref_dict(synth_rng *r, int d, int atoms, int groups,
         csr_ref_unit_rows(r, skv_dict_keys(dict, g), atoms, d);
         csr_ref_unit_rows(r, skv_dict_values(dict, g, 0), atoms, d / 2);
         csr_ref_unit_rows(r, skv_dict_values(dict, g, 1), atoms, d / 2);
+    }
+    TU_OK(skv_dict_finish(dict, &err), &err);
+    return dict;
+}
+
+/* A random orthonormal basis q[dim][dim] (Gram-Schmidt in double, twice for stability). */
+static inline void csr_ref_orthonormal(synth_rng *r, float *q, int dim) {
+    double *b = tu_malloc((size_t)dim * dim * sizeof *b);
+    for (size_t i = 0; i < (size_t)dim * dim; i++) b[i] = synth_rng_normal(r);
+    for (int i = 0; i < dim; i++)
+        for (int pass = 0; pass < 2; pass++) {
+            double *bi = b + (size_t)i * dim;
+            for (int j = 0; j < i; j++) {
+                const double *bj = b + (size_t)j * dim;
+                double c = 0.0;
+                for (int k = 0; k < dim; k++) c += bi[k] * bj[k];
+                for (int k = 0; k < dim; k++) bi[k] -= c * bj[k];
+            }
+            double nn = 0.0;
+            for (int k = 0; k < dim; k++) nn += bi[k] * bi[k];
+            for (int k = 0; k < dim; k++) bi[k] /= sqrt(nn);
+        }
+    for (size_t i = 0; i < (size_t)dim * dim; i++) q[i] = (float)b[i];
+    free(b);
+}
+
+/* A finished set of N = d atoms (one group, one layer) with which s = d recovers every vector:
+ * an orthonormal key basis; each value half an orthonormal basis of d/2 and its negation. */
+static inline skv_dict *csr_ref_orthonormal_dict(synth_rng *r, int d, skv_key_space ks) {
+    const int h = d / 2;
+    skv_dict *dict = NULL;
+    skv_err err = {0};
+    TU_OK(skv_dict_new(d, d, 1, 1, &dict, &err), &err);
+    dict->key_space = ks;
+    csr_ref_orthonormal(r, skv_dict_keys(dict, 0), d);
+    for (int p = 0; p < 2; p++) {
+        float *v = skv_dict_values(dict, 0, p);
+        csr_ref_orthonormal(r, v, h);
+        for (int i = 0; i < h * h; i++) v[h * h + i] = -v[i];
     }
     TU_OK(skv_dict_finish(dict, &err), &err);
     return dict;

@@ -17,27 +17,6 @@
 #include "skv_internal.h" /* skv_crc32c, skv_entries */
 #include "csr_ref.h"
 
-/* A random orthonormal basis q[dim][dim] (Gram-Schmidt in double, twice for stability). */
-static void random_orthonormal(synth_rng *r, float *q, int dim) {
-    double *b = tu_malloc((size_t)dim * dim * sizeof *b);
-    for (size_t i = 0; i < (size_t)dim * dim; i++) b[i] = synth_rng_normal(r);
-    for (int i = 0; i < dim; i++)
-        for (int pass = 0; pass < 2; pass++) {
-            double *bi = b + (size_t)i * dim;
-            for (int j = 0; j < i; j++) {
-                const double *bj = b + (size_t)j * dim;
-                double c = 0.0;
-                for (int k = 0; k < dim; k++) c += bi[k] * bj[k];
-                for (int k = 0; k < dim; k++) bi[k] -= c * bj[k];
-            }
-            double nn = 0.0;
-            for (int k = 0; k < dim; k++) nn += bi[k] * bi[k];
-            for (int k = 0; k < dim; k++) bi[k] /= sqrt(nn);
-        }
-    for (size_t i = 0; i < (size_t)dim * dim; i++) q[i] = (float)b[i];
-    free(b);
-}
-
 /* A finished set of random unit atoms (post-rotary, skv_dict_new's default). */
 static skv_dict *random_dict(synth_rng *r, int d, int atoms, int groups, int lpg) {
     return csr_ref_dict(r, d, atoms, groups, lpg, SKV_KEYS_POST_ROTARY);
@@ -115,19 +94,11 @@ static void test_csr_mp_residual_never_increases(void **state) {
  * an orthonormal basis of the half and its negation. */
 static void orthonormal_case(synth_rng *r0, int pre) {
     synth_rng r = *r0;
-    const int d = 32, h = 16;
+    const int d = 32;
     const size_t n = 300;
-    skv_dict *dict = NULL;
     skv_err err = {0};
-    TU_OK(skv_dict_new(d, d, 1, 1, &dict, &err), &err);
-    random_orthonormal(&r, skv_dict_keys(dict, 0), d);
-    for (int p = 0; p < 2; p++) {
-        float *v = skv_dict_values(dict, 0, p);
-        random_orthonormal(&r, v, h);
-        for (int i = 0; i < h * h; i++) v[h * h + i] = -v[i];
-    }
-    dict->key_space = pre ? SKV_KEYS_PRE_ROTARY : SKV_KEYS_POST_ROTARY;
-    TU_OK(skv_dict_finish(dict, &err), &err);
+    skv_dict *dict =
+        csr_ref_orthonormal_dict(&r, d, pre ? SKV_KEYS_PRE_ROTARY : SKV_KEYS_POST_ROTARY);
     skv_config c = csr_config(dict, d, 0, 0);
     c.rope_base = pre ? 10000.0f : 0.0f; /* pre: coded unrotated, decoded rotated back */
     skv_sketch *s = tu_create(&c);

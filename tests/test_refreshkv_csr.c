@@ -26,44 +26,7 @@
 #include "skv_internal.h"
 #include "csr_ref.h"
 
-enum { D = 32, H = 16, G = 3 };
-
-/* A random orthonormal basis q[dim][dim] (Gram-Schmidt in double, twice for stability). */
-static void random_orthonormal(synth_rng *r, float *q, int dim) {
-    double *b = tu_malloc((size_t)dim * dim * sizeof *b);
-    for (size_t i = 0; i < (size_t)dim * dim; i++) b[i] = synth_rng_normal(r);
-    for (int i = 0; i < dim; i++)
-        for (int pass = 0; pass < 2; pass++) {
-            double *bi = b + (size_t)i * dim;
-            for (int j = 0; j < i; j++) {
-                const double *bj = b + (size_t)j * dim;
-                double c = 0.0;
-                for (int k = 0; k < dim; k++) c += bi[k] * bj[k];
-                for (int k = 0; k < dim; k++) bi[k] -= c * bj[k];
-            }
-            double nn = 0.0;
-            for (int k = 0; k < dim; k++) nn += bi[k] * bi[k];
-            for (int k = 0; k < dim; k++) bi[k] /= sqrt(nn);
-        }
-    for (size_t i = 0; i < (size_t)dim * dim; i++) q[i] = (float)b[i];
-    free(b);
-}
-
-/* N = d atoms: an orthonormal key basis; each value half an orthonormal basis of d/2 and its
- * negation. With s = d every vector is recovered (as tests/test_csr.c shows for csr alone). */
-static skv_dict *orthonormal_dict(synth_rng *r) {
-    skv_dict *dict = NULL;
-    skv_err err = {0};
-    TU_OK(skv_dict_new(D, D, 1, 1, &dict, &err), &err);
-    random_orthonormal(r, skv_dict_keys(dict, 0), D);
-    for (int p = 0; p < 2; p++) {
-        float *v = skv_dict_values(dict, 0, p);
-        random_orthonormal(r, v, H);
-        for (int i = 0; i < H * H; i++) v[H * H + i] = -v[i];
-    }
-    TU_OK(skv_dict_finish(dict, &err), &err);
-    return dict;
-}
+enum { D = 32, G = 3 };
 
 static skv_config rkv_csr_cfg(const skv_dict *dict, int s, int K) {
     skv_config c;
@@ -94,7 +57,7 @@ static void test_refreshkv_csr_exact_codes_every_step_full_equal_exact(void **st
     (void)state;
     synth_rng r;
     tu_rng_for(&r, __func__);
-    skv_dict *dict = orthonormal_dict(&r);
+    skv_dict *dict = csr_ref_orthonormal_dict(&r, D, SKV_KEYS_POST_ROTARY);
     skv_config c = rkv_csr_cfg(dict, D, 20);
     c.threshold = 1.0f, c.stride = 1; /* every attend a full step */
     skv_sketch *s = tu_create(&c);
