@@ -220,12 +220,13 @@ static void csr_encode(csr_impl *im, int d, const float *k, const float *v, size
     skv_mp_encode(im->dv[1], im->atoms, h, v + h, s1, ix + s + s0, cf + s + s0, NULL);
 }
 
-/* The reconstruction of coded row `row`: k[d], v[d] (float32). */
+/* The reconstruction of coded row `row`: k[d], v[d] (float32; v NULL: the key alone). */
 static void csr_decode(const csr_impl *im, int d, size_t row, float *k, float *v) {
     const int s = im->s, h = d / 2;
     const uint16_t *ix = im->idx + row * 2 * (size_t)s, *cf = im->coef + row * 2 * (size_t)s;
     skv_mp_decode(im->dk, d, ix, cf, s, k);
     if (im->inv_freq) rope_rotate(im->inv_freq, d, row_pos(im, row), 1.0, k);
+    if (!v) return; /* the key alone */
     const int s0 = half_atoms(s, 0), s1 = half_atoms(s, 1);
     skv_mp_decode(im->dv[0], h, ix + s, cf + s, s0, v);
     skv_mp_decode(im->dv[1], h, ix + s + s0, cf + s + s0, s1, v + h);
@@ -361,31 +362,23 @@ static void csr_segments(const skv_sketch *s, skv_seg_sink *sink) {
     }
 }
 
-int skv_csr_token(const skv_sketch *s, uint64_t t, float *k, float *v) {
+void skv_csr_token(const skv_sketch *s, uint64_t t, float *k, float *v) {
     const csr_impl *im = s->impl;
     const skv_sinkwin *sw = &im->sw;
     if (t < sw->nsinks) {
         skv_rows_get(&sw->sk, (size_t)t, k);
         if (v) skv_rows_get(&sw->sv, (size_t)t, v);
-        return 1;
+        return;
     }
     t -= sw->nsinks;
     if (t < im->n) { /* coded row t holds token sinks + t (codes start when the sinks are full) */
-        const int d = s->cfg.head_dim;
-        if (v) {
-            csr_decode(im, d, (size_t)t, k, v);
-        } else { /* the key alone: csr_decode's first half */
-            const size_t sp = (size_t)im->s, off = (size_t)t * 2 * sp;
-            skv_mp_decode(im->dk, d, im->idx + off, im->coef + off, im->s, k);
-            if (im->inv_freq) rope_rotate(im->inv_freq, d, row_pos(im, (size_t)t), 1.0, k);
-        }
-        return 0;
+        csr_decode(im, s->cfg.head_dim, (size_t)t, k, v);
+        return;
     }
     const size_t win = (size_t)sw->window, j = (size_t)(t - im->n);
     const size_t slot = (sw->whead + win - sw->wfill + j) % win; /* j-th oldest of the window */
     skv_rows_get(&sw->wk, slot, k);
     if (v) skv_rows_get(&sw->wv, slot, v);
-    return 1;
 }
 
 uint64_t skv_csr_read_bytes(const skv_sketch *s) {

@@ -183,11 +183,10 @@ subkv_status skv_csr_append_codes(skv_sketch *s, const float *K, const float *V,
                                   skv_err *err);
 
 /* Token t (< tokens seen) of csr sketch s as its attend sees it, into k[d], v[d] (float32; v
- * NULL: the key alone): the stored row of a sink or window token (returns 1), else the
- * reconstruction of its codes (returns 0; float32 sums, before the storage rounding csr's
- * segments apply). For a
- * refreshkv csr store (cache/refreshkv_csr.c); no checks: s must be a csr sketch. */
-int skv_csr_token(const skv_sketch *s, uint64_t t, float *k, float *v);
+ * NULL: the key alone): the stored row of a sink or window token, else the reconstruction of
+ * its codes (float32 sums, before the storage rounding csr's segments apply). For a refreshkv
+ * csr store (cache/refreshkv_csr.c); no checks: s must be a csr sketch. */
+void skv_csr_token(const skv_sketch *s, uint64_t t, float *k, float *v);
 /* Key + value bytes one attend of csr sketch s reads: its exact rows and 8 s per coded token. */
 uint64_t skv_csr_read_bytes(const skv_sketch *s);
 
