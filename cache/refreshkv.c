@@ -69,11 +69,13 @@ enum { RKV_MAX_STRIDE = 1 << 16, RKV_MAX_POOL = 1023 };
 
 static bool rkv_sub(const skv_config *c) { return c->full_store == SKV_FULL_SUBGEN; }
 static bool rkv_csr(const skv_config *c) { return c->full_store == SKV_FULL_CSR; }
+/* A SubGen or csr store: bounded, kept with the sketch, fed directly (no queue, no flush). */
+static bool rkv_bounded(const skv_config *c) { return c->full_store != SKV_FULL_EXACT; }
 /* Device-side bytes besides the partial rows: struct, state, queue (none with a SubGen or
  * csr store: tokens go straight into it). */
 static size_t rkv_fixed_bytes(const skv_config *c) {
     return skv_sketch_base_bytes() + sizeof(rkv_impl) + (size_t)c->head_dim * sizeof(float) +
-           (c->full_store != SKV_FULL_EXACT ? 0 : 2 * (size_t)c->stride * rkv_row_bytes(c));
+           (rkv_bounded(c) ? 0 : 2 * (size_t)c->stride * rkv_row_bytes(c));
 }
 /* Per partial-cache token: key, value, score, position; a SubGen store's candidate and
  * permutation slots, a csr store's selection scratch (heap entry, old row, permutation). */
@@ -93,7 +95,7 @@ static size_t rkv_full_row_bytes(const skv_config *c) {
  * at most). */
 static size_t rkv_token_bytes(const skv_config *c) {
     if (rkv_csr(c)) return 8 * (size_t)c->sparsity;
-    return c->full_store == SKV_FULL_SUBGEN ? 0 : rkv_full_row_bytes(c);
+    return rkv_sub(c) ? 0 : rkv_full_row_bytes(c);
 }
 
 static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
@@ -107,9 +109,9 @@ static subkv_status rkv_resolve(skv_config *cfg, skv_err *err) {
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
                              "refreshkv pool_kernel %d must be odd, in [1, %d]", cfg->pool_kernel,
                              RKV_MAX_POOL);
-    /* A SubGen store is bounded and small, kept with the sketch: a device mirror of it would
-     * buy nothing, so asking for one is an error rather than a silent no-op. */
-    if (cfg->full_store != SKV_FULL_EXACT && cfg->full_mem == SKV_FULL_MEM_DEVICE)
+    /* A SubGen or csr store is bounded and small, kept with the sketch: a device mirror of it
+     * would buy nothing, so asking for one is an error rather than a silent no-op. */
+    if (rkv_bounded(cfg) && cfg->full_mem == SKV_FULL_MEM_DEVICE)
         return skv_set_error(err, SKV_ERR_INVALID_ARG,
                              "refreshkv full_mem=device needs full_store=exact (a %s store "
                              "stays with the sketch)",
@@ -194,7 +196,7 @@ static subkv_status rkv_init(skv_sketch *s, skv_err *err) {
     im->fk = (skv_rows){c->dtype, c->head_dim, 0, NULL};
     im->fv = im->fk;
     im->pcap = (size_t)c->partial_tokens;
-    im->qcap = c->full_store != SKV_FULL_EXACT ? 0 : (size_t)c->stride;
+    im->qcap = rkv_bounded(c) ? 0 : (size_t)c->stride;
     SKV_CHECK(skv_sketch_rows(s, &im->pk, c->dtype, c->head_dim, im->pcap, err));
     SKV_CHECK(skv_sketch_rows(s, &im->pv, c->dtype, c->head_dim, im->pcap, err));
     SKV_CHECK(skv_sketch_rows(s, &im->qk, c->dtype, c->head_dim, im->qcap, err));
@@ -347,7 +349,7 @@ subkv_status skv_rkv_plan(skv_sketch *s, const float *Q, int g, int *full, skv_e
     }
     if (f) { /* the host store takes the queue: it stays the authoritative copy (a device
               * mirror only ever uploads rows flushed here; checkpoints save the host store) */
-        if (s->cfg.full_store == SKV_FULL_EXACT) {
+        if (!rkv_bounded(&s->cfg)) {
             SKV_CHECK(rkv_full_reserve(s, im, im->nfull + im->nq, err));
             rkv_flush(im);
         }
@@ -436,10 +438,9 @@ static subkv_status rkv_sub_load(skv_sketch *s, rkv_impl *im, skv_reader *r, skv
 static bool rkv_consistent(const skv_sketch *s, const rkv_impl *im) {
     if (im->selected > 1 || im->forced > 1 || im->since_check >= (uint64_t)s->cfg.stride ||
         im->full_steps > im->attends ||
-        im->nfull + im->nq != (s->cfg.full_store != SKV_FULL_EXACT ? 0 : s->tokens_seen))
+        im->nfull + im->nq != (rkv_bounded(&s->cfg) ? 0 : s->tokens_seen))
         return false;
-    if (!im->selected &&
-        (im->nq || (im->pn && s->cfg.full_store == SKV_FULL_EXACT) || im->since_check))
+    if (!im->selected && (im->nq || (im->pn && !rkv_bounded(&s->cfg)) || im->since_check))
         return false;
     if (im->pn < im->pcap && im->phead != 0) return false;
     for (size_t i = 0; i < im->pn; i++) {
