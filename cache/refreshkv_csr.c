@@ -127,10 +127,14 @@ static void csr_place(rkv_impl *im, size_t m) {
         const uint32_t r = old_row(im->sel_old, im->pn, im->sel_pos[i]);
         if (r != SKV_RKV_NO_ROW) im->perm[r] = (uint32_t)i;
     }
+    /* the lookups are done: sel_old[i].row now says whether selected token i had a row */
+    for (size_t i = 0; i < m; i++) im->sel_old[i].row = SKV_RKV_NO_ROW;
+    for (size_t r = 0; r < im->pn; r++)
+        if (im->perm[r] != SKV_RKV_NO_ROW) im->sel_old[im->perm[r]].row = (uint32_t)r;
     skv_rkv_move_rows(&im->pk, &im->pv, im->perm, im->pcap);
     float k[SKV_MAX_HEAD_DIM], v[SKV_MAX_HEAD_DIM];
     for (size_t i = 0; i < m; i++) {
-        if (old_row(im->sel_old, im->pn, im->sel_pos[i]) == SKV_RKV_NO_ROW) {
+        if (im->sel_old[i].row == SKV_RKV_NO_ROW) {
             skv_csr_token(im->csr, im->sel_pos[i], k, v);
             skv_rows_put(&im->pk, i, k);
             skv_rows_put(&im->pv, i, v);
