@@ -29,25 +29,33 @@ synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float dr
                               .seed = seed};
 }
 
+const eval_label eval_labels[EVAL_N_LABELS] = {
+    {"exact", SKV_POLICY_EXACT, SKV_VALUES_CLUSTER, SKV_FULL_EXACT, 0},
+    {"sinkwin", SKV_POLICY_SINKWIN, SKV_VALUES_CLUSTER, SKV_FULL_EXACT, 0},
+    {"h2o", SKV_POLICY_H2O, SKV_VALUES_CLUSTER, SKV_FULL_EXACT, 0},
+    {"subgen-l2", SKV_POLICY_SUBGEN, SKV_VALUES_L2, SKV_FULL_EXACT, 0},
+    {"subgen-cluster", SKV_POLICY_SUBGEN, SKV_VALUES_CLUSTER, SKV_FULL_EXACT, 0},
+    {"refreshkv", SKV_POLICY_REFRESHKV, SKV_VALUES_CLUSTER, SKV_FULL_EXACT, 0},
+    {"refreshkv-subgen", SKV_POLICY_REFRESHKV, SKV_VALUES_CLUSTER, SKV_FULL_SUBGEN, 0},
+    {"csr", SKV_POLICY_CSR, SKV_VALUES_CLUSTER, SKV_FULL_EXACT, 1},
+    {"refreshkv-csr", SKV_POLICY_REFRESHKV, SKV_VALUES_CLUSTER, SKV_FULL_CSR, 1},
+};
+
 int eval_standard_lineup(int d, skv_dtype dtype, size_t budget, uint64_t seed, skv_config *cfgs,
                          const char **labels) {
-    static const char *const names[7] = {
-        "exact", "sinkwin", "h2o", "subgen-l2", "subgen-cluster", "refreshkv", "refreshkv-subgen"};
-    const skv_policy_id pol[7] = {SKV_POLICY_EXACT,    SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
-                                  SKV_POLICY_SUBGEN,   SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV,
-                                  SKV_POLICY_REFRESHKV};
-    for (int i = 0; i < 7; i++) {
-        skv_config_default(&cfgs[i], pol[i], d);
-        cfgs[i].dtype = dtype;
-        cfgs[i].seed = seed;
-        cfgs[i].budget_bytes = i == 0 ? 0 : budget;
-        /* explicit: the library's default estimator (cluster) is not subgen-l2's */
-        if (i == 3) cfgs[i].values = SKV_VALUES_L2;
-        if (i == 4 || i == 6) cfgs[i].values = SKV_VALUES_CLUSTER;
-        if (i == 6) cfgs[i].full_store = SKV_FULL_SUBGEN;
-        labels[i] = names[i];
+    int n = 0;
+    for (int i = 0; i < EVAL_N_LABELS; i++) {
+        const eval_label *l = &eval_labels[i];
+        if (l->coded) continue; /* no dictionary here */
+        skv_config_default(&cfgs[n], l->policy, d);
+        cfgs[n].dtype = dtype;
+        cfgs[n].seed = seed;
+        cfgs[n].budget_bytes = l->policy == SKV_POLICY_EXACT ? 0 : budget;
+        cfgs[n].values = l->values;
+        cfgs[n].full_store = l->full_store;
+        labels[n++] = l->name;
     }
-    return 7;
+    return n;
 }
 
 void eval_cli_init(eval_cli *c) {

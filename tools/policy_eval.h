@@ -53,6 +53,20 @@ int eval_run(const eval_opts *o, const skv_config *cfgs, const char *const *labe
  */
 synth_stream_cfg eval_workload(int d, int clusters, uint32_t phase_len, float drift, uint64_t seed);
 
+/* The labels the evaluation tools know, each a policy and the settings that make it that
+ * label (the library's defaults for the rest). `coded`: the label needs a CSR dictionary. */
+typedef struct eval_label {
+    const char *name;
+    skv_policy_id policy;
+    skv_values_mode values; /* explicit: the library's default (cluster) is not subgen-l2's */
+    skv_full_store full_store;
+    int coded;
+} eval_label;
+enum { EVAL_N_LABELS = 9 };
+/* exact, sinkwin, h2o, subgen-l2, subgen-cluster, refreshkv, refreshkv-subgen, csr,
+ * refreshkv-csr: in this order (the line-ups list them so) */
+extern const eval_label eval_labels[EVAL_N_LABELS];
+
 /* Room the callers of eval_standard_lineup reserve. */
 enum { EVAL_MAX_LINEUP = 12 }; /* the line-up, more policies, and bench rows */
 

@@ -43,6 +43,7 @@
 #include "eval_text.h"
 #include "llama_cli.h"
 #include "llama_tok.h"
+#include "policy_eval.h"
 #include "subkv_cli.h"
 
 enum { MAX_RUNS = 64 };
@@ -84,37 +85,29 @@ static int wanted(const opts *o, const char *label) {
  * csr only with --csr-dict (its dictionary loaded and bound here). -1: the dictionary does
  * not load or fit the model. */
 static int lineup(ctx *c) {
-    enum { N = 9 };
-    static const char *const names[N] = {
-        "exact",     "sinkwin",          "h2o", "subgen-l2",    "subgen-cluster",
-        "refreshkv", "refreshkv-subgen", "csr", "refreshkv-csr"};
-    const skv_policy_id pol[N] = {SKV_POLICY_EXACT,     SKV_POLICY_SINKWIN, SKV_POLICY_H2O,
-                                  SKV_POLICY_SUBGEN,    SKV_POLICY_SUBGEN,  SKV_POLICY_REFRESHKV,
-                                  SKV_POLICY_REFRESHKV, SKV_POLICY_CSR,     SKV_POLICY_REFRESHKV};
     const opts *o = c->o;
     const int nw = o->n_sg_window ? o->n_sg_window : 1, ns = o->n_sg_samples ? o->n_sg_samples : 1;
-    for (int i = 0; i < N; i++) {
-        const int sub = pol[i] == SKV_POLICY_SUBGEN, nv = sub ? nw * ns : 1;
-        const int coded = pol[i] == SKV_POLICY_CSR || i == 8; /* csr, refreshkv-csr */
-        if (coded && wanted(o, names[i]) && !o->csr_dict) {
+    for (int i = 0; i < EVAL_N_LABELS; i++) {
+        const eval_label *l = &eval_labels[i];
+        const int sub = l->policy == SKV_POLICY_SUBGEN, nv = sub ? nw * ns : 1;
+        const int exact = l->policy == SKV_POLICY_EXACT;
+        if (l->coded && wanted(o, l->name) && !o->csr_dict) {
             fprintf(stderr, "subkv-eval: %s skipped: no --csr-dict FILE (make csr-dicts)\n",
-                    names[i]);
+                    l->name);
             continue;
         }
         for (int v = 0; v < nv; v++)
-            for (int f = 0; f < (i == 0 ? 1 : o->n_frac); f++) {
-                if (!wanted(o, names[i]) || c->n_runs == MAX_RUNS) continue;
+            for (int f = 0; f < (exact ? 1 : o->n_frac); f++) {
+                if (!wanted(o, l->name) || c->n_runs == MAX_RUNS) continue;
                 run_cfg *r = &c->runs[c->n_runs++];
-                snprintf(r->label, sizeof r->label, "%s", names[i]);
-                r->frac = i == 0 ? 1 : o->fracs[f];
-                skv_config_default(&r->cfg, pol[i], (int)c->hp->head_dim);
+                snprintf(r->label, sizeof r->label, "%s", l->name);
+                r->frac = exact ? 1 : o->fracs[f];
+                skv_config_default(&r->cfg, l->policy, (int)c->hp->head_dim);
                 r->cfg.dtype = (skv_dtype)o->dtype;
                 r->cfg.seed = o->seed;
-                /* both explicit: the library's default estimator is not this label's */
-                if (i == 3 || i == 4) r->cfg.values = i == 3 ? SKV_VALUES_L2 : SKV_VALUES_CLUSTER;
-                if (i == 6) r->cfg.full_store = SKV_FULL_SUBGEN;
-                if (i == 8) r->cfg.full_store = SKV_FULL_CSR;
-                if (coded) {
+                r->cfg.values = l->values;
+                r->cfg.full_store = l->full_store;
+                if (l->coded) {
                     memcpy(r->cfg.dict_path, o->csr_dict, strlen(o->csr_dict) + 1);
                     r->cfg.rope_base = o->csr_rope_base;
                     if (lcli_dict_load(&c->dicts, c->hp, &r->cfg, 1) != 0) return -1;
@@ -122,7 +115,7 @@ static int lineup(ctx *c) {
                 if (!sub || (!o->n_sg_window && !o->n_sg_samples)) continue;
                 if (o->n_sg_window) r->cfg.window = o->sg_window[v / ns];
                 if (o->n_sg_samples) r->cfg.samples = o->sg_samples[v % ns];
-                snprintf(r->label, sizeof r->label, "%s/w%dt%d", names[i], r->cfg.window,
+                snprintf(r->label, sizeof r->label, "%s/w%dt%d", l->name, r->cfg.window,
                          r->cfg.samples);
             }
     }
