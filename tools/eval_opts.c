@@ -19,7 +19,7 @@ static void usage(FILE *f) {
             "  --texts LIST            file naming one text file per line (Debian texts)\n"
             "  --words PATH            word list for the lines task (default "
             "/usr/share/dict/words)\n"
-            "  --out DIR               where the CSV and tables go (default build/eval)\n"
+            "  --out DIR               CSV and tables, made if missing (default build/eval)\n"
             "  --model PATH            GGUF (default %s)\n"
             "  --windows L:N[,L:N]     N perplexity windows of L tokens (default 4096:1,8192:1)\n"
             "  --tail T                tokens scored per window (default 64)\n"

@@ -31,10 +31,12 @@
  * Writes OUT/eval.csv (every measurement), summary.{txt,csv,md}, layers.{csv,md},
  * depths.md; prints the summary.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "eval_attn.h"
 #include "eval_docs.h"
@@ -469,8 +471,12 @@ int main(int argc, char **argv) {
     if (!c.logits || c.n_runs == 0 || eval_docs_load(o.texts, c.tok, &d) != 0) goto done;
     char path[1024];
     snprintf(path, sizeof path, "%s/windows.txt", o.out);
+    if (mkdir(o.out, 0777) != 0 && errno != EEXIST) { /* one level: --out's parent must exist */
+        fprintf(stderr, "subkv-eval: cannot create %s: %s\n", o.out, strerror(errno));
+        goto done;
+    }
     if (!(wf = fopen(path, "w"))) {
-        fprintf(stderr, "subkv-eval: cannot write %s (does %s exist?)\n", path, o.out);
+        fprintf(stderr, "subkv-eval: cannot write %s: %s\n", path, strerror(errno));
         goto done;
     }
     fprintf(stderr, "subkv-eval: %d policy runs, %d texts, dtype %s\n", c.n_runs, d.n,
