@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "skv_backend.h"
@@ -186,6 +187,44 @@ typedef struct dsub_case {
     float drift;
 } dsub_case;
 
+/* First differing element of two equal-length arrays of `size`-byte elements, or -1. */
+static long first_diff(const void *x, const void *y, size_t n, size_t size) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp((const char *)x + i * size, (const char *)y + i * size, size)) return (long)i;
+    return -1;
+}
+
+/* Why two SubGen sketches that should be equal are not: each part of their state side by
+ * side, the first differing element of each (printed before the failure). */
+static void dsub_explain(const skv_sketch *cpu, const skv_sketch *gpu) {
+    const skv_subgen_impl *x = cpu->impl, *y = gpu->impl;
+    const size_t rb = skv_rows_row_bytes(&x->ck);
+    printf("# CPU / GPU: tokens %llu / %llu, sinks %zu / %zu, window %zu+%zu / %zu+%zu, clusters "
+           "%d / %d, delta %a / %a, merges %u / %u, mu %a / %a, slots_full %d / %d\n",
+           (unsigned long long)cpu->tokens_seen, (unsigned long long)gpu->tokens_seen, x->sw.nsinks,
+           y->sw.nsinks, x->sw.wfill, x->sw.whead, y->sw.wfill, y->sw.whead, x->nclusters,
+           y->nclusters, (double)x->delta, (double)y->delta, x->merges, y->merges, x->mu, y->mu,
+           (int)x->slots_full, (int)y->slots_full);
+    if (x->nclusters != y->nclusters || x->sw.wfill != y->sw.wfill) return;
+    const size_t nsamp = (size_t)x->nclusters * (size_t)x->t, d = (size_t)cpu->cfg.head_dim;
+    printf("# first difference (-1: none): sinks k %ld v %ld, window k %ld v %ld, centers %ld, "
+           "counts %ld, cluster samples %ld, slots k %ld v %ld, inv_norm %ld\n",
+           first_diff(x->sw.sk.data, y->sw.sk.data, x->sw.nsinks, rb),
+           first_diff(x->sw.sv.data, y->sw.sv.data, x->sw.nsinks, rb),
+           first_diff(x->sw.wk.data, y->sw.wk.data, x->sw.wfill, rb),
+           first_diff(x->sw.wv.data, y->sw.wv.data, x->sw.wfill, rb),
+           first_diff(x->centers, y->centers, (size_t)x->nclusters, d * sizeof(float)),
+           first_diff(x->count, y->count, (size_t)x->nclusters, sizeof(uint64_t)),
+           first_diff(x->ck.data, y->ck.data, nsamp, rb),
+           x->slots_full ? first_diff(x->lk.data, y->lk.data, (size_t)x->s, rb) : -1,
+           x->slots_full ? first_diff(x->lv.data, y->lv.data, (size_t)x->s, rb) : -1,
+           x->slots_full ? first_diff(x->inv_norm, y->inv_norm, (size_t)x->s, sizeof(float)) : -1);
+    for (int j = 0; j < x->nclusters; j++)
+        if (x->count[j] != y->count[j])
+            printf("# cluster %d count %llu / %llu\n", j, (unsigned long long)x->count[j],
+                   (unsigned long long)y->count[j]);
+}
+
 /*
  * J sketches (different sequences and heads, so different coins) take the same rounds of
  * tokens on the CPU and, batched in one launch per round, on the GPU; after every round
@@ -270,8 +309,10 @@ static void dsub_conformance(const dsub_case *tc) {
         for (int j = 0; j < J; j++) {
             TU_OK(skv_dsub_pull(g_ctx, dev[j], shadow[j], &err), &err);
             skv_buf a = tu_save(cpu[j]), b = tu_save(shadow[j]);
-            if (!tu_bufs_equal(&a, &b))
+            if (!tu_bufs_equal(&a, &b)) {
+                dsub_explain(cpu[j], shadow[j]);
                 fail_msg("%s: sketch %d differs from the CPU after round %d", tc->name, j, rd);
+            }
             free(a.data), free(b.data);
             skv_stats sts;
             skv_sketch_stats(cpu[j], &sts);
