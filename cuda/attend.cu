@@ -474,13 +474,30 @@ subkv_status skv_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, skv_err 
 
 void skv_cuda_free(void *p) { cudaFree(p); }
 
+/*
+ * The plain copies wait for the whole device before and after. cudaMemcpy runs on the
+ * legacy default stream, which the contexts' non-blocking streams do not order against: it
+ * neither waits for a kernel still reading or writing the buffer, nor, for a pageable
+ * upload, waits for its own DMA to land ("returns once the pageable buffer has been copied
+ * to the staging memory", CUDA's API synchronization behavior). A kernel queued on a
+ * context's stream right after a plain upload read the tail of the buffer before it
+ * arrived (test_cuda_subgen_append_equals_cpu, rarely, on an H100). The hot paths queue
+ * their copies on the context's stream instead (skv_cuda_upload_async and friends).
+ */
+static cudaError_t plain_copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaMemcpy(dst, src, bytes, kind);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    return e;
+}
+
 subkv_status skv_cuda_upload(void *dst, const void *src, size_t bytes, skv_err *err) {
-    SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), err);
+    SKV_CUDA_CHECK(plain_copy(dst, src, bytes, cudaMemcpyHostToDevice), err);
     return SKV_OK;
 }
 
 subkv_status skv_cuda_download(void *dst, const void *src, size_t bytes, skv_err *err) {
-    SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), err);
+    SKV_CUDA_CHECK(plain_copy(dst, src, bytes, cudaMemcpyDeviceToHost), err);
     return SKV_OK;
 }
 
@@ -522,7 +539,7 @@ subkv_status skv_cuda_memset_async(skv_cuda_ctx *c, void *p, int value, size_t b
 }
 
 subkv_status skv_cuda_copy(void *dst, const void *src, size_t bytes, skv_err *err) {
-    SKV_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), err);
+    SKV_CUDA_CHECK(plain_copy(dst, src, bytes, cudaMemcpyDeviceToDevice), err);
     return SKV_OK;
 }
 

@@ -117,7 +117,10 @@ subkv_status skv_cuda_copy_bandwidth(skv_cuda_ctx *c, size_t bytes, double *gbps
 subkv_status skv_cuda_fill_random(void *p, size_t n, skv_dtype dtype, uint64_t seed, float scale,
                                   skv_err *err);
 
-/* Plain device memory helpers (tests, benchmarks, the worker's pools). */
+/* Plain device memory helpers (tests, benchmarks, the worker's pools). The copies are
+ * synchronous with respect to the host and to every stream of the device: they wait for all
+ * queued work first and return once the bytes are in place (so a kernel queued next on any
+ * context's stream sees them); hot paths use the _async copies on a context's stream. */
 subkv_status skv_cuda_malloc(void **p, size_t bytes, skv_err *err);
 void skv_cuda_free(void *p);
 subkv_status skv_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, skv_err *err);

@@ -347,6 +347,37 @@ static void dsub_conformance(const dsub_case *tc) {
     free(K), free(V), free(q), free(qs), free(part), free(got), free(want);
 }
 
+/*
+ * A plain upload must have landed when it returns: an op queued next on a context's
+ * (non-blocking) stream reads what was uploaded. cudaMemcpy from pageable memory alone may
+ * return with its last DMA in flight; the append conformance test above once read the old
+ * tail of its key buffer that way. Each round uploads 64 MiB whose last MiB is fresh and
+ * copies that MiB on the context's stream at once.
+ */
+static void test_cuda_plain_upload_lands_before_the_next_stream_op(void **state) {
+    (void)state;
+    NEED_GPU();
+    synth_rng r;
+    tu_rng_for(&r, __func__);
+    enum { ROUNDS = 40 };
+    const size_t n = (size_t)16 << 20, m = (size_t)1 << 18; /* floats: 64 MiB, its last MiB */
+    float *h = tu_malloc(n * sizeof(float)), *back = tu_malloc(m * sizeof(float));
+    synth_fill_normal(&r, h, n, 1.0f);
+    float *d = upload(NULL, n * sizeof(float)), *tail = upload(NULL, m * sizeof(float));
+    skv_err err;
+    for (int rd = 0; rd < ROUNDS; rd++) {
+        synth_fill_normal(&r, h + (n - m), m, 1.0f);
+        TU_OK(skv_cuda_upload(d, h, n * sizeof(float), &err), &err);
+        TU_OK(skv_cuda_copy_async(g_ctx, tail, d + (n - m), m * sizeof(float), &err), &err);
+        TU_OK(skv_cuda_sync(g_ctx, &err), &err);
+        TU_OK(skv_cuda_download(back, tail, m * sizeof(float), &err), &err);
+        if (memcmp(back, h + (n - m), m * sizeof(float)) != 0)
+            fail_msg("round %d: the stream read the buffer's tail before the upload landed", rd);
+    }
+    skv_cuda_free(d), skv_cuda_free(tail);
+    free(h), free(back);
+}
+
 static void test_cuda_subgen_append_equals_cpu(void **state) {
     (void)state;
     NEED_GPU();
@@ -390,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_cuda_window_policies_match_cpu),
         cmocka_unit_test(test_cuda_subgen_matches_cpu),
         cmocka_unit_test(test_cuda_subgen_append_equals_cpu),
+        cmocka_unit_test(test_cuda_plain_upload_lands_before_the_next_stream_op),
         cmocka_unit_test(test_cuda_refreshkv_partial_step_matches_cpu),
         cmocka_unit_test(test_cuda_rejects_unsupported_shapes),
     };
