@@ -307,10 +307,13 @@ void skv_rkv_sub_config(const skv_config *p, size_t budget, skv_config *c);
  * plus the candidate scratch. */
 subkv_status skv_rkv_sub_resolve(const skv_config *cfg, size_t budget, skv_config *sc, size_t *cost,
                                  skv_err *err);
-/* Resolve refreshkv's store fields (and, with a budget, split it: K from half, the store
- * from the rest); fixed = refreshkv's state bytes, row = bytes per partial-cache token. */
+/* A bounded store's budget (budget_bytes > 0): half of it, less the fixed state, derives the
+ * partial cache's K (at least 1, written to cfg); *rest = what is left for the store.
+ * SKV_ERR_BUDGET when the budget cannot hold the state and one partial token. */
 subkv_status skv_rkv_split_partial(skv_config *cfg, size_t fixed, size_t row, size_t *rest,
                                    skv_err *err);
+/* Resolve refreshkv's store fields (and, with a budget, split it: K from half, the store
+ * from the rest); fixed = refreshkv's state bytes, row = bytes per partial-cache token. */
 subkv_status skv_rkv_sub_split(skv_config *cfg, size_t fixed, size_t row, skv_err *err);
 /* Read a saved store from r; it must match expect's config and bytes, and hold tokens_seen
  * tokens. SKV_ERR_CORRUPT otherwise. */

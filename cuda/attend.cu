@@ -480,9 +480,10 @@ void skv_cuda_free(void *p) { cudaFree(p); }
  * neither waits for a kernel still reading or writing the buffer, nor, for a pageable
  * upload, waits for its own DMA to land ("returns once the pageable buffer has been copied
  * to the staging memory", CUDA's API synchronization behavior). A kernel queued on a
- * context's stream right after a plain upload read the tail of the buffer before it
- * arrived (test_cuda_subgen_append_equals_cpu, rarely, on an H100). The hot paths queue
- * their copies on the context's stream instead (skv_cuda_upload_async and friends).
+ * context's stream right after a plain upload could read the tail of the buffer before it
+ * arrived: the likely cause of one test_cuda_subgen_append_equals_cpu failure on an H100
+ * (not reproduced). The hot paths queue their copies on the context's stream instead
+ * (skv_cuda_upload_async and friends).
  */
 static cudaError_t plain_copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
     cudaError_t e = cudaDeviceSynchronize();

@@ -350,9 +350,9 @@ static void dsub_conformance(const dsub_case *tc) {
 /*
  * A plain upload must have landed when it returns: an op queued next on a context's
  * (non-blocking) stream reads what was uploaded. cudaMemcpy from pageable memory alone may
- * return with its last DMA in flight; the append conformance test above once read the old
- * tail of its key buffer that way. Each round uploads 64 MiB whose last MiB is fresh and
- * copies that MiB on the context's stream at once.
+ * return with its last DMA in flight, which likely made the append conformance test above
+ * read the old tail of its key buffer once (not reproduced). Each round uploads 64 MiB
+ * whose last MiB is fresh and copies that MiB on the context's stream at once.
  */
 static void test_cuda_plain_upload_lands_before_the_next_stream_op(void **state) {
     (void)state;
