@@ -38,6 +38,8 @@ int skv_backend_select(int local_rank, skv_backend_info *out) {
 }
 
 enum { D = 64, G = 4, NSEQ = 8, LAYERS = 2, HEADS = 2, NIT = NSEQ * LAYERS * HEADS };
+/* sequences 0 .. RKV_SEQ0 - 1 are csr or exact; RKV_SEQ0 .. NSEQ - 1 refreshkv */
+enum { RKV_SEQ0 = 5 };
 
 typedef struct wk_pair {
     skv_worker *w[2]; /* 0: GPU, 1: CPU */
@@ -178,7 +180,7 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
             /* refreshkv: a full step at steps 1, 3 and 6 (decide=layer: the flag decides);
              * after the prefill at most 3 tokens a step, fewer than K, so that the ring mirror
              * takes its one-row-per-token path unless a re-selection is noticed */
-            const int rkv = g_items[i].seq_id >= 5;
+            const int rkv = g_items[i].seq_id >= RKV_SEQ0;
             g_items[i].refresh = rkv && (step == 1 || step == 3 || step == 6);
             if (rkv && step > 0 && step != 2)
                 g_items[i].n_tokens = (uint32_t)tu_rand_range(&r, 1, 3);
@@ -227,8 +229,8 @@ static void test_gpu_csr_worker_matches_cpu_worker(void **state) {
     /* every token the csr sketches coded was coded by the (emulated) GPU encode: past the
      * sinks + window rows of sequences 0 (20), 3 (10) and 4 (4), every token of sequence 1 */
     uint64_t coded = 0;
-    const uint64_t exact_rows[5] = {20, 0, 0, 10, 4};
-    for (int q = 0; q < 5; q++)
+    const uint64_t exact_rows[RKV_SEQ0] = {20, 0, 0, 10, 4};
+    for (int q = 0; q < RKV_SEQ0; q++)
         for (int i = 0; q != 2 && i < LAYERS * HEADS; i++) {
             const uint64_t t = seen[q * LAYERS * HEADS + i];
             coded += t > exact_rows[q] ? t - exact_rows[q] : 0;
